@@ -1,0 +1,1 @@
+"""genrec: shopper sessions -> the next product's Semantic ID, and everything that serves it."""

@@ -1,0 +1,2 @@
+"""semid: items -> Semantic IDs (embeddings, RQ-VAE with taxonomy contrastive loss, tokenizer, evaluation,
+audit). Imports neither genrec nor index."""
