@@ -1,0 +1,60 @@
+"""Shared fixtures: where the real data lives (skip when absent), the real imports done once per test
+session, and a writer for small csv / text files, plain or gzip."""
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data folder (../shared/data from the repo root); tests needing it skip without it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} not present")
+    return SHARED_DATA
+
+
+def write_file(folder: Path, name: str, text: str, gz: bool) -> Path:
+    """Write ``text`` to ``folder/name`` (``name.gz`` gzip-compressed when ``gz``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if gz:
+        path = folder / f"{name}.gz"
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        path = folder / name
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_file():
+    """``write_file`` as a fixture, for tests that build small raw data sets in tmp_path."""
+    return write_file
+
+
+@pytest.fixture(scope="session")
+def instacart_import(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The real Instacart data imported once (no retailers): (dataset, output folder, seconds taken)."""
+    from genrec.importers.instacart import import_instacart
+
+    out = tmp_path_factory.mktemp("instacart") / "ds"
+    start = time.perf_counter()
+    ds = import_instacart(shared_data / "instacart", out)
+    return ds, out, time.perf_counter() - start
+
+
+@pytest.fixture(scope="session")
+def beauty_import(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The real Amazon Beauty data imported once: (dataset, output folder, seconds taken)."""
+    from genrec.importers.amazon import import_amazon
+
+    out = tmp_path_factory.mktemp("beauty") / "ds"
+    start = time.perf_counter()
+    ds = import_amazon(shared_data / "amazon-beauty", out)
+    return ds, out, time.perf_counter() - start
