@@ -47,7 +47,7 @@ class Dataset:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.items = conform(self.items, ITEMS_SCHEMA, "items.parquet")
+        self.items = conform(self.items, ITEMS_SCHEMA, "items.parquet", keep_extra=True)
         self.events = conform(self.events, EVENTS_SCHEMA, "events.parquet")
         if self.assortment is not None:
             self.assortment = conform(self.assortment, ASSORTMENT_SCHEMA, "assortment.parquet")

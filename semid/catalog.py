@@ -23,8 +23,9 @@ class DataError(ValueError):
     """Input data that breaks a contract; the message names the file and the problem."""
 
 
-def conform(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
-    """Select and cast ``table``'s columns to ``schema``; optional (nullable) columns may be missing."""
+def conform(table: pa.Table, schema: pa.Schema, name: str, keep_extra: bool = False) -> pa.Table:
+    """Select and cast ``table``'s columns to ``schema``; optional (nullable) columns may be missing.
+    ``keep_extra`` keeps other columns after the schema's (e.g. a precomputed embedding column)."""
     columns = []
     for field in schema:
         if field.name in table.column_names:
@@ -39,7 +40,11 @@ def conform(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
     for field, col in zip(schema, columns):
         if not field.nullable and col.null_count:
             raise DataError(f"{name}: column {field.name!r} has {col.null_count} empty values")
-    return pa.Table.from_arrays(columns, schema=schema)
+    out = pa.Table.from_arrays(columns, schema=schema)
+    if keep_extra:
+        for extra in (c for c in table.column_names if c not in schema.names):
+            out = out.append_column(extra, table.column(extra))
+    return out
 
 
 def read_items(path: str | Path) -> pa.Table:
@@ -49,4 +54,4 @@ def read_items(path: str | Path) -> pa.Table:
         path = path / "items.parquet"
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    return conform(pq.read_table(path), ITEMS_SCHEMA, str(path))
+    return conform(pq.read_table(path), ITEMS_SCHEMA, str(path), keep_extra=True)

