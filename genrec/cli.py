@@ -61,6 +61,48 @@ def _cmd_embed(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {vectors.shape[0]:,} x {vectors.shape[1]} embeddings")
 
 
+def _cmd_semid_train(args: argparse.Namespace) -> None:
+    from genrec.runconfig import load_run_config
+    from genrec.semid_run import build_semids
+
+    cfg = load_run_config(args.config)
+    init = Path(args.init_from) if args.init_from else None
+    stage = build_semids(Path(args.data), cfg, Path(args.out), init_run=init)
+    print(f"wrote {args.out}: {stage.sids.num_rows:,} SIDs, codebook version {stage.version}")
+
+
+def _cmd_semid_eval(args: argparse.Namespace) -> None:
+    from genrec.semid_run import evaluate_semids, write_json
+    from semid.intrinsic import format_intrinsic
+
+    metrics = evaluate_semids(Path(args.run), seed=args.seed)
+    print(format_intrinsic(metrics))
+    if args.out:
+        write_json(metrics, Path(args.out))
+
+
+def _cmd_semid_assign(args: argparse.Namespace) -> None:
+    import pyarrow.parquet as pq
+
+    from genrec.semid_run import assign_new_items
+
+    table = assign_new_items(Path(args.run), Path(args.items))
+    pq.write_table(table, args.out)
+    print(f"wrote {args.out}: SIDs for {table.num_rows:,} new products")
+
+
+def _cmd_semid_audit(args: argparse.Namespace) -> None:
+    import pyarrow.parquet as pq
+
+    from genrec.semid_run import audit_run
+
+    table = audit_run(Path(args.run), min_support=args.min_support, top=args.top)
+    pq.write_table(table, args.out)
+    print(f"wrote {args.out}: {table.num_rows:,} products to review")
+    for row in table.slice(0, args.show).to_pylist():
+        print(f"  {row['confidence']:.2f}  {row['title']}  [{row['label']}] -> {row['majority_label']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their flags."""
     p = argparse.ArgumentParser(prog="genrec", description=__doc__.splitlines()[0])
@@ -107,6 +149,32 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--config", default=None, help="run config whose `embedding` section to use")
     em.add_argument("--model", default=None, help="sentence-transformers model name or path")
     em.set_defaults(func=_cmd_embed)
+
+    semid = sub.add_parser("semid", help="Semantic IDs: train, evaluate, assign, audit")
+    ssub = semid.add_subparsers(dest="semid_command", required=True)
+    tr = ssub.add_parser("train", help="embed items, train the codebook, assign SIDs")
+    tr.add_argument("--data", required=True, help="dataset folder")
+    tr.add_argument("--config", required=True, help="run config YAML (configs/*.yaml)")
+    tr.add_argument("--out", required=True, help="run folder to write")
+    tr.add_argument("--init-from", default=None, help="start from this run's codebook (stable retraining)")
+    tr.set_defaults(func=_cmd_semid_train)
+    ev = ssub.add_parser("eval", help="intrinsic evaluation of a run's codebook")
+    ev.add_argument("--run", required=True, help="run folder")
+    ev.add_argument("--out", default=None, help="metrics JSON to write")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the fixed pair sample")
+    ev.set_defaults(func=_cmd_semid_eval)
+    asg = ssub.add_parser("assign", help="SIDs for new products without retraining (cold start)")
+    asg.add_argument("--run", required=True, help="run folder")
+    asg.add_argument("--items", required=True, help="items.parquet of the new products")
+    asg.add_argument("--out", required=True, help="parquet file of their SIDs")
+    asg.set_defaults(func=_cmd_semid_assign)
+    au = ssub.add_parser("audit", help="products whose SID neighbourhood disagrees with their category")
+    au.add_argument("--run", required=True, help="run folder")
+    au.add_argument("--out", required=True, help="parquet file of the ranked review queue")
+    au.add_argument("--min-support", type=int, default=5, help="smallest neighbourhood that may vote")
+    au.add_argument("--top", type=int, default=None, help="keep only the top N")
+    au.add_argument("--show", type=int, default=10, help="print the first N")
+    au.set_defaults(func=_cmd_semid_audit)
     return p
 
 
@@ -116,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         args.func(args)
     except (DataError, ConfigError, FileNotFoundError) as e:

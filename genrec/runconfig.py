@@ -1,0 +1,28 @@
+"""A run's configuration: one YAML file whose sections are the components' own dataclasses, read
+strictly (a wrong key or type names itself)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from semid.config import ConfigError, from_dict, load_yaml
+from semid.embeddings import EmbeddingConfig
+from semid.train import SemIDConfig
+
+
+@dataclass
+class RunConfig:
+    """Everything a run builds, section by section; each section defaults to its component's defaults."""
+
+    name: str = "run"  # a label for tables and logs
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)  # item -> vector
+    semid: SemIDConfig = field(default_factory=SemIDConfig)  # vector -> Semantic ID
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read and check a run config YAML; errors name the file and the offending key."""
+    try:
+        return from_dict(RunConfig, load_yaml(path))
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from e

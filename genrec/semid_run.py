@@ -1,0 +1,148 @@
+"""The Semantic-ID stage of a run folder: embed a dataset's items, train the codebook, assign SIDs, and
+the commands that read the result back (eval, assign for new products, audit)."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from genrec.runconfig import RunConfig
+from semid.catalog import DataError, read_items
+from semid.config import save_yaml
+from semid.embeddings import embed_items, read_embeddings, write_embeddings
+from semid.intrinsic import codebook_health, collisions, intrinsic_metrics
+from semid.sids import assign_sids, codes_matrix, extend_sids
+from semid.store import load_codebook, read_sids, save_codebook, write_sids
+from semid.train import SemIDModel, train_codebook
+
+log = logging.getLogger(__name__)
+
+EMBEDDINGS_FILE = "embeddings.parquet"
+ITEMS_FILE = "items.parquet"  # the catalog the codebook was trained on (for eval and audit)
+CONFIG_FILE = "config.yaml"  # the resolved run config
+
+
+@dataclass
+class SemIDStage:
+    """What ``build_semids`` produced: the model, the SID table, and where it lies."""
+
+    run: Path
+    model: SemIDModel
+    sids: pa.Table
+    version: str
+
+
+def build_semids(data: Path, cfg: RunConfig, run: Path, init_run: Path | None = None) -> SemIDStage:
+    """Embed ``data``'s items, train the codebook (from ``init_run``'s when given, so most products keep
+    their codes), assign SIDs and write everything into ``run``."""
+    items = read_items(data)
+    run.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, run / CONFIG_FILE)
+    vectors = embed_items(items, cfg.embedding)
+    item_ids = items.column("item_id").to_numpy()
+    write_embeddings(item_ids, vectors, run / EMBEDDINGS_FILE)
+    pq.write_table(items, run / ITEMS_FILE)
+    init = load_codebook(init_run) if init_run is not None else None
+    paths = items.column("category_path").to_pylist()
+    model, history = train_codebook(vectors, paths, cfg.semid, init=init)
+    codes = model.encode(vectors)
+    sids = assign_sids(item_ids, codes, model.codebook_version)
+    health = {**codebook_health(codes, model.codebook_sizes), **collisions(codes, None)}
+    version = save_codebook(run, model, sids, history, health)
+    log.info("codebook %s: %d products, %s", version, len(item_ids), _health_line(health))
+    return SemIDStage(run, model, read_sids(run), version)
+
+
+def _health_line(health: dict) -> str:
+    util = "/".join(f"{u:.0%}" for u in health.get("utilization", []))
+    return f"utilisation {util}, unique before dedup {health.get('unique_fraction', float('nan')):.1%}"
+
+
+def load_run_items(run: Path) -> tuple[pa.Table, np.ndarray]:
+    """The catalog and its embeddings as the run saw them, rows aligned."""
+    items = read_items(run / ITEMS_FILE)
+    ids, vectors = read_embeddings(run / EMBEDDINGS_FILE)
+    if not np.array_equal(ids, items.column("item_id").to_numpy()):
+        raise DataError(f"{run}: {EMBEDDINGS_FILE} and {ITEMS_FILE} do not list the same items in order")
+    return items, vectors
+
+
+def evaluate_semids(run: Path, seed: int = 0) -> dict:
+    """Intrinsic metrics of the run's codebook over its own catalog."""
+    model = load_codebook(run)
+    items, vectors = load_run_items(run)
+    sids = _aligned_sids(run, model, items)
+    return intrinsic_metrics(
+        vectors,
+        codes_matrix(sids),
+        sids.column("dedup").to_numpy(),
+        items.column("category_path"),
+        model.codebook_sizes,
+        reconstruction_error=model.reconstruction_error(vectors),
+        seed=seed,
+    )
+
+
+def _aligned_sids(run: Path, model: SemIDModel, items: pa.Table) -> pa.Table:
+    sids = read_sids(run, expected_version=model.codebook_version)
+    order = {int(i): k for k, i in enumerate(sids.column("item_id").to_numpy())}
+    try:
+        rows = [order[int(i)] for i in items.column("item_id").to_numpy()]
+    except KeyError as e:
+        raise DataError(f"{run}: item {e.args[0]} of the catalog has no SID") from e
+    return sids.take(pa.array(rows))
+
+
+def assign_new_items(run: Path, items_file: Path, cfg: RunConfig | None = None) -> pa.Table:
+    """Cold start: SIDs for products the codebook never saw, from the trained encoder without retraining;
+    no new product reuses an existing full SID. The run's SID table is extended in place."""
+    model = load_codebook(run)
+    existing = read_sids(run, expected_version=model.codebook_version)
+    new_items = read_items(items_file)
+    if cfg is None:
+        from genrec.runconfig import load_run_config
+
+        cfg = load_run_config(run / CONFIG_FILE)
+    vectors = embed_items(new_items, cfg.embedding)
+    if vectors.shape[1] != model.input_dim:
+        raise DataError(f"{items_file}: embeddings have dim {vectors.shape[1]}, the codebook expects {model.input_dim}")
+    ids = new_items.column("item_id").to_numpy()
+    known = np.isin(ids, existing.column("item_id").to_numpy())
+    if known.all():
+        raise DataError(f"{items_file}: every product already has an SID in {run}")
+    if known.any():
+        log.warning("%d products already have SIDs; keeping their SIDs", int(known.sum()))
+    ids, vectors = ids[~known], vectors[~known]
+    table = extend_sids(existing, ids, model.encode(vectors))
+    write_sids(run, table, model.codebook_version)
+    return table.filter(pa.compute.is_in(table.column("item_id"), value_set=pa.array(ids)))
+
+
+def write_json(obj: dict, path: Path) -> None:
+    """Write metrics JSON (numpy scalars converted)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def audit_run(run: Path, min_support: int = 5, top: int | None = None) -> pa.Table:
+    """Catalog audit queue: products whose SID neighbourhood disagrees with their category label."""
+    from semid.audit import audit_catalog
+
+    model = load_codebook(run)
+    items, vectors = load_run_items(run)
+    sids = _aligned_sids(run, model, items)
+    return audit_catalog(
+        items.column("item_id").to_numpy(),
+        items.column("title").to_pylist(),
+        items.column("category_path"),
+        codes_matrix(sids),
+        embeddings=vectors,
+        min_support=min_support,
+        top=top,
+        sids=sids.column("sid").to_pylist(),
+    )
