@@ -103,6 +103,13 @@ def _cmd_semid_audit(args: argparse.Namespace) -> None:
         print(f"  {row['confidence']:.2f}  {row['title']}  [{row['label']}] -> {row['majority_label']}")
 
 
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from genrec.demo import run_demo
+
+    run_demo(Path(args.workdir), config=Path(args.config) if args.config else None, seed=args.seed)
+    print(f"\ndemo finished; everything it built is in {args.workdir}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their flags."""
     p = argparse.ArgumentParser(prog="genrec", description=__doc__.splitlines()[0])
@@ -149,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--config", default=None, help="run config whose `embedding` section to use")
     em.add_argument("--model", default=None, help="sentence-transformers model name or path")
     em.set_defaults(func=_cmd_embed)
+
+    de = sub.add_parser("demo", help="the whole pipeline on the synthetic grocery world")
+    de.add_argument("--workdir", default="work/demo", help="folder for the demo's data and run")
+    de.add_argument("--config", default=None, help="run config (default: configs/demo.yaml)")
+    de.add_argument("--seed", type=int, default=0)
+    de.set_defaults(func=_cmd_demo)
 
     semid = sub.add_parser("semid", help="Semantic IDs: train, evaluate, assign, audit")
     ssub = semid.add_subparsers(dest="semid_command", required=True)
