@@ -145,4 +145,5 @@ def audit_run(run: Path, min_support: int = 5, top: int | None = None) -> pa.Tab
         min_support=min_support,
         top=top,
         sids=sids.column("sid").to_pylist(),
+        unlabelled=("missing",),  # Instacart files unplaced products under department/aisle "missing"
     )

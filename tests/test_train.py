@@ -1,0 +1,173 @@
+"""The training recipe: it learns a learnable pattern, stops early, and a run interrupted mid-epoch and
+resumed from its last checkpoint ends with exactly the weights of an uninterrupted run."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genrec.decoder import DecoderConfig, build_decoder, decoder_meta, load_decoder
+from genrec.sequences import SequenceConfig, build_histories, make_splits
+from genrec.tokens import ItemTokens, tokenize_examples
+from genrec.train import CHECKPOINT_DIR, MODEL_DIR, DecoderTrainer, RecallEvaluator, TrainConfig, _schedule
+from semid.catalog import DataError
+from semid.tokenizer import BOS, PAD, SIDTokenizer
+
+N_ITEMS = 32
+
+
+class Interrupt(RuntimeError):
+    """Injected failure."""
+
+
+def _world(n_users: int = 120, length: int = 7, seed: int = 0):
+    """Shoppers who walk the catalog in steps of 3: the next item is a function of the last one."""
+    tok = SIDTokenizer([4, 8], dedup_size=1, codebook_version="cb-test")
+    ids = np.arange(N_ITEMS)
+    items = ItemTokens(ids, tok.encode_batch(np.stack([ids // 8, ids % 8], 1)))
+    rng = np.random.default_rng(seed)
+    start = rng.integers(0, N_ITEMS, n_users)
+    user = np.repeat(np.arange(n_users), length)
+    t = np.tile(np.arange(length), n_users)
+    ev = pa.table({"user_id": user, "session_id": user, "ts": t, "item_id": (start[user] + 3 * t) % N_ITEMS,
+                   "position": np.zeros(user.size, np.int32)})
+    splits = make_splits(build_histories(ev), max_items=4, cfg=SequenceConfig(split="leave_one_out"))
+    return tok, items, splits
+
+
+def _config(**kw) -> TrainConfig:
+    return TrainConfig(**{"progress": False, "num_threads": 1, "warmup_steps": 5, **kw})
+
+
+def _trainer(out, cfg: TrainConfig, dropout: float = 0.1, with_eval: bool = True, arch: str = "llama"):
+    tok, items, splits = _world()
+    dcfg = DecoderConfig(arch=arch, d_model=32, n_layers=1, n_heads=2, d_ff=64, max_items=4, dropout=dropout)
+    evaluator = RecallEvaluator(splits.validation.subset(np.arange(40)), items, BOS, PAD, k=5, beam_width=5,
+                                vocab_size=tok.vocab_size) if with_eval else None
+    return DecoderTrainer(
+        cfg, lambda: build_decoder(dcfg, tok.vocab_size, tok.tokens_per_item, codebook_version="cb-test"),
+        tokenize_examples(splits.train, items, BOS), out, evaluator, pad_id=PAD, model_extra={"retailer_token": False},
+    )
+
+
+def _weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_training_learns_the_pattern_and_saves_the_best_decoder(tmp_path):
+    cfg = _config(lr=5e-3, batch_size=16, max_epochs=6, patience=20, checkpoint_every=0)
+    tr = _trainer(tmp_path, cfg, dropout=0.0)
+    tr.setup()
+    result = tr.train()
+    tr.cleanup()
+    evals = [h for h in result.history if "recall@5" in h]
+    assert result.monitor == "recall@5" and len(evals) == 6
+    assert evals[0]["recall@5"] < 0.6 and result.best >= 0.9  # from guessing to knowing the next item
+    assert result.tokens_per_s > 0 and result.steps == 6 * tr.steps_per_epoch and result.epochs_completed == 6
+    model = load_decoder(tmp_path / MODEL_DIR, codebook_version="cb-test")
+    assert decoder_meta(model)["trained_steps"] == result.best_step
+    assert decoder_meta(model)["retailer_token"] is False
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path):
+    cfg = _config(lr=5e-3, warmup_steps=3, batch_size=48, max_epochs=3, checkpoint_every=3)
+    full = _trainer(tmp_path / "full", cfg)
+    full.setup()
+    reference = full.train()
+
+    def crash(step: int) -> None:
+        if step == 8:  # mid-epoch 1 (5 batches per epoch), two steps after the checkpoint at step 6
+            raise Interrupt("power cut")
+
+    first = _trainer(tmp_path / "cut", cfg)
+    first.setup()
+    with pytest.raises(Interrupt):
+        first.train(step_callback=crash)
+    state = json.loads((tmp_path / "cut" / CHECKPOINT_DIR / "trainer_state.json").read_text())["state"]
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (6, 1, 1)
+
+    second = _trainer(tmp_path / "cut", cfg)
+    second.setup(resume=True)
+    resumed = second.train()
+    assert resumed.steps == reference.steps and resumed.history == reference.history
+    for name in (CHECKPOINT_DIR, MODEL_DIR):
+        a, b = _weights(tmp_path / "full" / name), _weights(tmp_path / "cut" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    opt_a = load_file(str(tmp_path / "full" / CHECKPOINT_DIR / "optimizer.safetensors"))
+    opt_b = load_file(str(tmp_path / "cut" / CHECKPOINT_DIR / "optimizer.safetensors"))
+    assert all(torch.equal(opt_a[k], opt_b[k]) for k in opt_a)
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    cfg = _config(batch_size=16, max_steps=3, checkpoint_every=2)
+    tr = _trainer(tmp_path, cfg, with_eval=False)
+    tr.setup()
+    tr.train()
+    other = _trainer(tmp_path, _config(batch_size=8, max_steps=3, checkpoint_every=2), with_eval=False)
+    with pytest.raises(DataError, match="batch_size"):
+        other.setup(resume=True)
+
+
+def test_early_stopping_and_max_steps(tmp_path):
+    cfg = _config(lr=0.0, warmup_steps=0, batch_size=64, max_epochs=20, patience=2)
+    tr = _trainer(tmp_path / "a", cfg, arch="gpt2")  # lr 0: the metric never improves after the first eval
+    tr.setup()
+    result = tr.train()
+    assert result.stopped_early and result.epochs_completed == 3
+    tr = _trainer(tmp_path / "b", _config(batch_size=16, max_steps=5), with_eval=False)
+    tr.setup()
+    assert tr.train().steps == 5 and (tmp_path / "b" / MODEL_DIR / "model.safetensors").is_file()
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    f = _schedule(TrainConfig(warmup_steps=10, min_lr_ratio=0.1, schedule="cosine"), total=110)
+    values = [f(s) for s in range(111)]
+    assert values[0] < values[5] < values[9] <= 1.0 and values[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(values[10:], values[11:])) and values[110] == pytest.approx(0.1)
+    assert _schedule(TrainConfig(warmup_steps=0, schedule="constant"), 50)(40) == 1.0
+
+
+def test_no_training_targets_is_an_error(tmp_path):
+    tok, items, splits = _world(n_users=5, length=2)
+    with pytest.raises(DataError, match="no training sequences"):
+        DecoderTrainer(TrainConfig(), lambda: None, tokenize_examples(splits.train, items, BOS), tmp_path)
+
+
+def test_train_decoder_end_to_end_with_retailer_tokens(tmp_path):
+    from semid.sids import assign_sids
+
+    from genrec.train import RESULT_FILE, train_decoder
+    from genrec.decoder import DecoderConfig as DC
+
+    rng = np.random.default_rng(1)
+    n_users, length = 60, 6
+    user = np.repeat(np.arange(n_users), length)
+    t = np.tile(np.arange(length), n_users)
+    ev = pa.table({"user_id": user, "session_id": user * 10 + t // 2, "ts": t // 2, "item_id": (user + t) % N_ITEMS,
+                   "position": (t % 2).astype(np.int32), "retailer_id": (user % 3).astype(np.int32)})
+    sids = assign_sids(np.arange(N_ITEMS), rng.integers(0, 4, (N_ITEMS, 2)), codebook_version="cb-e2e")
+    tok = SIDTokenizer.from_sids(sids, [4, 4], retailer_ids=[0, 1, 2], codebook_version="cb-e2e")
+    items = ItemTokens.from_sids(sids, tok)
+    cfg = _config(batch_size=16, max_epochs=2, eval_k=5, eval_beam_width=5)
+    result = train_decoder(ev, items, tok, DC(d_model=16, n_layers=1, n_heads=2, d_ff=32, max_items=3), cfg, tmp_path)
+    assert result.steps > 0 and result.monitor == "recall@5"
+    meta = decoder_meta(tmp_path / MODEL_DIR)
+    assert meta["retailer_token"] is True and meta["sequence"]["split"] == "last_basket"
+    assert meta["codebook_version"] == "cb-e2e"
+    assert json.loads((tmp_path / RESULT_FILE).read_text())["steps"] == result.steps
+    again = train_decoder(ev, items, tok, DC(d_model=16, n_layers=1, n_heads=2, d_ff=32, max_items=3), cfg, tmp_path)
+    assert again.steps == result.steps and again.history == result.history  # finished run: resume is a no-op
+
+
+def test_bf16_mixed_precision_trains_after_a_full_precision_run(tmp_path):
+    for precision in ("no", "bf16"):  # accelerate's per-process state must not get in the way
+        tr = _trainer(tmp_path / precision, _config(batch_size=32, max_steps=4, mixed_precision=precision),
+                      with_eval=False)
+        tr.setup()
+        assert tr.accelerator.mixed_precision == precision
+        result = tr.train()
+        assert result.steps == 4 and np.isfinite(result.tokens_per_s)
