@@ -103,6 +103,14 @@ def _cmd_semid_audit(args: argparse.Namespace) -> None:
         print(f"  {row['confidence']:.2f}  {row['title']}  [{row['label']}] -> {row['majority_label']}")
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from genrec.pipeline import train_run
+    from genrec.runconfig import load_run_config
+
+    result = train_run(Path(args.data), load_run_config(args.config), Path(args.out), resume=not args.restart)
+    print(f"wrote {args.out}: decoder trained, best validation {result.best}")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from genrec.demo import run_demo
 
@@ -156,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--config", default=None, help="run config whose `embedding` section to use")
     em.add_argument("--model", default=None, help="sentence-transformers model name or path")
     em.set_defaults(func=_cmd_embed)
+
+    tn = sub.add_parser("train", help="build SIDs (if the run has none), the index, and train the decoder")
+    tn.add_argument("--data", required=True, help="dataset folder")
+    tn.add_argument("--config", required=True, help="run config YAML (configs/*.yaml)")
+    tn.add_argument("--out", required=True, help="run folder (resumes from its last checkpoint)")
+    tn.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    tn.set_defaults(func=_cmd_train)
 
     de = sub.add_parser("demo", help="the whole pipeline on the synthetic grocery world")
     de.add_argument("--workdir", default="work/demo", help="folder for the demo's data and run")

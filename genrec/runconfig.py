@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from genrec.decoder import DecoderConfig
+from genrec.sequences import SequenceConfig
+from genrec.train import TrainConfig
 from semid.config import ConfigError, from_dict, load_yaml
 from semid.embeddings import EmbeddingConfig
 from semid.train import SemIDConfig
@@ -17,6 +20,9 @@ class RunConfig:
     name: str = "run"  # a label for tables and logs
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)  # item -> vector
     semid: SemIDConfig = field(default_factory=SemIDConfig)  # vector -> Semantic ID
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)  # events -> histories and splits
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)  # the transformer
+    train: TrainConfig = field(default_factory=TrainConfig)  # the decoder's training recipe
 
 
 def load_run_config(path: str | Path) -> RunConfig:

@@ -1,0 +1,84 @@
+"""``genrec train``: a dataset and a config in, a complete run folder out: Semantic IDs (built first when
+the run has none), the tokenizer, the retailer index, and the trained decoder."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from genrec.dataset import Dataset, read_dataset
+from genrec.runconfig import RunConfig
+from genrec.semid_run import build_semids
+from genrec.sequences import build_histories, make_splits, resolve_split
+from genrec.tokens import ItemTokens
+from genrec.train import TrainResult, train_decoder
+from index.retailer_index import RetailerIndex
+from semid.store import codebook_version, read_sids
+from semid.tokenizer import SIDTokenizer
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILE = "tokenizer.json"
+INDEX_DIR = "index"
+DECODER_DIR = "decoder"  # the trainer's folder: decoder/model (best), decoder/checkpoint (last)
+MODEL_DIR = "decoder/model"
+
+
+def dedup_capacity(sids: pa.Table) -> int:
+    """Room in the disambiguation range for cold-start products joining collision groups later."""
+    needed = int(np.max(sids.column("dedup").to_numpy(), initial=0)) + 1
+    return max(2 * needed, needed + 8)
+
+
+def build_tokenizer(run: Path, ds: Dataset, cfg: RunConfig) -> SIDTokenizer:
+    """The run's SID tokenizer: its codebook sizes, a dedup range with room to grow, the retailers."""
+    version = codebook_version(run)
+    sids = read_sids(run, expected_version=version)
+    retailers = ds.events.column("retailer_id").drop_null().unique().to_numpy()
+    if ds.assortment is not None:
+        retailers = np.union1d(retailers, ds.assortment.column("retailer_id").to_numpy())
+    tok = SIDTokenizer.from_sids(sids, cfg.semid.codebook_sizes, capacity=dedup_capacity(sids),
+                                 retailer_ids=retailers, codebook_version=version)
+    tok.save(run / TOKENIZER_FILE)
+    return tok
+
+
+def training_popularity(ds: Dataset, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Interactions per product in the training part of the split only (held-out items never count)."""
+    histories = build_histories(ds.events)
+    seq = dataclasses.replace(cfg.sequence, split=resolve_split(histories, cfg.sequence.split))
+    train = make_splits(histories, cfg.decoder.max_items, seq).train
+    ids, counts = np.unique(train.target_items, return_counts=True)
+    return ids, counts.astype(np.float64)
+
+
+def build_index(run: Path, ds: Dataset, cfg: RunConfig, item_tokens: ItemTokens, tok: SIDTokenizer) -> RetailerIndex:
+    """Every product with its token row, SID string and training popularity, plus who stocks what."""
+    sids = read_sids(run, expected_version=tok.codebook_version)
+    index = RetailerIndex(tok.tokens_per_item, tok.vocab_size, tok.codebook_version)
+    pop_ids, pop = training_popularity(ds, cfg)
+    ids = item_tokens.item_ids
+    popularity = np.zeros(ids.size)
+    where = np.searchsorted(pop_ids, ids)
+    hit = (where < pop_ids.size) & (pop_ids[np.minimum(where, pop_ids.size - 1)] == ids)
+    popularity[hit] = pop[where[hit]]
+    index.add(ids, item_tokens.tokens, popularity=popularity, sids=sids.column("sid").to_numpy(zero_copy_only=False))
+    if ds.assortment is not None:
+        index.add(ds.assortment.column("item_id").to_numpy(), retailer_ids=ds.assortment.column("retailer_id").to_numpy())
+    index.save(run / INDEX_DIR)
+    return index
+
+
+def train_run(data: Path, cfg: RunConfig, run: Path, resume: bool = True) -> TrainResult:
+    """Build whatever the run folder lacks, then train (or resume training) the decoder."""
+    if not (run / "sids.parquet").is_file():
+        build_semids(data, cfg, run)
+    ds = read_dataset(data)
+    tok = build_tokenizer(run, ds, cfg)
+    item_tokens = ItemTokens.from_sids(read_sids(run, expected_version=tok.codebook_version), tok)
+    build_index(run, ds, cfg, item_tokens, tok)
+    return train_decoder(ds.events, item_tokens, tok, cfg.decoder, cfg.train, run / DECODER_DIR,
+                         seq_cfg=cfg.sequence, resume=resume)
