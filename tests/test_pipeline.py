@@ -2,45 +2,14 @@
 run folder, and the Retriever loaded from it returns valid, stocked products."""
 from __future__ import annotations
 
-import numpy as np
-import pyarrow as pa
 import pytest
 
 from genrec.cli import main
 from genrec.dataset import read_dataset
-from genrec.pipeline import train_run
 from genrec.retriever import Retriever
-from genrec.runconfig import RunConfig
-from genrec.synth import SynthConfig, synthesize
 from semid.catalog import DataError
 from semid.config import save_yaml
 from semid.store import read_sids
-
-
-def _taxonomy_vectors(items: pa.Table, dim: int = 16, seed: int = 0) -> np.ndarray:
-    """Cheap stand-in embeddings with the taxonomy planted: leaf centroid + noise."""
-    rng = np.random.default_rng(seed)
-    leaves = [" > ".join(p) for p in items.column("category_path").to_pylist()]
-    _, leaf = np.unique(leaves, return_inverse=True)
-    centroids = rng.normal(size=(leaf.max() + 1, dim))
-    return (centroids[leaf] + 0.3 * rng.normal(size=(len(leaves), dim))).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    ds = synthesize(SynthConfig(seed=3, items=300, users=150, retailers=2))
-    vectors = _taxonomy_vectors(ds.items)
-    ds.items = ds.items.append_column("vec", pa.array(list(vectors), pa.list_(pa.float32())))
-    ds.write(root / "data")
-    cfg = RunConfig(name="tiny")
-    cfg.embedding.provider, cfg.embedding.column = "column", "vec"
-    cfg.semid.codebook_sizes, cfg.semid.epochs, cfg.semid.warmup_epochs = [8, 8, 8], 3, 1
-    cfg.semid.hidden_dims, cfg.semid.latent_dim, cfg.semid.progress = [32], 8, False
-    cfg.decoder.d_model, cfg.decoder.n_layers, cfg.decoder.n_heads, cfg.decoder.d_ff = 32, 1, 2, 64
-    cfg.train.max_epochs, cfg.train.eval_examples, cfg.train.progress, cfg.train.warmup_steps = 1, 40, False, 5
-    train_run(root / "data", cfg, root / "run")
-    return root, cfg
 
 
 def test_run_folder_holds_every_part(tiny_run):
