@@ -1,0 +1,361 @@
+"""Training a Semantic-ID codebook: ``SemIDConfig`` composes the RQ-VAE (or RQ-KMeans), the taxonomy
+contrastive term and the hierarchical sampler with the training settings; ``train_codebook`` turns product
+embeddings into a ``SemIDModel`` that encodes any product (seen or new) into L codes."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from semid.contrastive import (
+    ContrastiveScales,
+    calibrate,
+    encode_paths,
+    label_tensor,
+    level_weights,
+    taxonomy_contrastive_loss,
+)
+from semid.quantizer import code_stats
+from semid.rqkmeans import RQKMeans
+from semid.rqvae import RQVAE, RQVAEConfig
+from semid.sampler import HierarchicalSampler, SamplerConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SemIDConfig:
+    """Everything that decides a codebook; saved with the run. YAML keys are these field names."""
+
+    method: Literal["rqvae", "rqkmeans"] = "rqvae"  # trained RQ-VAE, or residual k-means (the reference)
+    # codewords per level (1,856 + disambiguation): a coarse first level keeps near neighbours together
+    codebook_sizes: list[int] = field(default_factory=lambda: [64, 256, 512, 1024])
+    hidden_dims: list[int] = field(default_factory=lambda: [256])  # encoder MLP widths (decoder mirrors)
+    latent_dim: int = 128  # quantised latent width: 32 loses neighbourhoods that cosine sees
+    beta: float = 0.25  # commitment weight
+    dropout: float = 0.0  # dropout in the MLPs
+    skip: bool = True  # linear PCA-initialised path beside encoder and decoder MLPs (starts as PCA + RQ-KMeans)
+    normalize: bool = True  # L2-normalise embeddings first, so distances follow cosine
+    standardize: Literal["global", "per_dim", "none"] = "global"  # centre, then one scale or one per dim
+    epochs: int = 40  # RQ-VAE epochs (an epoch = about n products)
+    warmup_epochs: int = 0  # autoencoder epochs without quantisation before k-means (skip=False needs some)
+    batch_size: int = 512  # products per batch
+    lr: float = 2e-3  # AdamW peak learning rate, cosine-decayed to lr_min_ratio * lr
+    lr_min_ratio: float = 0.05  # final learning rate as a share of lr
+    weight_decay: float = 0.0  # AdamW weight decay (codebooks excluded)
+    contrastive_lambda: float = 0.01  # weight of the taxonomy term; 0 = vanilla RQ-VAE
+    contrastive_temperature: float = 0.1  # InfoNCE temperature (distances scaled by the batch mean)
+    contrastive_decay: float = 0.5  # level weights decay by this factor per level, coarsest heaviest
+    parent_share: float = 0.5  # hierarchical sampler: share of a batch from one parent's leaves
+    per_leaf: int = 8  # hierarchical sampler: products per leaf in that share
+    hard_share: float = 0.5  # hierarchical sampler: share of the rest taken from look-alike unrelated products
+    kmeans_iters: int = 20  # Lloyd iterations for codebook initialisation (and RQ-KMeans)
+    revive_dead: bool = True  # move codewords unused over an epoch onto live residuals
+    seed: int = 0  # seeds weights, k-means, sampling: same seed + data = same codebook
+    threads: int = 0  # torch CPU threads while training; 0 leaves the process setting alone
+    progress: bool = True  # tqdm bar over epochs
+
+    def rqvae_config(self, input_dim: int) -> RQVAEConfig:
+        return RQVAEConfig(input_dim, list(self.hidden_dims), self.latent_dim, list(self.codebook_sizes),
+                           self.beta, self.dropout, self.skip)
+
+
+@dataclass
+class Standardizer:
+    """Input transform fitted on the training catalog: optional L2 normalisation, centring, scaling."""
+
+    mean: np.ndarray  # (D,)
+    scale: np.ndarray  # (D,) or (1,)
+    normalize: bool
+
+    @classmethod
+    def fit(cls, x: np.ndarray, mode: str, normalize: bool) -> Standardizer:
+        x = _unit(x) if normalize else np.asarray(x, np.float32)
+        mean = x.mean(0) if mode != "none" else np.zeros(x.shape[1], np.float32)
+        centred = x - mean
+        if mode == "per_dim":
+            scale = centred.std(0) + 1e-6
+        elif mode == "global":  # one scale keeps the geometry: unit mean squared coordinate
+            scale = np.array([np.sqrt((centred**2).mean()) + 1e-6])
+        else:
+            scale = np.ones(1)
+        return cls(mean.astype(np.float32), np.asarray(scale, np.float32), normalize)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = _unit(x) if self.normalize else np.asarray(x, np.float32)
+        return ((x - self.mean) / self.scale).astype(np.float32)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+class SemIDModel:
+    """A trained codebook with its input standardiser: embeddings in, L codes out."""
+
+    def __init__(self, cfg: SemIDConfig, standardizer: Standardizer, net: RQVAE | RQKMeans):
+        self.cfg = cfg
+        self.standardizer = standardizer
+        self.net = net
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return list(self.cfg.codebook_sizes)
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.standardizer.mean.shape[0])
+
+    def encode(self, embeddings: np.ndarray) -> np.ndarray:
+        """Codes (N, L) int64 for raw embeddings; works for products the codebook never saw."""
+        x = self._inputs(embeddings)
+        if isinstance(self.net, RQKMeans):
+            return self.net.encode(x)
+        self.net.eval()
+        return self.net.encode(torch.from_numpy(x)).numpy().astype(np.int64)
+
+    def reconstruct(self, embeddings: np.ndarray) -> np.ndarray:
+        """Reconstruction of the standardised inputs from their codes (standardised space)."""
+        x = self._inputs(embeddings)
+        if isinstance(self.net, RQKMeans):
+            return self.net.decode(self.net.encode(x))
+        self.net.eval()
+        return self.net.reconstruct(torch.from_numpy(x)).numpy()
+
+    def reconstruction_error(self, embeddings: np.ndarray) -> float:
+        """Share of input variance the codes fail to reconstruct: mean ||x - x_hat||^2 / mean ||x - mean||^2."""
+        x = self._inputs(embeddings)
+        err = ((x - self.reconstruct(embeddings)) ** 2).sum(1).mean()
+        return float(err / ((x - x.mean(0)) ** 2).sum(1).mean())
+
+    def _inputs(self, embeddings: np.ndarray) -> np.ndarray:
+        e = np.asarray(embeddings)
+        if e.ndim != 2 or e.shape[1] != self.input_dim:
+            raise ValueError(f"embeddings must be (n, {self.input_dim}), got {e.shape}")
+        return self.standardizer.transform(e)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """All weights as named float32 arrays (the standardiser included), for safetensors and hashing."""
+        state = {"standardizer.mean": self.standardizer.mean, "standardizer.scale": self.standardizer.scale}
+        if isinstance(self.net, RQKMeans):
+            state.update({f"rqkmeans.{k}": v for k, v in self.net.state_dict().items()})
+        else:
+            state.update({f"rqvae.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()})
+        return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
+
+    @classmethod
+    def from_state_dict(cls, cfg: SemIDConfig, state: dict[str, np.ndarray]) -> SemIDModel:
+        """Rebuild a model saved with ``state_dict`` under the same config."""
+        std = Standardizer(state["standardizer.mean"], state["standardizer.scale"], cfg.normalize)
+        if cfg.method == "rqkmeans":
+            net: RQVAE | RQKMeans = RQKMeans(cfg.codebook_sizes, cfg.kmeans_iters, cfg.seed)
+            net.load_state_dict({k[len("rqkmeans."):]: v for k, v in state.items() if k.startswith("rqkmeans.")})
+        else:
+            net = RQVAE(cfg.rqvae_config(len(std.mean)))
+            net.load_state_dict({k[len("rqvae."):]: torch.from_numpy(v) for k, v in state.items() if k.startswith("rqvae.")})
+            net.eval()
+        return cls(cfg, std, net)
+
+    @property
+    def codebook_version(self) -> str:
+        """Short sha256 over the weights (names, shapes, bytes): any change to the codebook changes it."""
+        return weights_version(self.state_dict())
+
+
+def weights_version(state: dict[str, np.ndarray]) -> str:
+    """12 hex digits of sha256 over sorted tensor names, shapes and float32 bytes."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        arr = np.ascontiguousarray(state[name], dtype=np.float32)
+        h.update(name.encode())
+        h.update(str(arr.shape).encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()[:12]
+
+
+def train_codebook(
+    embeddings: np.ndarray,
+    category_paths: Sequence[Sequence[str] | None] | None,
+    cfg: SemIDConfig,
+    init: SemIDModel | None = None,
+) -> tuple[SemIDModel, list[dict]]:
+    """Train a codebook on ``embeddings`` (n, d); ``category_paths`` (root to leaf, or None) feeds the
+    taxonomy loss and sampler. ``init`` continues from a previous model (same shapes) so most products
+    keep their codes. Returns the model and one history dict per epoch. Deterministic for a seed."""
+    embeddings = np.asarray(embeddings, np.float32)
+    _check(embeddings, category_paths, cfg)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            if cfg.method == "rqkmeans":
+                return _train_rqkmeans(embeddings, cfg, init)
+            return _train_rqvae(embeddings, category_paths, cfg, init)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check(embeddings: np.ndarray, category_paths, cfg: SemIDConfig) -> None:
+    if embeddings.ndim != 2 or len(embeddings) == 0:
+        raise ValueError(f"embeddings must be a non-empty (n, d) array, got shape {embeddings.shape}")
+    if not np.isfinite(embeddings).all():
+        raise ValueError("embeddings contain NaN or infinite values")
+    if category_paths is not None and len(category_paths) != len(embeddings):
+        raise ValueError(f"{len(category_paths)} category paths for {len(embeddings)} embeddings")
+    if len(embeddings) < max(cfg.codebook_sizes):
+        raise ValueError(f"{len(embeddings)} products cannot fill a codebook of {max(cfg.codebook_sizes)} codewords")
+
+
+def _train_rqkmeans(x: np.ndarray, cfg: SemIDConfig, init: SemIDModel | None) -> tuple[SemIDModel, list[dict]]:
+    start = time.perf_counter()
+    std = init.standardizer if init is not None else Standardizer.fit(x, cfg.standardize, cfg.normalize)
+    inputs = std.transform(x)
+    previous = init.net.codebooks if init is not None and isinstance(init.net, RQKMeans) else None
+    net = RQKMeans(cfg.codebook_sizes, cfg.kmeans_iters, cfg.seed).fit(inputs, init=previous)
+    model = SemIDModel(cfg, std, net)
+    stats = code_stats(net.encode(inputs), cfg.codebook_sizes)
+    entry = {"epoch": 1, "seconds": round(time.perf_counter() - start, 2), **_stats_fields(stats)}
+    entry["reconstruction_error"] = model.reconstruction_error(x)
+    log.info("rqkmeans: utilisation %s", entry["utilization"])
+    return model, [entry]
+
+
+def _stats_fields(stats: list[dict]) -> dict:
+    return {
+        "utilization": [round(s["utilization"], 4) for s in stats],
+        "perplexity": [round(s["perplexity"], 1) for s in stats],
+    }
+
+
+def _train_rqvae(
+    x_raw: np.ndarray, category_paths, cfg: SemIDConfig, init: SemIDModel | None
+) -> tuple[SemIDModel, list[dict]]:
+    gen = torch.Generator().manual_seed(cfg.seed)
+    std = init.standardizer if init is not None else Standardizer.fit(x_raw, cfg.standardize, cfg.normalize)
+    x = torch.from_numpy(std.transform(x_raw))
+    net = RQVAE(cfg.rqvae_config(x.shape[1]))
+    model = SemIDModel(cfg, std, net)
+    nodes = encode_paths(category_paths, len(x))
+    use_taxonomy = cfg.contrastive_lambda > 0 and (nodes >= 0).any()
+    sampler_cfg = SamplerConfig(cfg.batch_size, cfg.parent_share, cfg.per_leaf, cfg.hard_share)
+    sampler = HierarchicalSampler(nodes, sampler_cfg, cfg.seed, embeddings=x.numpy())
+    weights = level_weights(len(cfg.codebook_sizes), cfg.contrastive_decay)
+    opt = _optimizer(net, cfg)
+    steps_per_epoch = max(1, math.ceil(len(x) / cfg.batch_size))
+    warmup = 0 if init is not None else cfg.warmup_epochs
+    total_steps = (warmup + cfg.epochs) * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total_steps, cfg.lr_min_ratio))
+    history: list[dict] = []
+    if init is not None:
+        net.load_state_dict(init.net.state_dict())
+    else:
+        net.init_pca(x)
+    rng = np.random.default_rng(cfg.seed)
+    scales: ContrastiveScales | None = None
+    bar = tqdm(range(warmup + cfg.epochs), desc="rq-vae", disable=not cfg.progress)
+    for epoch in bar:
+        start = time.perf_counter()
+        quantize = epoch >= warmup
+        if quantize and epoch == warmup:
+            if init is None:
+                net.quantizer.init_kmeans(net.latents(x), cfg.kmeans_iters, gen)
+            scales = _calibrate(net, x, gen) if use_taxonomy else None
+        net.train()
+        batches = sampler if use_taxonomy else _uniform_batches(len(x), cfg.batch_size, rng)
+        sums = {"loss": 0.0, "recon": 0.0, "rq": 0.0, "contrastive": 0.0}
+        n_batches = 0
+        for idx in batches:
+            terms = _step(net, x[idx], nodes, idx, quantize, scales, weights, cfg)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            opt.step()
+            sched.step()
+            for k in sums:
+                sums[k] += float(terms[k].detach())
+            n_batches += 1
+        entry = _epoch_summary(net, x, epoch, quantize, sums, n_batches, cfg, gen, start)
+        history.append(entry)
+        bar.set_postfix(recon=f"{entry['recon']:.4f}", util=entry.get("utilization", "-"))
+        log.info("epoch %d %s", epoch + 1, entry)
+    net.eval()
+    return model, history
+
+
+@torch.no_grad()
+def _calibrate(net: RQVAE, x: torch.Tensor, gen: torch.Generator, sample: int = 8192) -> ContrastiveScales:
+    """Fix the contrastive distance scales on a sample of the catalog, once the codebooks are set."""
+    idx = torch.randperm(len(x), generator=gen)[:sample]
+    net.eval()
+    out = net.quantizer(net.encoder(x[idx]))
+    return calibrate(out.residuals, list(net.quantizer.codebooks))
+
+
+def _optimizer(net: RQVAE, cfg: SemIDConfig) -> torch.optim.Optimizer:
+    codebooks = list(net.quantizer.parameters())
+    ids = {id(p) for p in codebooks}
+    others = [p for p in net.parameters() if id(p) not in ids]
+    groups = [{"params": others, "weight_decay": cfg.weight_decay}, {"params": codebooks, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _lr_factor(step: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up over the first 2% of steps, then cosine decay to ``min_ratio``."""
+    warm = max(1, total // 50)
+    if step < warm:
+        return (step + 1) / warm
+    t = min(1.0, (step - warm) / max(1, total - warm))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _uniform_batches(n: int, batch_size: int, rng: np.random.Generator):
+    order = rng.permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _step(net: RQVAE, xb, nodes, idx, quantize: bool, scales: ContrastiveScales | None, weights, cfg: SemIDConfig) -> dict:
+    """Loss terms of one batch; before quantisation starts the net is a plain autoencoder."""
+    if not quantize:
+        recon = torch.nn.functional.mse_loss(net.decoder(net.encoder(xb)), xb)
+        zero = recon.new_zeros(())
+        return {"loss": recon, "recon": recon.detach(), "rq": zero, "contrastive": zero}
+    out = net(xb)
+    loss = out.recon_loss + out.rq_loss
+    contrastive = loss.new_zeros(())
+    if scales is not None:
+        labels = label_tensor(nodes, idx)
+        contrastive = taxonomy_contrastive_loss(
+            out.residuals, list(net.quantizer.codebooks), labels, weights, scales, cfg.contrastive_temperature
+        )
+        loss = loss + cfg.contrastive_lambda * contrastive
+    return {"loss": loss, "recon": out.recon_loss.detach(), "rq": out.rq_loss.detach(), "contrastive": contrastive.detach()}
+
+
+@torch.no_grad()
+def _epoch_summary(net: RQVAE, x, epoch: int, quantize: bool, sums: dict, n: int, cfg: SemIDConfig, gen, start) -> dict:
+    """Revive dead codes, then measure the epoch: mean losses, utilisation and perplexity on all products."""
+    entry = {"epoch": epoch + 1, "phase": "rq" if quantize else "warmup"}
+    entry.update({k: round(v / max(n, 1), 6) for k, v in sums.items()})
+    if quantize:
+        net.eval()
+        latents = net.latents(x)
+        if cfg.revive_dead:
+            entry["revived"] = net.quantizer.revive_dead(latents, gen)
+        entry.update(_stats_fields(code_stats(net.quantizer.encode(latents).numpy(), cfg.codebook_sizes)))
+    entry["seconds"] = round(time.perf_counter() - start, 2)
+    return entry
+
+
+def config_dict(cfg: SemIDConfig) -> dict:
+    """The config as a plain dict (for JSON/YAML)."""
+    return asdict(cfg)
