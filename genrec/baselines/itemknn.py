@@ -1,0 +1,142 @@
+"""Item-kNN over windowed co-occurrence: items bought within a few steps of each other in a training
+sequence are neighbours; a query is scored from its last few history items' neighbours.
+
+sim(a, b) = sum over training pairs (a then b, d steps apart, d <= window) of decay^(d-1), plus
+``backward`` times the same for b then a, divided by count(a)^alpha * count(b)^gamma. score(b | history)
+= sum over the last ``last_n`` history items h_j (j = 0 latest) of recency^j * sim(h_j, b); items with
+equal scores (e.g. no neighbour at all) follow training popularity. Every setting is chosen on
+validation by coordinate ascent from the defaults; sparse matrices (scipy) throughout.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from genrec.baselines.base import (FitContext, counts_per_item, item_columns, popularity_ranking, ragged_rows,
+                                   sparse_top_k, tuning_subset, validation_score)
+from genrec.sequences import Examples
+from semid.catalog import DataError
+
+
+@dataclass(frozen=True)
+class KNNSettings:
+    """One point of the item-kNN search space."""
+
+    window: int = 3  # co-occurrence window in steps
+    decay: float = 1.0  # weight of a pair d steps apart = decay ** (d - 1)
+    backward: float = 1.0  # weight of "b before a" relative to "a before b"
+    alpha: float = 0.5  # exponent of count(source item) in the normalisation
+    gamma: float = 0.5  # exponent of count(candidate item) in the normalisation
+    last_n: int = 3  # history items the query is scored from
+    recency: float = 0.7  # weight of the j-th most recent of them = recency ** j
+
+
+@dataclass
+class ItemKNNConfig:
+    """Start point and the values coordinate ascent tries for each setting."""
+
+    start: KNNSettings = field(default_factory=KNNSettings)  # where the search begins
+    grid: dict = field(default_factory=lambda: {  # candidate values per setting
+        "window": (1, 2, 3, 4, 5),
+        "decay": (1.0, 0.7, 0.5),
+        "backward": (0.0, 0.1, 0.25, 0.5, 1.0),
+        "alpha": (0.0, 0.25, 0.5, 0.75),
+        "gamma": (0.0, 0.25, 0.5, 0.75),
+        "last_n": (1, 2, 3, 5),
+        "recency": (1.0, 0.7, 0.5, 0.4, 0.3, 0.2),
+    })
+    rounds: int = 2  # passes of coordinate ascent over all settings
+    tune: bool = True  # False: use ``start`` as is
+
+
+class ItemKNN:
+    """Windowed co-occurrence item-kNN, tuned on validation."""
+
+    name = "itemknn"
+
+    def __init__(self, tune: bool = True, rounds: int = 2, **start) -> None:
+        self.cfg = ItemKNNConfig(start=KNNSettings(**start), rounds=rounds, tune=tune)
+        self.settings = self.cfg.start
+        self.ctx: FitContext | None = None
+        self.counts: np.ndarray | None = None
+        self.fallback: np.ndarray | None = None  # item ids by training popularity: the order of zero scores
+        self.pairs: list[sp.csr_matrix] = []
+        self.sim: sp.csr_matrix | None = None
+        self.choices: dict = {}
+
+    def fit(self, train: Examples, validation: Examples, ctx: FitContext) -> "ItemKNN":
+        """Count windowed pairs in the training sequences, then choose the settings on validation."""
+        self.ctx = ctx
+        seqs = ctx.training_sequences(train)
+        self.counts = counts_per_item(ctx.item_ids, seqs.history_items)
+        self.fallback = popularity_ranking(ctx.item_ids, self.counts)
+        max_window = max([self.cfg.start.window, *self.cfg.grid.get("window", ())]) if self.cfg.tune \
+            else self.cfg.start.window
+        self.pairs = _pair_counts(seqs, ctx.item_ids, max_window)
+        self.settings = self._search(tuning_subset(validation, ctx)) if self.cfg.tune else self.cfg.start
+        self.sim = self._similarity(self.settings)
+        self.choices = asdict(self.settings)
+        return self
+
+    def _search(self, tune: Examples) -> KNNSettings:
+        """Coordinate ascent on the validation metric over ``cfg.grid``, from ``cfg.start``."""
+        best = self.cfg.start
+        cache: dict[KNNSettings, float] = {}
+
+        def score(s: KNNSettings) -> float:
+            if s not in cache:
+                self.settings, self.sim = s, self._similarity(s)
+                cache[s] = validation_score(self, tune, self.ctx)
+            return cache[s]
+
+        for _ in range(self.cfg.rounds):
+            before = best
+            for name, values in self.cfg.grid.items():
+                for v in values:
+                    cand = replace(best, **{name: v})
+                    if score(cand) > score(best):
+                        best = cand
+            if best == before:
+                break
+        return best
+
+    def _similarity(self, s: KNNSettings) -> sp.csr_matrix:
+        """The normalised similarity matrix of settings ``s`` (rows: source item, columns: candidate)."""
+        if s.window < 1 or s.window > len(self.pairs):
+            raise DataError(f"itemknn: window {s.window} outside 1..{len(self.pairs)}")
+        fwd = self.pairs[0].copy()
+        for d in range(2, s.window + 1):
+            fwd = fwd + (s.decay ** (d - 1)) * self.pairs[d - 1]
+        sim = fwd + s.backward * fwd.T if s.backward else fwd
+        c = np.maximum(self.counts, 1.0)
+        return (sp.diags(c ** -s.alpha) @ sim @ sp.diags(c ** -s.gamma)).tocsr()
+
+    def recommend(self, queries: Examples, k: int, exclude: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """Top ``k`` items by summed neighbour similarity of the last history items (ties: popularity)."""
+        if self.ctx is None or self.sim is None:
+            raise DataError("itemknn: recommend called before fit")
+        ctx, s = self.ctx, self.settings
+        rows = ragged_rows(queries.history_offsets)
+        age = queries.history_offsets[1:][rows] - 1 - np.arange(rows.size)
+        cols = item_columns(ctx.item_ids, queries.history_items)
+        keep = (age < s.last_n) & (cols >= 0)
+        weight = s.recency ** age[keep].astype(np.float64)
+        query = sp.csr_matrix((weight, (rows[keep], cols[keep])), shape=(len(queries), ctx.n_items))
+        return sparse_top_k(query @ self.sim, ctx.item_ids, k, exclude, self.fallback)
+
+
+def _pair_counts(seqs: Examples, catalog: np.ndarray, max_window: int) -> list[sp.csr_matrix]:
+    """For d = 1..max_window, the sparse count matrix of (item, item d steps later) in the sequences."""
+    cols = item_columns(catalog, seqs.history_items)
+    rows = ragged_rows(seqs.history_offsets)
+    n = catalog.size
+    out = []
+    for d in range(1, max_window + 1):
+        a = np.arange(max(cols.size - d, 0))
+        ok = (rows[a] == rows[a + d]) & (cols[a] >= 0) & (cols[a + d] >= 0)
+        src, dst = cols[a[ok]], cols[a[ok] + d]
+        out.append(sp.csr_matrix((np.ones(src.size), (src, dst)), shape=(n, n)))
+    return out
