@@ -72,7 +72,7 @@ def constrained_beam_search(
                 cand.masked_fill_(trie.disallowed_mask(t, nodes, width), NEG_INF)
             if banned is not None and t == steps - 1:
                 _ban(cand, nodes, banned, beams)
-            top, flat = cand.view(batch, beams * width).topk(beam_width, dim=-1)
+            top, flat = _top(cand.view(batch, beams * width), beam_width)
             parent = (torch.arange(batch, device=device)[:, None] * beams + flat // width).reshape(-1)
             token = (flat % width).reshape(-1)
             rows = torch.cat([rows[parent], token[:, None]], dim=1)
@@ -273,6 +273,17 @@ def _ban(
     hit = nodes.view(-1, beams)[query] == parent[:, None]  # [E, beams]
     pair, beam = hit.nonzero(as_tuple=True)
     cand[query[pair] * beams + beam, token[pair]] = NEG_INF
+
+
+def _top(cand: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """topk over the candidates; when fewer than ``k`` exist (a beam wider than the vocabulary), the extra
+    beams repeat the best one with score -inf, so they stay valid trie paths and come back dead."""
+    top, flat = cand.topk(min(k, cand.shape[-1]), dim=-1)
+    short = k - top.shape[-1]
+    if short > 0:
+        top = torch.cat([top, top.new_full((top.shape[0], short), NEG_INF)], dim=1)
+        flat = torch.cat([flat, flat[:, :1].expand(-1, short)], dim=1)
+    return top, flat
 
 
 def _finish(rows: torch.Tensor, scores: torch.Tensor, num_return: int) -> tuple[torch.Tensor, torch.Tensor]:

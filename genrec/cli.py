@@ -111,6 +111,23 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: decoder trained, best validation {result.best}")
 
 
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from genrec.evaluate import EvalConfig, evaluate, format_table
+    from genrec.semid_run import run_dataset, write_json
+
+    run = Path(args.run) if args.run else None
+    if run is None and args.data is None:
+        raise DataError("give --run RUN (its dataset is recorded) or --data DIR for baselines only")
+    data = run_dataset(run, Path(args.data) if args.data else None) if run else Path(args.data)
+    cfg = EvalConfig(max_test=args.max_test, cold_start_fraction=args.cold_start)
+    ks = [int(k) for k in args.k.split(",")] if args.k else None
+    result = evaluate(data, run, [b for b in args.baselines.split(",") if b], ks, seed=args.seed, config=cfg,
+                      progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    print(format_table(result))
+    if args.out:
+        write_json(result, Path(args.out))
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from genrec.demo import run_demo
 
@@ -172,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     tn.set_defaults(func=_cmd_train)
 
+    ev = sub.add_parser("eval", help="offline evaluation of a run against baselines, printed as a table")
+    ev.add_argument("--run", default=None, help="run folder (its dataset is recorded in it)")
+    ev.add_argument("--data", default=None, help="dataset folder (default: the run's)")
+    ev.add_argument("--baselines", default="popular,itemknn,semantic_knn",
+                    help="comma-separated: popular, own_popular, itemknn, semantic_knn, sasrec_ce, sasrec_bce, two_tower")
+    ev.add_argument("--k", default=None, help="comma-separated K values (default: 5,10 or 10,20,50)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--max-test", type=int, default=None, help="evaluate a seeded sample of test examples")
+    ev.add_argument("--cold-start", type=float, default=None, help="share of test items made unseen (TIGER)")
+    ev.add_argument("--out", default=None, help="metrics JSON to write")
+    ev.set_defaults(func=_cmd_eval)
+
     de = sub.add_parser("demo", help="the whole pipeline on the synthetic grocery world")
     de.add_argument("--workdir", default="work/demo", help="folder for the demo's data and run")
     de.add_argument("--config", default=None, help="run config (default: configs/demo.yaml)")
@@ -186,11 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run folder to write")
     tr.add_argument("--init-from", default=None, help="start from this run's codebook (stable retraining)")
     tr.set_defaults(func=_cmd_semid_train)
-    ev = ssub.add_parser("eval", help="intrinsic evaluation of a run's codebook")
-    ev.add_argument("--run", required=True, help="run folder")
-    ev.add_argument("--out", default=None, help="metrics JSON to write")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the fixed pair sample")
-    ev.set_defaults(func=_cmd_semid_eval)
+    sev = ssub.add_parser("eval", help="intrinsic evaluation of a run's codebook")
+    sev.add_argument("--run", required=True, help="run folder")
+    sev.add_argument("--out", default=None, help="metrics JSON to write")
+    sev.add_argument("--seed", type=int, default=0, help="seed of the fixed pair sample")
+    sev.set_defaults(func=_cmd_semid_eval)
     asg = ssub.add_parser("assign", help="SIDs for new products without retraining (cold start)")
     asg.add_argument("--run", required=True, help="run folder")
     asg.add_argument("--items", required=True, help="items.parquet of the new products")

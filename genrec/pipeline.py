@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from genrec.dataset import Dataset, read_dataset
 from genrec.runconfig import RunConfig
-from genrec.semid_run import build_semids
+from genrec.semid_run import build_semids, record_dataset
 from genrec.sequences import build_histories, make_splits, resolve_split
 from genrec.tokens import ItemTokens
 from genrec.train import TrainResult, train_decoder
@@ -76,6 +76,7 @@ def train_run(data: Path, cfg: RunConfig, run: Path, resume: bool = True) -> Tra
     """Build whatever the run folder lacks, then train (or resume training) the decoder."""
     if not (run / "sids.parquet").is_file():
         build_semids(data, cfg, run)
+    record_dataset(run, data)
     ds = read_dataset(data)
     tok = build_tokenizer(run, ds, cfg)
     item_tokens = ItemTokens.from_sids(read_sids(run, expected_version=tok.codebook_version), tok)

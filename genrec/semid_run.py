@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 EMBEDDINGS_FILE = "embeddings.parquet"
 ITEMS_FILE = "items.parquet"  # the catalog the codebook was trained on (for eval and audit)
 CONFIG_FILE = "config.yaml"  # the resolved run config
+DATASET_FILE = "dataset.json"  # where the run's dataset lives, so eval and carousels can find it
 
 
 @dataclass
@@ -43,6 +44,7 @@ def build_semids(data: Path, cfg: RunConfig, run: Path, init_run: Path | None = 
     items = read_items(data)
     run.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, run / CONFIG_FILE)
+    record_dataset(run, data)
     vectors = embed_items(items, cfg.embedding)
     item_ids = items.column("item_id").to_numpy()
     write_embeddings(item_ids, vectors, run / EMBEDDINGS_FILE)
@@ -56,6 +58,21 @@ def build_semids(data: Path, cfg: RunConfig, run: Path, init_run: Path | None = 
     version = save_codebook(run, model, sids, history, health)
     log.info("codebook %s: %d products, %s", version, len(item_ids), _health_line(health))
     return SemIDStage(run, model, read_sids(run), version)
+
+
+def record_dataset(run: Path, data: Path) -> None:
+    """Remember which dataset the run was built from."""
+    (run / DATASET_FILE).write_text(json.dumps({"path": str(Path(data).resolve())}))
+
+
+def run_dataset(run: Path, data: Path | None = None) -> Path:
+    """The dataset to use with ``run``: ``data`` when given, else the one the run was built from."""
+    if data is not None:
+        return Path(data)
+    path = Path(run) / DATASET_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: the run does not record its dataset; pass --data DIR")
+    return Path(json.loads(path.read_text())["path"])
 
 
 def _health_line(health: dict) -> str:

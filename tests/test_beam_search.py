@@ -238,3 +238,13 @@ def test_decode_benchmark_runs_in_random_model_mode(capsys, monkeypatch):
     assert bench.main(argv) == 0
     out = capsys.readouterr().out
     assert "identical 100.0%" in out and "speed-up over generate" in out
+
+
+def test_beam_wider_than_the_vocabulary_returns_dead_rows_not_an_error():
+    rows = torch.tensor([[5, 13], [5, 14], [6, 13]])
+    trie = PrefixTrie(rows, vocab_size=VOCAB)
+    ids, attn = torch.tensor([[1, 5, 13]]), torch.ones(1, 3, dtype=torch.long)
+    out, logp = constrained_beam_search(_llama(), ids, attn, trie, beam_width=VOCAB + 12, num_return=VOCAB + 12)
+    valid = out[0, :3].tolist()
+    assert sorted(valid) == sorted(rows.tolist())
+    assert (out[0, 3:] == -1).all() and torch.isinf(logp[0, 3:]).all()

@@ -58,3 +58,16 @@ def test_cli_train_resumes_a_finished_run(tiny_run, tmp_path):
     assert main(["train", "--data", str(root / "data"), "--config", str(tmp_path / "tiny.yaml"),
                  "--out", str(root / "run")]) == 0
     assert (root / "run" / "decoder" / "model" / "model.safetensors").read_bytes() == before
+
+
+def test_cli_eval_writes_the_table_json(tiny_run, tmp_path, capsys):
+    import json
+
+    root, _ = tiny_run
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--run", str(root / "run"), "--baselines", "popular,itemknn", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert {"genrec", "popular", "itemknn"} <= set(result["models"])
+    assert 0 <= result["models"]["genrec"]["recall@10"] <= 1
+    assert "ndcg@10" in result["models"]["popular"]
+    assert "genrec" in capsys.readouterr().out
