@@ -7,6 +7,10 @@ import logging
 import time
 from pathlib import Path
 
+from genrec.dataset import read_dataset
+from genrec.evaluate import EvalConfig, evaluate, format_table
+from genrec.pipeline import train_run
+from genrec.retriever import Retriever
 from genrec.runconfig import RunConfig, load_run_config
 from genrec.semid_run import audit_run, build_semids, evaluate_semids, write_json
 from genrec.stats import dataset_stats, format_stats
@@ -51,4 +55,34 @@ def run_demo(workdir: Path, config: Path | None = None, seed: int = 0) -> dict:
     for row in audit.to_pylist():
         print(f"   {row['confidence']:.2f}  {row['title']}  [{row['label']}] -> {row['majority_label']}")
     _done(t)
-    return {"semid": metrics}
+
+    t = _stage("4. transformer decoder on shopper sessions (resumes from its checkpoint)")
+    train_run(data, cfg, run)
+    _done(t)
+
+    t = _stage("5. offline evaluation against baselines (held-out last basket per shopper)")
+    result = evaluate(data, run, ["popular", "own_popular", "itemknn"], seed=seed, config=EvalConfig(max_test=500))
+    write_json(result, run / "eval.json")
+    print(format_table(result))
+    _done(t)
+
+    t = _stage("6. example carousels")
+    show_carousels(data, run)
+    _done(t)
+    return {"semid": metrics, "eval": result}
+
+
+def show_carousels(data: Path, run: Path, shoppers: int = 3, k: int = 6) -> None:
+    """A few shoppers' recent items and the products the model would put in their carousel."""
+    ds = read_dataset(data)
+    titles = dict(zip(ds.items.column("item_id").to_pylist(), ds.items.column("title").to_pylist()))
+    events = ds.events.to_pydict()
+    retriever = Retriever.from_run(run)
+    for user in sorted(set(events["user_id"]))[:shoppers]:
+        rows = [i for i, u in enumerate(events["user_id"]) if u == user]
+        history = [events["item_id"][i] for i in rows][-8:]
+        retailer = events["retailer_id"][rows[-1]]
+        ranked = retriever.retrieve([history], retailer_id=retailer, k=k, exclude_history=True)[0]
+        print(f"   shopper {user} (retailer {retailer}) recently bought: " + "; ".join(titles[i] for i in history[-4:]))
+        for c in ranked:
+            print(f"      {c.sid:>14}  {titles[c.item_id]}")
