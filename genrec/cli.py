@@ -128,6 +128,21 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         write_json(result, Path(args.out))
 
 
+def _cmd_carousel(args: argparse.Namespace) -> None:
+    from accelerate import PartialState
+
+    from genrec.carousel import CarouselConfig, run_carousel
+
+    cfg = CarouselConfig(k=args.k, chunk_size=args.chunk_size, batch_size=args.batch_size,
+                         beam_width=args.beam_width, exclude_history=not args.keep_history,
+                         on_missing=args.on_missing, threads=args.threads, device=args.device,
+                         progress=not args.no_progress)
+    summary = run_carousel(Path(args.run), Path(args.requests), Path(args.out),
+                           data=Path(args.data) if args.data else None, cfg=cfg, overwrite=args.overwrite)
+    if PartialState().is_main_process:
+        print(json.dumps(summary, indent=2, default=str))
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from genrec.demo import run_demo
 
@@ -200,6 +215,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--cold-start", type=float, default=None, help="share of test items made unseen (TIGER)")
     ev.add_argument("--out", default=None, help="metrics JSON to write")
     ev.set_defaults(func=_cmd_eval)
+
+    ca = sub.add_parser("carousel", help="batch candidates for many shoppers (streamed, resumable, shardable)")
+    ca.add_argument("--run", required=True, help="run folder")
+    ca.add_argument("--requests", required=True, help="parquet: user_id, retailer_id, [history]")
+    ca.add_argument("--out", required=True, help="parquet to write: user_id, retailer_id, rank, item_id, sid, score")
+    ca.add_argument("--data", default=None, help="dataset whose events give histories of rows without one")
+    ca.add_argument("--k", type=int, default=50, help="candidates per shopper")
+    ca.add_argument("--chunk-size", type=int, default=2048, help="requests per resumable part")
+    ca.add_argument("--batch-size", type=int, default=512, help="requests per beam search call")
+    ca.add_argument("--beam-width", type=int, default=20)
+    ca.add_argument("--keep-history", action="store_true", help="allow items already in the history")
+    ca.add_argument("--on-missing", choices=["skip", "error"], default="skip",
+                    help="a shopper with no usable history: skip and count, or fail")
+    ca.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ca.add_argument("--device", default=None, help="torch device (default: accelerate's)")
+    ca.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    ca.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ca.set_defaults(func=_cmd_carousel)
 
     de = sub.add_parser("demo", help="the whole pipeline on the synthetic grocery world")
     de.add_argument("--workdir", default="work/demo", help="folder for the demo's data and run")

@@ -71,3 +71,18 @@ def test_cli_eval_writes_the_table_json(tiny_run, tmp_path, capsys):
     assert 0 <= result["models"]["genrec"]["recall@10"] <= 1
     assert "ndcg@10" in result["models"]["popular"]
     assert "genrec" in capsys.readouterr().out
+
+
+def test_cli_carousel_writes_ranked_rows(tiny_run, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root, _ = tiny_run
+    requests = pa.table({"user_id": pa.array([1, 2], pa.int64()), "retailer_id": pa.array([0, None], pa.int32()),
+                         "history": pa.array([[1, 2, 3], None], pa.list_(pa.int64()))})
+    pq.write_table(requests, tmp_path / "req.parquet")
+    assert main(["carousel", "--run", str(root / "run"), "--requests", str(tmp_path / "req.parquet"),
+                 "--out", str(tmp_path / "out.parquet"), "--data", str(root / "data"), "--k", "5",
+                 "--no-progress"]) == 0
+    out = pq.read_table(tmp_path / "out.parquet").to_pydict()
+    assert out["user_id"] == [1] * 5 + [2] * 5 and out["rank"] == [1, 2, 3, 4, 5] * 2
