@@ -143,6 +143,13 @@ def _cmd_carousel(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2, default=str))
 
 
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from genrec.serve.runner import serve
+    from genrec.serve.settings import from_arguments
+
+    serve(Path(args.run), from_arguments(args))
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from genrec.demo import run_demo
 
@@ -233,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--overwrite", action="store_true", help="replace an existing output")
     ca.add_argument("--no-progress", action="store_true", help="no progress bar")
     ca.set_defaults(func=_cmd_carousel)
+
+    from genrec.serve.settings import add_arguments as add_serve_arguments
+
+    sv = sub.add_parser("serve", help="HTTP retrieval endpoint (FastAPI on uvicorn, micro-batched)")
+    sv.add_argument("--run", required=True, help="run folder")
+    add_serve_arguments(sv)
+    sv.set_defaults(func=_cmd_serve)
 
     de = sub.add_parser("demo", help="the whole pipeline on the synthetic grocery world")
     de.add_argument("--workdir", default="work/demo", help="folder for the demo's data and run")

@@ -1,0 +1,353 @@
+"""Load test of ``genrec serve``: throughput, p50/p95/p99 latency and errors at 1, 8 and 32 concurrent
+clients, with dynamic micro-batching on (``--max-batch``) and off (max_batch=1) side by side, and the
+throughput ratio. Two servers run the same run on loopback ports in subprocesses; the measurement
+alternates between them in short slices so load from elsewhere on the machine hits both alike. Each
+simulated client has its own connection and sends its next request when the last one is answered. Each
+cell is bounded in time (``--seconds``, in ``--rounds`` alternating slices) and count (``--max-requests``);
+the script stops its servers and exits by itself. Requests mix the whole catalog and each retailer.
+
+Bar: zero errors, and at 32 clients micro-batching gives at least 3x the throughput of no batching (exit
+status 1 otherwise).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/serve_load.py                 # builds a tiny run first
+    PYTHONPATH=. .venv/bin/python benchmarks/serve_load.py --run runs/beauty
+    PYTHONPATH=. .venv/bin/python benchmarks/serve_load.py --catalog-only   # no per-retailer requests
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER = "import json, sys; from pathlib import Path; from genrec.serve import serve, ServeSettings; " \
+         "serve(Path(sys.argv[1]), ServeSettings(**json.loads(sys.argv[2])))"
+KEY_ENV = "GENREC_BENCH_API_KEY"
+
+
+@dataclass
+class Cell:
+    """One (mode, clients) measurement, summed over its rounds."""
+
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests
+    errors: int = 0
+    seconds: float = 0.0  # measured wall time
+    served: int = 0  # requests answered, warm-up rounds included (what the CPU times are divided by)
+    decoded: float = 0.0  # requests the server decoded, from its metrics
+    decodes: float = 0.0  # decode calls it made
+    server_cpu: float = 0.0  # server process CPU seconds (Linux /proc)
+    client_cpu: float = 0.0  # this process's CPU seconds
+
+    def add(self, other: "Cell") -> None:
+        self.latencies += other.latencies
+        for name in ("errors", "seconds", "served", "decoded", "decodes", "server_cpu", "client_cpu"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    @property
+    def mean_batch(self) -> float:
+        return self.decoded / self.decodes if self.decodes else float("nan")
+
+    def cpu_ms(self, which: str) -> float:
+        """CPU milliseconds per request of the server or the clients."""
+        return 1000 * getattr(self, f"{which}_cpu") / self.served if self.served else float("nan")
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) * 1000 if self.latencies else float("nan")
+
+
+class Server:
+    """``genrec serve`` in a subprocess on a free loopback port."""
+
+    def __init__(self, run: Path, settings: dict, key: str, log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        env = {**os.environ, KEY_ENV: key, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        settings = {**settings, "host": "127.0.0.1", "port": self.port, "api_key_env": KEY_ENV, "log_level": "warning"}
+        self._log = open(log, "w")
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(run), json.dumps(settings)],
+                                     cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server on {self.url} not ready after {timeout_s}s")
+
+    def stop(self) -> None:
+        """SIGTERM (graceful shutdown), then kill if it lingers."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (NaN where /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _batch_totals(client: httpx.Client) -> tuple[float, float]:
+    """(requests decoded, decode calls) so far, from /metrics."""
+    text = client.get("/metrics").text
+    found = [re.search(rf"^genrec_batch_size_{name} (\S+)$", text, re.M) for name in ("sum", "count")]
+    return tuple(float(m.group(1)) if m else 0.0 for m in found)
+
+
+def make_bodies(run: Path, n: int, k: int, max_history: int, seed: int, per_retailer: bool = True) -> list[dict]:
+    """Random requests: histories of 1..max_history catalog products, each for the whole catalog or (with
+    ``per_retailer``) one of the retailers, drawn evenly."""
+    from genrec.pipeline import INDEX_DIR
+    from index.retailer_index import RetailerIndex
+
+    index = RetailerIndex.load(run / INDEX_DIR)
+    ids, retailers = index.item_ids, [None, *(index.retailers.tolist() if per_retailer else [])]
+    rng = np.random.default_rng(seed)
+    bodies = []
+    for _ in range(n):
+        body = {"history": ids[rng.integers(0, ids.size, rng.integers(1, max_history + 1))].tolist(), "k": k}
+        retailer = retailers[rng.integers(len(retailers))]
+        if retailer is not None:
+            body["retailer_id"] = retailer
+        bodies.append(body)
+    return bodies
+
+
+async def load(url: str, key: str, bodies: list[dict], clients: int, seconds: float, max_requests: int) -> Cell:
+    """``clients`` shoppers, each with its own connection, sending requests back to back until ``seconds``
+    pass or ``max_requests`` were started; requests in flight at the deadline finish and count."""
+    cell = Cell()
+    started = 0
+    payloads = [(json.dumps(b).encode(), b["k"]) for b in bodies]
+    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+    # one client per shopper: a shared httpx pool costs several times more CPU per request at 32 connections;
+    # one TLS context for all (plain HTTP here, but each client would otherwise load the CA bundle, ~25 ms)
+    tls = ssl.create_default_context()
+    pool = [httpx.AsyncClient(base_url=url, headers=headers, timeout=120, verify=tls) for _ in range(clients)]
+
+    async def one(client: httpx.AsyncClient, payload: bytes, k: int) -> None:
+        start = time.perf_counter()
+        try:
+            r = await client.post("/v1/retrieve", content=payload)
+            ok = r.status_code == 200 and len(r.json()["items"]) == k
+        except httpx.HTTPError:
+            ok = False
+        if ok:
+            cell.latencies.append(time.perf_counter() - start)
+        else:
+            cell.errors += 1
+
+    async def shopper(client: httpx.AsyncClient, deadline: float) -> None:
+        nonlocal started
+        while time.perf_counter() < deadline and started < max_requests:
+            payload, k = payloads[started % len(payloads)]
+            started += 1
+            await one(client, payload, k)
+
+    try:
+        await asyncio.gather(*(one(c, *payloads[i]) for i, c in enumerate(pool)))  # warm: connections open
+        cell.latencies.clear()
+        begin = time.perf_counter()
+        await asyncio.gather(*(shopper(c, begin + seconds) for c in pool))
+        cell.seconds = time.perf_counter() - begin
+    finally:
+        await asyncio.gather(*(c.aclose() for c in pool))
+    return cell
+
+
+def _load_part(url: str, key: str, bodies: list[dict], clients: int, seconds: float, max_requests: int) -> Cell:
+    """``load`` in a client process, with that process's CPU time."""
+    own = time.process_time()
+    cell = asyncio.run(load(url, key, bodies, clients, seconds, max_requests))
+    cell.client_cpu = time.process_time() - own
+    return cell
+
+
+def measure(server: Server, key: str, bodies: list[dict], clients: int, seconds: float, max_requests: int,
+            pool: ProcessPoolExecutor, max_procs: int) -> Cell:
+    """One round: the clients spread over the pool's processes (so the load generator is not what limits
+    throughput), plus the server's batch sizes and CPU time over it."""
+    procs = min(clients, max_procs)
+    shares = [len(part) for part in np.array_split(np.arange(clients), procs)]
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as c:
+        before, cpu = _batch_totals(c), _process_cpu(server.proc.pid)
+        futures = [pool.submit(_load_part, server.url, key, bodies[i::procs], n, seconds,
+                               max(1, max_requests // procs)) for i, n in enumerate(shares)]
+        parts = [f.result() for f in futures]
+        after, cpu = _batch_totals(c), _process_cpu(server.proc.pid) - cpu
+    cell = Cell()
+    for part in parts:
+        cell.add(part)
+    cell.seconds = max(part.seconds for part in parts)  # they ran side by side
+    cell.server_cpu = cpu
+    cell.served = len(cell.latencies) + cell.errors + clients  # the warm-up round included
+    cell.decoded, cell.decodes = after[0] - before[0], after[1] - before[1]
+    return cell
+
+
+def build_small_run(workdir: Path) -> Path:
+    """A tiny trained run (synthetic world, 300 products, 2 retailers, a 1-layer decoder) in seconds;
+    embeddings are cheap stand-ins with the taxonomy planted (leaf centroid + noise)."""
+    import pyarrow as pa
+
+    from genrec.pipeline import train_run
+    from genrec.runconfig import RunConfig
+    from genrec.synth import SynthConfig, synthesize
+
+    run = workdir / "run"
+    if (run / "decoder" / "model").is_dir():
+        return run
+    ds = synthesize(SynthConfig(seed=3, items=300, users=150, retailers=2))
+    rng = np.random.default_rng(0)
+    leaves = [" > ".join(p) for p in ds.items.column("category_path").to_pylist()]
+    _, leaf = np.unique(leaves, return_inverse=True)
+    centroids = rng.normal(size=(leaf.max() + 1, 16))
+    vectors = (centroids[leaf] + 0.3 * rng.normal(size=(len(leaves), 16))).astype(np.float32)
+    ds.items = ds.items.append_column("vec", pa.array(list(vectors), pa.list_(pa.float32())))
+    ds.write(workdir / "data", overwrite=True)
+    cfg = RunConfig(name="serve-bench")
+    cfg.embedding.provider, cfg.embedding.column = "column", "vec"
+    cfg.semid.codebook_sizes, cfg.semid.epochs, cfg.semid.warmup_epochs = [8, 8, 8], 3, 1
+    cfg.semid.hidden_dims, cfg.semid.latent_dim, cfg.semid.progress = [32], 8, False
+    cfg.decoder.d_model, cfg.decoder.n_layers, cfg.decoder.n_heads, cfg.decoder.d_ff = 32, 1, 2, 64
+    cfg.train.max_epochs, cfg.train.eval_examples, cfg.train.progress, cfg.train.warmup_steps = 1, 40, False, 5
+    train_run(workdir / "data", cfg, run)
+    return run
+
+
+def _row(clients: int, on: Cell, off: Cell) -> str:
+    def part(c: Cell) -> str:
+        return (f"{c.throughput:7.1f} {c.percentile(50):7.1f} {c.percentile(95):7.1f} {c.percentile(99):7.1f} "
+                f"{c.errors:6d} {c.mean_batch:5.1f} {c.cpu_ms('server'):6.2f} {c.cpu_ms('client'):6.2f}")
+    ratio = on.throughput / off.throughput if off.throughput else float("inf")
+    return f"{clients:7d} | {part(on)} | {part(off)} | {ratio:6.2f}x"
+
+
+def run_cells(run: Path, args: argparse.Namespace, workdir: Path) -> dict[tuple[str, int], Cell]:
+    """Both servers up, every (mode, clients) cell measured in alternating slices, both servers stopped."""
+    bodies = make_bodies(run, 4096, args.k, args.history, args.seed, per_retailer=not args.catalog_only)
+    key = secrets.token_hex(16)
+    modes = {"on": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms}, "off": {"max_batch": 1}}
+    servers = {m: Server(run, s, key, workdir / f"server-{m}.log") for m, s in modes.items()}
+    cells: dict[tuple[str, int], Cell] = {}
+    procs = max(1, args.client_procs)
+    pool = ProcessPoolExecutor(max_workers=procs)
+    try:
+        for s in servers.values():
+            s.wait_ready()
+        for clients in args.levels:
+            for r in range(args.rounds):
+                for mode in (("on", "off") if r % 2 == 0 else ("off", "on")):
+                    cells.setdefault((mode, clients), Cell()).add(measure(
+                        servers[mode], key, bodies, clients, args.seconds / args.rounds,
+                        max(1, args.max_requests // args.rounds), pool, procs))
+            print(f"  {clients:2d} clients: {cells['on', clients].throughput:.1f} req/s with micro-batching, "
+                  f"{cells['off', clients].throughput:.1f} without", flush=True)
+    finally:
+        pool.shutdown()
+        for s in servers.values():
+            s.stop()
+    return cells
+
+
+def print_table(run: Path, args: argparse.Namespace, cells: dict[tuple[str, int], Cell]) -> None:
+    scope = "the whole catalog" if args.catalog_only else "the whole catalog and each retailer"
+    print(f"\nrun {run}: requests for {scope}, k={args.k}, histories 1..{args.history} items")
+    print(f"{args.seconds:.0f}s per cell in {args.rounds} alternating slices; micro-batching "
+          f"max_batch={args.max_batch}, max_wait={args.max_wait_ms}ms")
+    head = (f"{'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'errors':>6} {'batch':>5} "
+            f"{'srv ms':>6} {'cli ms':>6}")
+    print(f"{'':7} | {'micro-batching on':^{len(head)}} | {'micro-batching off (max_batch=1)':^{len(head)}} |")
+    print(f"{'clients':>7} | {head} | {head} | {'on/off':>7}")
+    for clients in args.levels:
+        print(_row(clients, cells["on", clients], cells["off", clients]))
+    print("batch: requests per batched retrieval call (which decodes once per retailer among them); "
+          "srv ms / cli ms: CPU time")
+    print(f"per request of the server / of the clients ({args.client_procs} processes); all share this "
+          f"machine's {os.cpu_count()} cores")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, help="run folder to serve (default: build a tiny one in --workdir)")
+    p.add_argument("--workdir", type=Path,
+                   help="where to build the tiny run and keep server logs (default: a temp dir)")
+    p.add_argument("--clients", default="1,8,32", help="comma-separated concurrency levels")
+    p.add_argument("--seconds", type=float, default=6.0, help="measured time per cell (mode, clients)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="each cell is measured in this many slices, alternating with the other mode's, so "
+                        "load from elsewhere on the machine hits both modes alike")
+    p.add_argument("--max-requests", type=int, default=3000, help="most requests started per cell")
+    p.add_argument("--client-procs", type=int, default=2, help="processes the simulated clients are spread over")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--history", type=int, default=20, help="longest random history (items)")
+    p.add_argument("--max-batch", type=int, default=32, help="micro-batch size of the batching server")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="batching window of the batching server")
+    p.add_argument("--catalog-only", action="store_true",
+                   help="every request for the whole catalog (default: spread evenly over the catalog and each "
+                        "retailer; a batch decodes once per retailer it holds)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    args.levels = [int(c) for c in args.clients.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        run = args.run or build_small_run(workdir)
+        if args.run is None:
+            print(f"built a tiny run in {workdir} ({time.perf_counter() - t:.0f}s)")
+        cells = run_cells(run, args, workdir)
+    print_table(run, args, cells)
+    errors = sum(c.errors for c in cells.values())
+    top = max(args.levels)
+    ratio = cells["on", top].throughput / max(cells["off", top].throughput, 1e-9)
+    ok = errors == 0 and ratio >= 3.0
+    print(f"\nbar: zero errors ({errors}) and >= 3x throughput at {top} clients ({ratio:.2f}x): "
+          f"{'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Running the app: ``serve`` (the ``genrec serve`` command: uvicorn in the foreground until SIGINT/SIGTERM,
+then a graceful shutdown) and ``ServerThread`` (uvicorn on a free loopback port in a background thread, for
+tests and benchmarks)."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from genrec.serve.app import create_app
+from genrec.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+
+def _uvicorn_config(app: FastAPI, settings: ServeSettings, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, host=host, port=port, log_level=settings.log_level, access_log=settings.access_log,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s, lifespan="on",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def serve(run: Path, settings: ServeSettings) -> None:
+    """Serve ``run`` over HTTP until interrupted; in-flight requests finish before the process exits and
+    SIGHUP reloads the run folder without dropping requests."""
+    app = create_app(run, settings)
+    if not _is_loopback(settings.host) and not os.environ.get(settings.api_key_env):
+        log.warning("listening on %s without an API key (set %s to require one)", settings.host, settings.api_key_env)
+    uvicorn.Server(_uvicorn_config(app, settings, settings.host, settings.port)).run()
+
+
+class ServerThread:
+    """uvicorn serving ``app`` on a free port of 127.0.0.1 in a daemon thread; use as a context manager
+    (``url`` is set once it accepts connections) or call ``start`` / ``stop``."""
+
+    def __init__(self, app: FastAPI, settings: ServeSettings | None = None, start_timeout_s: float = 30.0) -> None:
+        settings = settings or app.state.settings
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(_uvicorn_config(app, settings, "127.0.0.1", self.port))
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
+                                        name="genrec-serve", daemon=True)
+        self._start_timeout_s = start_timeout_s
+
+    def start(self) -> "ServerThread":
+        """Start serving and wait until the server accepts connections."""
+        self._thread.start()
+        deadline = time.monotonic() + self._start_timeout_s
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"server on {self.url} did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Graceful shutdown: stop accepting, finish requests in flight, drain the batcher."""
+        self.server.should_exit = True
+        self._thread.join(timeout_s)
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

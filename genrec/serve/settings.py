@@ -1,0 +1,64 @@
+"""Settings of ``genrec serve``: where it listens, how it batches, what it accepts. One dataclass so the CLI,
+tests and benchmarks configure the server the same way; ``add_arguments`` / ``from_arguments`` turn its
+fields into command-line flags (``max_wait_ms`` -> ``--max-wait-ms``), so the two cannot drift apart."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, dataclass, field, fields
+
+from semid.catalog import DataError
+
+
+def _setting(default: object, help_text: str):
+    """A field with its default and the one-line explanation that is also its flag's help."""
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass
+class ServeSettings:
+    """Everything ``create_app`` and ``serve`` need besides the run folder."""
+
+    host: str = _setting("127.0.0.1", "address to listen on; loopback by default since the API key is optional")
+    port: int = _setting(8000, "TCP port")
+    max_batch: int = _setting(32, "most requests decoded in one batched beam search; 1 turns micro-batching off")
+    max_wait_ms: float = _setting(5.0, "how long the oldest waiting request may wait for others to join its batch")
+    max_history: int = _setting(1000, "longest history accepted, in items (the decoder reads only its last ones)")
+    max_k: int = _setting(100, "most products one request may ask for")
+    max_body_bytes: int = _setting(65_536, "larger request bodies get 413 before any parsing (chunked ones too)")
+    api_key_env: str = _setting("GENREC_API_KEY", "env var holding the bearer token; unset or empty: no key")
+    beam_width: int = _setting(20, "beams of the constrained search (raised to k when k is larger)")
+    device: str = _setting("cpu", "torch device of the decoder")
+    shutdown_timeout_s: float = _setting(30.0, "graceful shutdown: longest wait for requests in flight")
+    log_level: str = _setting("info", "uvicorn's log level")
+    access_log: bool = _setting(False, "log one line per request (costs throughput)")
+
+    def __post_init__(self) -> None:
+        checks = {
+            "port": 0 <= self.port <= 65535,
+            "max_batch": self.max_batch >= 1,
+            "max_wait_ms": self.max_wait_ms >= 0,
+            "max_history": self.max_history >= 1,
+            "max_k": self.max_k >= 1,
+            "max_body_bytes": self.max_body_bytes >= 1,
+            "beam_width": self.beam_width >= 1,
+            "shutdown_timeout_s": self.shutdown_timeout_s >= 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise DataError(f"serve settings: invalid {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting, with its default and help (booleans as ``--x`` / ``--no-x``)."""
+    for f in fields(ServeSettings):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        else:
+            parser.add_argument(flag, type=type(f.default), default=f.default, help=help_text)
+
+
+def from_arguments(args: argparse.Namespace) -> ServeSettings:
+    """The settings the flags of ``add_arguments`` ask for."""
+    return ServeSettings(**{f.name: getattr(args, f.name) for f in fields(ServeSettings) if f.default is not MISSING})

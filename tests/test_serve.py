@@ -1,0 +1,506 @@
+"""genrec serve over real HTTP: uvicorn on a free loopback port serving the tiny trained run. Every kind of
+bad input gets its 4xx with a JSON error, the API key guards all but /healthz, micro-batching batches,
+a reload under traffic drops nothing, and shutdown finishes requests in flight."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from genrec.retriever import Retriever
+from genrec.serve import ServerThread, ServeSettings, add_arguments, create_app, from_arguments
+from genrec.serve.batcher import MicroBatcher, Query, ShuttingDown
+from genrec.serve.metrics import ServeMetrics
+from index.retailer_index import Candidates
+from semid.catalog import DataError
+
+KEY_ENV = "GENREC_SERVE_TEST_KEY"
+KEY = "test-key-7f3a"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+JSON = {"content-type": "application/json"}
+LIMITS = dict(max_history=50, max_k=40, max_body_bytes=8192)
+
+
+def _perturbed_copy(run: Path, dest: Path) -> Path:
+    """The run with slightly different decoder weights: same catalog, another model_version."""
+    shutil.copytree(run, dest)
+    weights = dest / "decoder" / "model" / "model.safetensors"
+    with safe_open(weights, "pt") as f:
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+        meta = f.metadata()
+    tensors = {name: (t + 0.01 * (t.std() + 1e-3)).contiguous() for name, t in tensors.items()}
+    save_file(tensors, weights, metadata=meta)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_run, tmp_path_factory) -> tuple[Path, Path]:
+    root, _ = tiny_run
+    return root / "run", _perturbed_copy(root / "run", tmp_path_factory.mktemp("serve") / "run_b")
+
+
+@pytest.fixture(scope="module")
+def retriever(runs) -> Retriever:
+    return Retriever.from_run(runs[0])
+
+
+@pytest.fixture(scope="module")
+def server(runs):
+    """The tiny run served with an API key, small limits and a 30 ms batching window."""
+    os.environ[KEY_ENV] = KEY
+    try:
+        settings = ServeSettings(api_key_env=KEY_ENV, max_wait_ms=30, log_level="warning", **LIMITS)
+        with ServerThread(create_app(runs[0], settings)) as srv:
+            yield srv
+    finally:
+        os.environ.pop(KEY_ENV, None)
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as c:
+        yield c
+
+
+def _history(retriever: Retriever, n: int, seed: int) -> list[int]:
+    ids = retriever.index.item_ids
+    return ids[np.random.default_rng(seed).integers(0, ids.size, n)].tolist()
+
+
+async def _concurrent(url: str, bodies: list[dict]) -> list[httpx.Response]:
+    """POST every body to /v1/retrieve at once."""
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60) as c:
+        return await asyncio.gather(*(c.post("/v1/retrieve", json=b) for b in bodies))
+
+
+def _metric(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample in Prometheus text (0 when absent)."""
+    pattern = re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" (\S+)$"
+    found = re.search(pattern, text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+# ----- retrieval ---------------------------------------------------------------------------------------------
+
+
+def test_retrieve_matches_the_retriever(client, retriever):
+    history = _history(retriever, 5, seed=1)
+    r = client.post("/v1/retrieve", json={"history": history, "k": 7})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["codebook_version"] == retriever.codebook_version
+    assert body["model_version"] == retriever.model_version
+    assert body["skipped"] == []
+    direct = retriever.retrieve([history], k=7)[0]
+    assert [i["item_id"] for i in body["items"]] == [c.item_id for c in direct]
+    assert [i["sid"] for i in body["items"]] == [c.sid for c in direct]
+    assert np.allclose([i["score"] for i in body["items"]], [c.score for c in direct], atol=1e-4)
+
+
+def test_retailer_and_exclude_history(client, retriever):
+    retailer = int(retriever.index.retailers[-1])
+    history = retriever.index.stocked(retailer)[:6].tolist()
+    r = client.post("/v1/retrieve", json={"history": history, "k": 20, "retailer_id": retailer,
+                                          "exclude_history": True})
+    assert r.status_code == 200, r.text
+    got = [i["item_id"] for i in r.json()["items"]]
+    assert len(got) == 20
+    assert set(got) <= set(retriever.index.stocked(retailer).tolist())
+    assert not set(got) & set(history)
+
+
+def test_unknown_items_mixed_are_skipped_and_reported(client, retriever):
+    history = _history(retriever, 4, seed=2)
+    unknown = int(retriever.index.item_ids.max()) + 1000
+    mixed = client.post("/v1/retrieve", json={"history": [unknown, *history, unknown], "k": 5}).json()
+    clean = client.post("/v1/retrieve", json={"history": history, "k": 5}).json()
+    assert mixed["skipped"] == [unknown]
+    assert [i["item_id"] for i in mixed["items"]] == [i["item_id"] for i in clean["items"]]
+
+
+def test_empty_history_is_a_cold_start(client):
+    r = client.post("/v1/retrieve", json={"history": [], "k": 4})
+    assert r.status_code == 200 and len(r.json()["items"]) == 4
+
+
+# ----- bad input ---------------------------------------------------------------------------------------------
+
+UNKNOWN = 10**12
+BAD_BODIES = [
+    # (case, raw body, status, error code, text the message must hold)
+    ("malformed json", b'{"history": [1,', 400, "malformed_json", "not valid JSON"),
+    ("not json at all", b"history=1&k=3", 400, "malformed_json", "not valid JSON"),
+    ("too deeply nested", b"[" * 3000 + b"]" * 3000, 400, "bad_request", "parsing the body"),
+    ("body not an object", b"[1, 2]", 422, "invalid_request", "body"),
+    ("k as a string", b'{"history": [1], "k": "3"}', 422, "invalid_request", "body.k"),
+    ("k as a float", b'{"history": [1], "k": 3.0}', 422, "invalid_request", "body.k"),
+    ("k missing", b'{"history": [1]}', 422, "invalid_request", "body.k: Field required"),
+    ("history a string", b'{"history": "1,2", "k": 3}', 422, "invalid_request", "body.history"),
+    ("history item a float", b'{"history": [1.5], "k": 3}', 422, "invalid_request", "body.history.0"),
+    ("history item a bool", b'{"history": [true], "k": 3}', 422, "invalid_request", "body.history.0"),
+    ("history item beyond int64", b'{"history": [%d], "k": 3}' % 2**64, 422, "invalid_request", "body.history.0"),
+    ("retailer as a string", b'{"history": [1], "k": 3, "retailer_id": "1"}', 422, "invalid_request",
+     "body.retailer_id"),
+    ("exclude not a bool", b'{"history": [1], "k": 3, "exclude_history": 1}', 422, "invalid_request",
+     "body.exclude_history"),
+    ("unknown field", b'{"history": [1], "k": 3, "retailer": 1}', 422, "invalid_request", "body.retailer"),
+    ("k zero", b'{"history": [1], "k": 0}', 422, "k_out_of_range", "between 1 and 40"),
+    ("k too large", b'{"history": [1], "k": 41}', 422, "k_out_of_range", "got 41"),
+    ("history too long", b'{"history": [%s], "k": 3}' % b",".join([b"1"] * 51), 422, "history_too_long",
+     "51 items; at most 50"),
+    ("only unknown items", b'{"history": [%d, %d], "k": 3}' % (UNKNOWN, UNKNOWN + 1), 422, "unknown_items",
+     str(UNKNOWN)),
+    ("unknown retailer", b'{"history": [1], "k": 3, "retailer_id": 999}', 422, "unknown_retailer",
+     "unknown retailer 999"),
+    ("oversized body", b'{"history": [%s], "k": 3}' % b",".join([b"1"] * 5000), 413, "body_too_large", "8192"),
+]
+
+
+@pytest.mark.parametrize("case,body,status,code,text", BAD_BODIES, ids=[c[0] for c in BAD_BODIES])
+def test_bad_input_gets_a_json_4xx(client, case, body, status, code, text):
+    r = client.post("/v1/retrieve", content=body, headers=JSON)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    err = r.json()
+    assert err["error"] == code and text in err["message"], err
+    if code == "unknown_items":
+        assert err["unknown"] == [UNKNOWN, UNKNOWN + 1]
+
+
+def test_oversized_chunked_body_without_length_is_refused(client):
+    def chunks():
+        for _ in range(20):
+            yield b" " * 1024
+
+    r = client.post("/v1/retrieve", content=chunks(), headers=JSON)
+    assert "content-length" not in r.request.headers
+    assert r.status_code == 413 and r.json()["error"] == "body_too_large"
+
+
+def test_wrong_content_type_and_unknown_routes(client):
+    r = client.post("/v1/retrieve", content=b'{"history": [1], "k": 3}', headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type"
+    assert client.get("/v1/nothing").json()["error"] == "not_found"
+    r = client.get("/v1/retrieve")
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+def test_server_survives_the_bad_input(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+    assert client.post("/v1/retrieve", json={"history": [1], "k": 2}).status_code == 200
+
+
+def test_a_failing_decode_is_a_json_500_and_the_server_goes_on(client, monkeypatch):
+    import genrec.serve.batcher as batcher
+
+    def broken(jobs):
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr(batcher, "_decode", broken)
+    r = client.post("/v1/retrieve", json={"history": [1], "k": 3})
+    assert r.status_code == 500 and r.json()["error"] == "internal_error"
+    monkeypatch.undo()
+    assert client.post("/v1/retrieve", json={"history": [1], "k": 3}).status_code == 200
+
+
+# ----- items and SIDs ----------------------------------------------------------------------------------------
+
+
+def test_item_and_sid_routes(client, retriever):
+    item = int(retriever.index.item_ids[0])
+    r = client.get(f"/v1/items/{item}")
+    assert r.status_code == 200, r.text
+    sid = r.json()["sid"]
+    products = client.get(f"/v1/sids/{sid}").json()
+    assert products["sid"] == sid and item in products["items"]
+    assert products["items"] == retriever.index.lookup([sid])[0].tolist()
+    retailer = int(retriever.index.retailers[0])
+    stocked = client.get(f"/v1/sids/{sid}", params={"retailer_id": retailer})
+    if item in retriever.index.stocked(retailer):
+        assert item in stocked.json()["items"]
+    else:
+        assert stocked.status_code == 404 and stocked.json()["error"] == "unknown_sid"
+
+
+@pytest.mark.parametrize("path,status,code", [
+    ("/v1/items/999999999", 404, "unknown_item"),
+    ("/v1/items/abc", 422, "invalid_request"),
+    ("/v1/items/99999999999999999999999", 422, "invalid_request"),
+    ("/v1/sids/not-a-sid", 422, "invalid_sid"),
+    ("/v1/sids/7_7_7_7_9999", 422, "invalid_sid"),
+    ("/v1/sids/0_0_0?retailer_id=999", 422, "unknown_retailer"),
+])
+def test_item_and_sid_errors(client, path, status, code):
+    r = client.get(path)
+    assert r.status_code == status and r.json()["error"] == code, r.text
+
+
+# ----- API key -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": KEY}])
+def test_api_key_guards_everything_but_health(server, headers):
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as c:
+        for method, path in [("POST", "/v1/retrieve"), ("GET", "/v1/items/1"), ("GET", "/v1/sids/0_0_0"),
+                             ("GET", "/metrics"), ("POST", "/admin/reload")]:
+            r = c.request(method, path, json={"history": [1], "k": 3} if method == "POST" else None)
+            assert r.status_code == 401 and r.json()["error"] == "unauthorized", (path, r.text)
+            assert r.headers["www-authenticate"] == "Bearer"
+        assert c.get("/healthz").status_code == 200
+
+
+# ----- batching, metrics, reload -----------------------------------------------------------------------------
+
+
+def test_micro_batching_batches_and_cuts_each_row_to_its_k(server, client, retriever):
+    before = client.get("/metrics").text
+    history = _history(retriever, 6, seed=3)
+    retailer = int(retriever.index.retailers[0])
+    bodies = [{"history": _history(retriever, 1 + i % 7, seed=10 + i), "k": 5} for i in range(10)]
+    bodies += [{"history": history, "k": 3}, {"history": history, "k": 9},
+               {"history": history, "k": 4, "retailer_id": retailer}]
+    responses = asyncio.run(_concurrent(server.url, bodies))
+    assert [r.status_code for r in responses] == [200] * len(bodies)
+    short, long = (r.json()["items"] for r in responses[-3:-1])
+    assert len(short) == 3 and len(long) == 9 and short == long[:3]
+    stocked = set(retriever.index.stocked(retailer).tolist())
+    assert {i["item_id"] for i in responses[-1].json()["items"]} <= stocked
+    after = client.get("/metrics").text
+    batches = _metric(after, "genrec_batch_size_count") - _metric(before, "genrec_batch_size_count")
+    one = 'le="1"'
+    singles = _metric(after, "genrec_batch_size_bucket", one) - _metric(before, "genrec_batch_size_bucket", one)
+    decoded = _metric(after, "genrec_batch_size_sum") - _metric(before, "genrec_batch_size_sum")
+    assert decoded == len(bodies)
+    assert batches - singles >= 1 and batches < len(bodies), (batches, singles)
+
+
+def test_metrics_exposition(client):
+    client.post("/v1/retrieve", json={"history": [1], "k": 0})
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = r.text
+    assert _metric(text, "genrec_requests_total", 'route="/v1/retrieve",method="POST",status="200"') >= 1
+    assert _metric(text, "genrec_request_errors_total", 'route="/v1/retrieve",code="k_out_of_range"') >= 1
+    assert _metric(text, "genrec_request_errors_total", 'route="/v1/retrieve",code="body_too_large"') >= 1
+    assert _metric(text, "genrec_request_duration_seconds_count", 'route="/v1/retrieve"') >= 1
+    assert _metric(text, "genrec_request_duration_seconds_bucket", 'route="/v1/retrieve",le="+Inf"') == \
+        _metric(text, "genrec_request_duration_seconds_count", 'route="/v1/retrieve"')
+    assert "# TYPE genrec_batch_size histogram" in text and "# TYPE genrec_requests_total counter" in text
+    assert re.search(r'^genrec_model_info\{model_version="\w+",codebook_version="\w+",run=".+"\} 1$', text, re.M)
+
+
+def test_reload_under_traffic_drops_nothing(server, runs, retriever):
+    old = retriever.model_version
+    new = Retriever.from_run(runs[1]).model_version
+    assert new != old
+
+    async def scenario() -> tuple[list, list, dict]:
+        outcomes: list[tuple[float, int, str]] = []  # (start time, status, model_version)
+        stop = asyncio.Event()
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as c:
+            async def shopper(seed: int) -> None:
+                rng = np.random.default_rng(seed)
+                ids = retriever.index.item_ids
+                while not stop.is_set():
+                    start = time.monotonic()
+                    history = ids[rng.integers(0, ids.size, 4)].tolist()
+                    r = await c.post("/v1/retrieve", json={"history": history, "k": 5})
+                    outcomes.append((start, r.status_code, r.json().get("model_version", r.text)))
+
+            async def reloader() -> tuple[list, dict]:
+                await asyncio.sleep(0.4)
+                failed = await c.post("/admin/reload", json={"run": "/definitely/not/a/run"})
+                r = await c.post("/admin/reload", json={"run": str(runs[1])})
+                swapped = time.monotonic()
+                await asyncio.sleep(0.5)
+                stop.set()
+                return [failed.status_code, failed.json()["error"], r.status_code], {"at": swapped, **r.json()}
+
+            results = await asyncio.gather(reloader(), *(shopper(s) for s in range(6)))
+        return outcomes, *results[0]
+
+    outcomes, failed, reload = asyncio.run(scenario())
+    try:
+        assert failed == [422, "reload_failed", 200]
+        assert reload["model_version"] == new and reload["previous_model_version"] == old
+        assert [o for o in outcomes if o[1] != 200] == []
+        versions = [v for _, _, v in sorted(outcomes)]
+        assert versions[0] == old and versions[-1] == new and set(versions) == {old, new}
+        assert all(v == new for start, _, v in outcomes if start > reload["at"])
+    finally:
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as c:
+            assert c.post("/admin/reload", json={"run": str(runs[0])}).json()["model_version"] == old
+
+
+def test_graceful_shutdown_finishes_requests_in_flight(runs, retriever):
+    settings = ServeSettings(api_key_env="GENREC_SERVE_TEST_NO_KEY", max_wait_ms=1000, max_batch=64, log_level="error")
+    app = create_app(runs[0], settings)
+    srv = ServerThread(app).start()
+    bodies = [{"history": _history(retriever, 3, seed=i), "k": 3} for i in range(6)]
+    stopping = []
+
+    def stop_when_queued() -> None:
+        """Shut down once the requests wait in the batching window (all but a first one, decoded at once)."""
+        deadline = time.monotonic() + 20
+        while app.state.batcher.queued < len(bodies) - 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        stopping.append(time.monotonic())
+        srv.stop()
+
+    stopper = threading.Thread(target=stop_when_queued)
+    stopper.start()
+
+    async def send() -> list[tuple[float, httpx.Response]]:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
+            async def one(body: dict) -> tuple[float, httpx.Response]:
+                r = await c.post("/v1/retrieve", json=body)
+                return time.monotonic(), r
+            return await asyncio.gather(*(one(b) for b in bodies))
+
+    finished = asyncio.run(send())
+    stopper.join()
+    assert [r.status_code for _, r in finished] == [200] * len(bodies)
+    assert all(len(r.json()["items"]) == 3 for _, r in finished)
+    assert sum(t > stopping[0] for t, _ in finished) >= len(bodies) - 1  # answered after the shutdown began
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(srv.url + "/healthz", timeout=5)
+
+
+@pytest.mark.slow
+def test_serve_process_reloads_on_sighup_and_stops_on_sigterm(runs, tmp_path):
+    """``serve`` as the CLI runs it, in its own process: SIGHUP reloads the run folder (here: retrained
+    weights dropped in), SIGTERM shuts down gracefully. Slow: a fresh interpreter imports torch."""
+    run = shutil.copytree(runs[0], tmp_path / "run")
+    old, new = Retriever.from_run(runs[0]).model_version, Retriever.from_run(runs[1]).model_version
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("import sys; from pathlib import Path; from genrec.serve import serve, ServeSettings; "
+            f"serve(Path(sys.argv[1]), ServeSettings(port={port}, log_level='warning', "
+            "api_key_env='GENREC_NO_KEY_SET'))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        assert _poll(lambda: httpx.get(url, timeout=2).json()["model_version"], old, proc)
+        weights = Path("decoder") / "model" / "model.safetensors"
+        shutil.copyfile(runs[1] / weights, run / weights)
+        proc.send_signal(signal.SIGHUP)
+        assert _poll(lambda: httpx.get(url, timeout=2).json()["model_version"], new, proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (0, -signal.SIGTERM), proc.stdout.read().decode()
+
+
+def _poll(read, want, proc, timeout_s: float = 60.0) -> bool:
+    """Whether ``read()`` returns ``want`` before the timeout (connection errors mean: not yet)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if read() == want:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+# ----- pieces ------------------------------------------------------------------------------------------------
+
+
+class _SlowRetriever:
+    """Stands in for a Retriever: 20 ms per decode call; the products of a history are 100 * its first item
+    + rank, so a mixed-up batch shows."""
+
+    beam_width = 4
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def retrieve_arrays(self, histories, retailer_id, k, exclude_history):
+        self.calls.append(len(histories))
+        time.sleep(0.02)
+        first = np.array([h[0] for h in histories])
+        ids = 100 * first[:, None] + np.arange(k)[None, :]
+        return Candidates(ids, -np.ones(ids.shape), np.full(ids.shape, "0_0_0", object), np.ones(ids.shape, bool))
+
+
+def _query(item: int, k: int) -> Query:
+    return Query(np.array([item]), None, k, False)
+
+
+def test_batcher_gathers_concurrent_requests_and_cuts_each_to_its_k():
+    async def scenario():
+        fake = _SlowRetriever()
+        batcher = MicroBatcher(max_batch=8, max_wait_s=0.05)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(fake, _query(i, 2)) for i in range(3)))  # traffic: short gaps
+        fake.calls.clear()
+        results = await asyncio.gather(*(batcher.submit(fake, _query(i, 1 + i % 3)) for i in range(1, 13)))
+        await batcher.close()
+        return fake.calls, results
+
+    calls, results = asyncio.run(scenario())
+    assert sum(calls) == 12 and max(calls) == 8 and len(calls) <= 3, calls
+    for i, found in enumerate(results, start=1):
+        assert [c.item_id for c in found] == [100 * i + r for r in range(1 + i % 3)]
+
+
+def test_batcher_does_not_hold_a_lone_request_and_drains_on_close():
+    async def scenario():
+        fake = _SlowRetriever()
+        batcher = MicroBatcher(max_batch=8, max_wait_s=5.0)
+        batcher.start()
+        start = time.monotonic()
+        await batcher.submit(fake, _query(1, 1))
+        lone = time.monotonic() - start
+        await batcher.submit(fake, _query(2, 1))
+        pending = [asyncio.ensure_future(batcher.submit(fake, _query(3 + i, 1))) for i in range(4)]
+        await asyncio.sleep(0)  # queued, now waiting in the (5 s) window
+        await batcher.close()  # does not wait out the window: decodes what is queued, then stops
+        with pytest.raises(ShuttingDown):
+            await batcher.submit(fake, _query(9, 1))
+        return lone, time.monotonic() - start, [p.result()[0].item_id for p in pending]
+
+    lone, total, drained = asyncio.run(scenario())
+    assert lone < 1.0 and total < 4.0, (lone, total)
+    assert drained == [300, 400, 500, 600]
+
+
+def test_histogram_buckets_are_cumulative():
+    m = ServeMetrics()
+    for size in (1, 3, 3, 40):
+        m.observe_batch(size, 0.01)
+    text = m.render()
+    assert [_metric(text, "genrec_batch_size_bucket", f'le="{b}"') for b in (1, 2, 4, 32, 64, "+Inf")] == \
+        [1, 1, 3, 3, 4, 4]
+    assert _metric(text, "genrec_batch_size_sum") == 47 and _metric(text, "genrec_batch_size_count") == 4
+
+
+def test_settings_are_checked_and_become_flags():
+    with pytest.raises(DataError, match="max_batch"):
+        ServeSettings(max_batch=0)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert from_arguments(parser.parse_args([])) == ServeSettings()
+    args = parser.parse_args(["--port", "9001", "--max-batch", "1", "--max-wait-ms", "2.5", "--access-log"])
+    assert from_arguments(args) == ServeSettings(port=9001, max_batch=1, max_wait_ms=2.5, access_log=True)
+    assert ServeSettings().host == "127.0.0.1"
