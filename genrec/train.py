@@ -212,7 +212,7 @@ class DecoderTrainer:
     def train(self, step_callback: Callable[[int], None] | None = None) -> TrainResult:
         """Run epochs until max_epochs, max_steps or early stopping; ``step_callback(step)`` runs after every
         optimizer step (and its checkpoint), e.g. to inject a failure in tests."""
-        with _torch_threads(self.cfg.num_threads):
+        with torch_threads(self.cfg.num_threads):
             return self._train(step_callback)
 
     def _train(self, step_callback: Callable[[int], None] | None) -> TrainResult:
@@ -389,7 +389,7 @@ def _accelerator(mixed_precision: str) -> Accelerator:
 
 
 @contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> Iterator[None]:
     """Run with ``n`` torch CPU threads (0: unchanged), restoring the previous count afterwards."""
     before = torch.get_num_threads()
     if n > 0:

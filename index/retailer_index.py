@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import torch
 
 from index.trie import PrefixTrie
-from semid.catalog import DataError
+from semid.catalog import DataError, read_json
 
 FORMAT = "genrec-retailer-index"
 FORMAT_VERSION = 1
@@ -606,13 +606,8 @@ def _replace(path: Path, write: Callable[[Path], object]) -> None:
 
 def _read_meta(path: Path) -> dict:
     """index.json, checked."""
-    if not path.is_file():
-        raise DataError(f"{path}: index metadata not found")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON: {e}") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    meta = read_json(path, "index metadata")
+    if meta.get("format") != FORMAT:
         raise DataError(f"{path}: not a {FORMAT} file")
     if meta.get("format_version") != FORMAT_VERSION:
         raise DataError(f"{path}: index format version {meta.get('format_version')} is not supported")

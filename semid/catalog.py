@@ -2,6 +2,7 @@
 in the taxonomy."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -55,3 +56,17 @@ def read_items(path: str | Path) -> pa.Table:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     return conform(pq.read_table(path), ITEMS_SCHEMA, str(path), keep_extra=True)
+
+
+def read_json(path: str | Path, what: str = "file") -> dict:
+    """Read a JSON object, with errors naming the file (missing, not JSON, not an object)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return data

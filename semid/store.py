@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from safetensors.numpy import load_file, save_file
 
-from semid.catalog import DataError
+from semid.catalog import DataError, read_json
 from semid.config import ConfigError, from_dict, to_dict
 from semid.sids import SID_SCHEMA, codebook_version_of
 from semid.train import SemIDConfig, SemIDModel, weights_version
@@ -106,19 +106,6 @@ def read_sids(run: str | Path, expected_version: str | None = None) -> pa.Table:
     if expected_version is not None and version != expected_version:
         raise DataError(f"{path}: SIDs are from codebook version {version}, expected {expected_version}")
     return table.select([f.name for f in SID_SCHEMA]).cast(SID_SCHEMA).replace_schema_metadata(table.schema.metadata)
-
-
-def read_json(path: Path) -> dict:
-    """Read a JSON mapping, with errors naming the file."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return data
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from semid.catalog import DataError
+from semid.catalog import DataError, read_json
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<sep>", "<unk>")
 PAD, BOS, EOS, SEP, UNK = range(len(SPECIAL_TOKENS))
@@ -267,13 +267,8 @@ class SIDTokenizer:
     def load(cls, path: str | Path, codebook_version: str | None = None) -> "SIDTokenizer":
         """Read a tokenizer JSON; if ``codebook_version`` is given it must match the recorded one."""
         path = Path(path)
-        if not path.is_file():
-            raise DataError(f"{path}: tokenizer file not found")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON: {e}") from e
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
+        data = read_json(path, "tokenizer file")
+        if data.get("format") != FORMAT:
             raise DataError(f"{path}: not a {FORMAT} file")
         if data.get("format_version") != FORMAT_VERSION or data.get("special_tokens") != list(SPECIAL_TOKENS):
             raise DataError(f"{path}: tokenizer layout version {data.get('format_version')} is not supported")

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Callable, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +32,7 @@ from genrec.carousel.requests import (
     request_columns,
 )
 from genrec.retriever import Retriever
+from genrec.train import torch_threads
 from semid.catalog import DataError
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def run_carousel(
     cfg = _check_config(replace(cfg or CarouselConfig(), **options))
     run, requests, out = Path(run), Path(requests), Path(out)
     state = PartialState(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
-    with _torch_threads(cfg.threads):
+    with torch_threads(cfg.threads):
         retriever = Retriever.from_run(run, beam_width=cfg.beam_width, device=cfg.device or str(state.device))
         known = retriever.index.retailers
         info = inspect_requests(requests, cfg.chunk_size, known if known.size else None)
@@ -278,15 +278,3 @@ def _log_summary(summary: dict) -> None:
         log.warning("carousel: skipped %d requests (%d users not in the dataset, %d with no known product), "
                     "e.g. users %s", skipped, summary["skipped_not_in_dataset"],
                     summary["skipped_no_known_items"], summary["skipped_examples"])
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads (0: unchanged), restoring the previous count afterwards."""
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
