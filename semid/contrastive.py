@@ -1,7 +1,9 @@
 """Taxonomy-graded contrastive regularisation. The catalog tree grades every pair of products (same leaf:
-strong positive, sibling leaves: moderate positive, no shared ancestor: negative) and, at every quantizer
-level, a graded InfoNCE pulls positives together in the space of soft code prefixes, so products the
-taxonomy groups together come to share leading codewords. Coarser levels weigh more."""
+strong positive, sibling leaves: moderate positive, no shared ancestor: negative). At every quantizer
+level a graded InfoNCE aligns the similarity of two products' code prefixes with that grade: each prefix
+is a soft (differentiable) version of the codewords chosen so far, sharp enough to equal the hard code
+away from cell boundaries, so the loss moves the code choices that are actually made. Coarser levels
+weigh more. Distance scales are measured once and then fixed, which keeps the gradients bounded."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,9 +68,8 @@ def pair_labels(nodes: np.ndarray) -> np.ndarray:
 
 
 def level_weights(levels: int, decay: float = 0.5) -> list[float]:
-    """Weights per level, coarsest first, decaying geometrically and summing to 1."""
-    w = np.array([decay**level for level in range(levels)])
-    return (w / w.sum()).tolist()
+    """Weights per level, coarsest first: 1 for the first level, then decaying geometrically."""
+    return [float(decay**level) for level in range(levels)]
 
 
 @dataclass
@@ -77,14 +78,21 @@ class ContrastiveScales:
     scale-free losses that renormalise by each batch's own distances blow their gradients up as the
     latent shrinks, and training then collapses."""
 
-    assign: list[float]  # soft-assignment temperature: mean squared distance to the nearest codeword
+    assign: list[float]  # soft-assignment temperature: a share of the mean squared distance to the nearest codeword
     pair: list[float]  # mean squared distance between two products' code prefixes
 
 
 @torch.no_grad()
-def calibrate(residuals: list[torch.Tensor], codebooks: Sequence[torch.Tensor]) -> ContrastiveScales:
-    """Measure the scales on a sample's residuals (as the quantizer returns them) and codebooks."""
-    assign = [float(_sq_dist(r, c).min(1).values.mean().clamp_min(1e-8)) for r, c in zip(residuals, codebooks)]
+def calibrate(
+    residuals: list[torch.Tensor], codebooks: Sequence[torch.Tensor], sharpness: float = 0.1
+) -> ContrastiveScales:
+    """Measure the scales on a sample's residuals (as the quantizer returns them) and codebooks. The
+    soft-assignment temperature is ``sharpness`` x the mean squared distance to the nearest codeword:
+    sharp enough that a product's soft code is its hard code unless it sits near a boundary, so the loss
+    acts on the code choices that are actually made."""
+    assign = [
+        float((sharpness * _sq_dist(r, c).min(1).values.mean()).clamp_min(1e-8)) for r, c in zip(residuals, codebooks)
+    ]
     prefixes = soft_prefixes(residuals, codebooks, assign)
     pair = [float((2 * p.var(0).sum()).clamp_min(1e-8)) for p in prefixes]  # E||a - b||^2 = 2 tr(cov)
     return ContrastiveScales(assign, pair)

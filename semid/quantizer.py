@@ -66,19 +66,20 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 20, generator: torch.Generator 
 def _kmeanspp(x: torch.Tensor, k: int, generator: torch.Generator | None) -> torch.Tensor:
     """k-means++ seeding: each new centre drawn with probability proportional to squared distance."""
     n = x.shape[0]
-    first = torch.randint(n, (1,), generator=generator)
-    centres = [x[first]]
-    closest = sq_distances(x, centres[0]).squeeze(1)
-    for _ in range(1, k):
+    norms = (x * x).sum(1)
+    chosen = torch.empty(k, dtype=torch.long)
+    chosen[0] = torch.randint(n, (1,), generator=generator)[0]
+    closest = (norms - 2 * (x @ x[chosen[0]]) + norms[chosen[0]]).clamp_min_(0.0)
+    for i in range(1, k):
         cumulative = closest.double().cumsum(0)
         if cumulative[-1] <= 0:  # fewer distinct points than k: fall back to uniform draws
-            idx = torch.randint(n, (1,), generator=generator)
+            chosen[i] = torch.randint(n, (1,), generator=generator)[0]
         else:  # inverse-CDF draw: far cheaper than torch.multinomial over n points
             u = torch.rand(1, generator=generator, dtype=torch.float64) * cumulative[-1]
-            idx = torch.searchsorted(cumulative, u).clamp_max(n - 1)
-        centres.append(x[idx])
-        closest = torch.minimum(closest, sq_distances(x, x[idx]).squeeze(1))
-    return torch.cat(centres)
+            chosen[i] = torch.searchsorted(cumulative, u).clamp_max(n - 1)[0]
+        c = chosen[i]
+        torch.minimum(closest, (norms - 2 * (x @ x[c]) + norms[c]).clamp_min_(0.0), out=closest)
+    return x[chosen].clone()
 
 
 class ResidualQuantizer(nn.Module):

@@ -81,16 +81,19 @@ class RQVAE(nn.Module):
 
     @torch.no_grad()
     def init_pca(self, x: torch.Tensor) -> None:
-        """Point the skip paths at the top ``latent_dim`` principal axes of ``x`` (encoder) and back."""
+        """Point the skip paths at the top ``latent_dim`` principal axes of ``x`` (encoder) and back,
+        scaled so the latent starts with unit mean square per dimension."""
         if self.encoder.skip is None:
             return
         centred = x - x.mean(0)
         cov = centred.T.double() @ centred.double() / max(len(x) - 1, 1)
-        _, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues
-        axes = vectors[:, -self.cfg.latent_dim :].flip(1).T.float()  # (latent, input), largest first
+        values, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues
+        k = self.cfg.latent_dim
+        axes = vectors[:, -k:].flip(1).T.float()  # (latent, input), largest first
         axes = axes * torch.where(axes.sum(1, keepdim=True) < 0, -1.0, 1.0)  # fix eigh's sign freedom
-        self.encoder.skip.weight.copy_(axes)
-        self.decoder.skip.weight.copy_(axes.T)
+        scale = float(values[-k:].clamp_min(0).mean().sqrt().clamp_min(1e-6))
+        self.encoder.skip.weight.copy_(axes / scale)
+        self.decoder.skip.weight.copy_(axes.T * scale)
 
     def forward(self, x: torch.Tensor) -> RQVAEOutput:
         z = self.encoder(x)

@@ -51,8 +51,9 @@ class SemIDConfig:
     lr_min_ratio: float = 0.05  # final learning rate as a share of lr
     weight_decay: float = 0.0  # AdamW weight decay (codebooks excluded)
     contrastive_lambda: float = 0.01  # weight of the taxonomy term; 0 = vanilla RQ-VAE
-    contrastive_temperature: float = 0.1  # InfoNCE temperature (distances scaled by the batch mean)
-    contrastive_decay: float = 0.5  # level weights decay by this factor per level, coarsest heaviest
+    contrastive_temperature: float = 0.05  # InfoNCE temperature, on distances relative to their mean at init
+    contrastive_decay: float = 0.5  # level weights 1, decay, decay^2, ...: coarsest heaviest
+    contrastive_sharpness: float = 0.1  # soft-assignment temperature / mean distance to the nearest codeword
     parent_share: float = 0.5  # hierarchical sampler: share of a batch from one parent's leaves
     per_leaf: int = 8  # hierarchical sampler: products per leaf in that share
     hard_share: float = 0.5  # hierarchical sampler: share of the rest taken from look-alike unrelated products
@@ -270,20 +271,22 @@ def _train_rqvae(
         if quantize and epoch == warmup:
             if init is None:
                 net.quantizer.init_kmeans(net.latents(x), cfg.kmeans_iters, gen)
-            scales = _calibrate(net, x, gen) if use_taxonomy else None
+            scales = _calibrate(net, x, gen, cfg.contrastive_sharpness) if use_taxonomy else None
         net.train()
-        batches = sampler if use_taxonomy else _uniform_batches(len(x), cfg.batch_size, rng)
         sums = {"loss": 0.0, "recon": 0.0, "rq": 0.0, "contrastive": 0.0}
-        n_batches = 0
+        batches = _uniform_batches(len(x), cfg.batch_size, rng)
         for idx in batches:
-            terms = _step(net, x[idx], nodes, idx, quantize, scales, weights, cfg)
+            # reconstruction sees uniform batches whatever lambda is; the taxonomy term its own
+            # hierarchical batch, so lambda = 0 is exactly the vanilla RQ-VAE
+            tax_idx = sampler.batch() if scales is not None else None
+            terms = _step(net, x, idx, tax_idx, nodes, quantize, scales, weights, cfg)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()
             sched.step()
             for k in sums:
                 sums[k] += float(terms[k].detach())
-            n_batches += 1
+        n_batches = len(batches)
         entry = _epoch_summary(net, x, epoch, quantize, sums, n_batches, cfg, gen, start)
         history.append(entry)
         bar.set_postfix(recon=f"{entry['recon']:.4f}", util=entry.get("utilization", "-"))
@@ -293,12 +296,12 @@ def _train_rqvae(
 
 
 @torch.no_grad()
-def _calibrate(net: RQVAE, x: torch.Tensor, gen: torch.Generator, sample: int = 8192) -> ContrastiveScales:
+def _calibrate(net: RQVAE, x: torch.Tensor, gen: torch.Generator, sharpness: float, sample: int = 8192) -> ContrastiveScales:
     """Fix the contrastive distance scales on a sample of the catalog, once the codebooks are set."""
     idx = torch.randperm(len(x), generator=gen)[:sample]
     net.eval()
     out = net.quantizer(net.encoder(x[idx]))
-    return calibrate(out.residuals, list(net.quantizer.codebooks))
+    return calibrate(out.residuals, list(net.quantizer.codebooks), sharpness)
 
 
 def _optimizer(net: RQVAE, cfg: SemIDConfig) -> torch.optim.Optimizer:
@@ -323,8 +326,11 @@ def _uniform_batches(n: int, batch_size: int, rng: np.random.Generator):
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def _step(net: RQVAE, xb, nodes, idx, quantize: bool, scales: ContrastiveScales | None, weights, cfg: SemIDConfig) -> dict:
-    """Loss terms of one batch; before quantisation starts the net is a plain autoencoder."""
+def _step(net: RQVAE, x, idx, tax_idx, nodes, quantize: bool, scales: ContrastiveScales | None, weights,
+          cfg: SemIDConfig) -> dict:
+    """Loss terms of one step: reconstruction and quantisation on batch ``idx`` (before quantisation
+    starts, a plain autoencoder), plus lambda * the taxonomy term on the hierarchical batch ``tax_idx``."""
+    xb = x[idx]
     if not quantize:
         recon = torch.nn.functional.mse_loss(net.decoder(net.encoder(xb)), xb)
         zero = recon.new_zeros(())
@@ -332,10 +338,11 @@ def _step(net: RQVAE, xb, nodes, idx, quantize: bool, scales: ContrastiveScales 
     out = net(xb)
     loss = out.recon_loss + out.rq_loss
     contrastive = loss.new_zeros(())
-    if scales is not None:
-        labels = label_tensor(nodes, idx)
+    if scales is not None and tax_idx is not None:
+        residuals = net.quantizer(net.encoder(x[tax_idx])).residuals
+        labels = label_tensor(nodes, tax_idx)
         contrastive = taxonomy_contrastive_loss(
-            out.residuals, list(net.quantizer.codebooks), labels, weights, scales, cfg.contrastive_temperature
+            residuals, list(net.quantizer.codebooks), labels, weights, scales, cfg.contrastive_temperature
         )
         loss = loss + cfg.contrastive_lambda * contrastive
     return {"loss": loss, "recon": out.recon_loss.detach(), "rq": out.rq_loss.detach(), "contrastive": contrastive.detach()}

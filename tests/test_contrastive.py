@@ -70,10 +70,10 @@ def test_cousins_in_a_deep_tree_are_neutral():
     assert labels[0, 2] == SIBLING and labels[0, 3] == NEGATIVE
 
 
-def test_level_weights_coarse_heavier_and_normalised():
+def test_level_weights_coarse_heavier():
     w = level_weights(4)
-    assert sum(w) == pytest.approx(1.0)
-    assert all(a > b for a, b in zip(w, w[1:]))
+    assert w == [1.0, 0.5, 0.25, 0.125]
+    assert all(a > b for a, b in zip(level_weights(3, 0.3), level_weights(3, 0.3)[1:]))
 
 
 def test_infonce_prefers_positives_close():

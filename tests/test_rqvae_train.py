@@ -108,8 +108,6 @@ def test_lambda_zero_is_vanilla(world):
     assert h0[-1]["recon"] == pytest.approx(h_none[-1]["recon"])  # taxonomy unused either way
 
 
-@pytest.mark.xfail(strict=True, reason="issue 3 open: the contrastive term does not yet raise level-1 "
-                   "taxonomy alignment (0.902 vs 0.901 here; 0.932 vs 0.933 on Instacart); remove when it does")
 def test_taxonomy_term_raises_level1_alignment():
     """With departments only weakly visible in the embeddings, the taxonomy term makes level-1 codes
     agree with departments more often than vanilla training does."""

@@ -243,18 +243,18 @@ class SASRecModel(nn.Module):
         return self.encoder(seq)[:, -1]
 
     def loss(self, inputs: torch.Tensor, labels: torch.Tensor, kind: str, gen: torch.Generator | None) -> torch.Tensor:
-        """Mean loss over the labelled positions only (padding and context positions are never projected)."""
+        """Summed loss over the labelled positions only (padding and context positions are never projected)."""
         hidden = self.encoder(inputs)
         where = labels != PAD
         h, y = hidden[where], labels[where] - 1
         table = self.item_table()
         if kind == "ce":
             if self.bf16_logits:
-                return F.cross_entropy((h.to(torch.bfloat16) @ table.to(torch.bfloat16).T).float(), y)
-            return F.cross_entropy(h @ table.T, y)
+                return F.cross_entropy((h.to(torch.bfloat16) @ table.to(torch.bfloat16).T).float(), y, reduction="sum")
+            return F.cross_entropy(h @ table.T, y, reduction="sum")
         neg = sample_negatives(y, table.shape[0], gen)
         pos_s, neg_s = (h * table[y]).sum(-1), (h * table[neg]).sum(-1)
-        return (F.softplus(-pos_s) + F.softplus(neg_s)).mean()
+        return (F.softplus(-pos_s) + F.softplus(neg_s)).sum()
 
 
 def native_bf16() -> bool:
@@ -340,23 +340,29 @@ def train_loop(model: nn.Module, step_loss: Callable[[torch.Tensor, torch.Tensor
                label: str) -> list[dict]:
     """Adam over shuffled batches with validation every ``cfg.eval_every`` epochs; restores the best weights.
 
+    ``step_loss`` returns a batch's loss summed over its labelled positions; it is divided by the epoch's
+    mean labels per batch (not the batch's own count), so every label weighs the same even when
+    length-bucketed batches hold very different numbers of labels.
+
     ``cfg`` needs batch_size, bucket, lr, betas, weight_decay, max_epochs, min_epochs, patience, eval_every,
     time_budget_s. ``evaluate`` gets the epoch's log row (epoch, loss) and returns the score to maximise.
     Returns one log row per epoch (loss, validation score, seconds).
     """
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(seed)
+    n_labels = max(int((labels != PAD).sum()), 1)
+    per_batch = n_labels / -(-inputs.shape[0] // cfg.batch_size)  # mean labelled positions per batch
     stopper, history, start = EarlyStopping(cfg.patience), [], time.perf_counter()
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
-        total, n = 0.0, 0
+        total = 0.0
         for x, y in batches(inputs, labels, cfg.batch_size, rng, cfg.bucket):
             loss = step_loss(x, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss / per_batch).backward()
             opt.step()
-            total, n = total + float(loss.detach()), n + 1
-        row = {"epoch": epoch, "loss": total / max(n, 1), "seconds": time.perf_counter() - start}
+            total += float(loss.detach())
+        row = {"epoch": epoch, "loss": total / n_labels, "seconds": time.perf_counter() - start}
         out_of_time = cfg.time_budget_s is not None and row["seconds"] > cfg.time_budget_s
         if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs or out_of_time:
             model.eval()

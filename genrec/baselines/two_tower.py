@@ -106,8 +106,8 @@ class TwoTowerModel(nn.Module):
         return F.normalize(self.query(seq, self.item_vectors(seq))[:, -1], dim=-1)
 
     def loss(self, inputs: torch.Tensor, labels: torch.Tensor, log_q: torch.Tensor | None) -> torch.Tensor:
-        """In-batch sampled softmax over the batch's labelled positions; a candidate equal to the row's own
-        positive (a repeated item) is not counted as a negative."""
+        """In-batch sampled softmax over the batch's labelled positions, summed over them; a candidate equal
+        to the row's own positive (a repeated item) is not counted as a negative."""
         hidden = self.query(inputs, self.item_vectors(inputs))
         where = labels != PAD
         q = F.normalize(hidden[where], dim=-1)
@@ -118,7 +118,7 @@ class TwoTowerModel(nn.Module):
             logits = logits - log_q[y][None, :]
         same = (y[:, None] == y[None, :]) & ~torch.eye(y.numel(), dtype=torch.bool, device=y.device)
         logits = logits.masked_fill(same, -torch.inf)
-        return F.cross_entropy(logits, torch.arange(y.numel(), device=y.device))
+        return F.cross_entropy(logits, torch.arange(y.numel(), device=y.device), reduction="sum")
 
 
 def label_log_frequency(labels: np.ndarray, n_items: int) -> torch.Tensor:
