@@ -297,7 +297,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("genrec: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Under ``accelerate launch``, wait for every process and tear the process group down before exit:
+    a gloo group left to interpreter shutdown can abort the process ("terminate called without an active
+    exception") after the work is done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

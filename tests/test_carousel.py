@@ -253,8 +253,11 @@ def test_chunks_are_fixed_row_ranges_whatever_the_row_groups(tmp_path):
 
 LAUNCHED = """
 import json, sys
+from accelerate import PartialState
 from genrec.carousel import run_carousel
-print("SUMMARY " + json.dumps(run_carousel(**json.loads(sys.argv[1]))))
+print("SUMMARY " + json.dumps(run_carousel(**json.loads(sys.argv[1]))), flush=True)
+PartialState().wait_for_everyone()
+PartialState().destroy_process_group()  # as any script run under accelerate launch should
 """
 
 
