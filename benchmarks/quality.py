@@ -1,0 +1,192 @@
+"""The results table: our generative model and every baseline on one dataset, the same split, the same
+metrics, trained and scored in one run per seed; seeds merge into mean +- standard deviation.
+
+One seed (``--seed N``) cuts what the harness holds out for that seed (TIGER's cold-start protocol: a 5%
+share of the test items loses every earlier interaction), writes that training copy of the dataset,
+trains the run on it (Semantic IDs + decoder, seeded), then evaluates the run and the baselines with
+``genrec.evaluate`` and writes the JSON. ``--merge`` reads several seeds' JSON files and prints the table
+of means and standard deviations, each baseline's ratio to ours, and, for Amazon Beauty, the published
+TIGER row (Rajput et al. 2023, Table 1), marked as quoted. ``--quick`` does all of it on a tiny synthetic
+world in about a minute, for tests.
+
+    .venv/bin/python benchmarks/quality.py --data data/beauty --config configs/amazon-beauty.yaml --seed 0
+    .venv/bin/python benchmarks/quality.py --merge runs/quality/amazon-beauty-seed*.json
+    .venv/bin/python benchmarks/quality.py --quick --seed 0 --workdir /tmp/q
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from genrec.dataset import Dataset, read_dataset
+from genrec.evaluate import GENREC, EvalConfig, evaluate, format_table, training_events
+from genrec.pipeline import train_run
+from genrec.runconfig import RunConfig, load_run_config
+from genrec.sequences import SequenceConfig, build_histories, resolve_split
+
+# Rajput et al. 2023 (TIGER), Table 1, Amazon Beauty: quoted, not measured here
+TIGER_BEAUTY = {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384}
+BASELINES_BY_SPLIT = {
+    "leave_one_out": "popular,itemknn,semantic_knn,sasrec_ce,sasrec_bce,two_tower",
+    "last_basket": "popular,own_popular,itemknn,semantic_knn,sasrec_ce,two_tower",
+}
+QUICK_BASELINES = "popular,itemknn,semantic_knn"
+
+
+def seeded(cfg: RunConfig, seed: int) -> RunConfig:
+    """The run config with every seed of training (codebook, decoder) set to ``seed``."""
+    cfg = dataclasses.replace(cfg, semid=dataclasses.replace(cfg.semid, seed=seed),
+                              train=dataclasses.replace(cfg.train, seed=seed))
+    return cfg
+
+
+def training_copy(data: Path, out: Path, seq_cfg: SequenceConfig, seed: int, ecfg: EvalConfig) -> Path:
+    """Write ``data`` minus what the harness holds out for ``seed`` to ``out`` (once): the run trains on it."""
+    if (out / "events.parquet").is_file():
+        return out
+    ds = read_dataset(data)
+    events = training_events(ds.events, seq_cfg, seed, ecfg.within_basket_share, ecfg.cold_start_fraction)
+    Dataset(ds.items, events, ds.assortment, {**ds.meta, "heldout_for_seed": seed}).write(out, overwrite=True)
+    return out
+
+
+def run_seed(data: Path, cfg: RunConfig, seed: int, workdir: Path, baselines: list[str], ecfg: EvalConfig) -> dict:
+    """Train our run for ``seed`` on the harness's training copy, then evaluate it beside ``baselines``."""
+    cfg = seeded(cfg, seed)
+    root = workdir / f"{cfg.name}-seed{seed}"
+    split = resolve_split(build_histories(read_dataset(data).events), cfg.sequence.split)
+    seq_cfg = dataclasses.replace(cfg.sequence, split=split)
+    train_data = training_copy(data, root / "data", seq_cfg, seed, ecfg)
+    start = time.perf_counter()
+    train_run(train_data, cfg, root / "run")
+    train_s = time.perf_counter() - start
+    say = lambda msg: print(f"  {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    result = evaluate(data, root / "run", baselines, seed=seed, config=ecfg, progress=say)
+    result["timings"][GENREC]["train_s"] = round(train_s, 1)
+    result["config"] = {"name": cfg.name, "seed": seed, "data": str(data), "run": str(root / "run")}
+    return result
+
+
+def merge(results: list[dict]) -> dict:
+    """Mean and standard deviation (over seeds) of every metric of every model, headline and slices."""
+    def combine(tables: list[dict]) -> dict:
+        out = {}
+        for model in tables[0]:
+            rows = [t[model] for t in tables if model in t]
+            metrics = [m for m in rows[0] if all(isinstance(r.get(m), (int, float)) for r in rows)]
+            out[model] = {m: {"mean": float(np.mean([r[m] for r in rows])), "std": float(np.std([r[m] for r in rows])),
+                              "n": len(rows)} for m in metrics}
+        return out
+
+    slices = sorted({s for r in results for s in r.get("slices", {})})
+    return {
+        "seeds": [r.get("config", {}).get("seed") for r in results],
+        "models": combine([r["models"] for r in results]),
+        "slices": {s: combine([r["slices"][s] for r in results if s in r.get("slices", {})]) for s in slices},
+        "protocol": results[0].get("protocol", {}),
+        "timings": {model: {k: float(np.mean([r["timings"][model][k] for r in results]))
+                            for k in results[0]["timings"][model]}
+                    for model in results[0]["timings"] if isinstance(results[0]["timings"][model], dict)},
+    }
+
+
+def format_merged(merged: dict, dataset: str | None) -> str:
+    """The merged table: mean +- std per model, then our model's ratio to each row (> 1: we are ahead)."""
+    ks = merged["protocol"].get("k_values") or [10]
+    cols = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
+    lines = [f"seeds: {merged['seeds']}"]
+    lines += _rows("models", merged["models"], cols, dataset == "amazon-beauty")
+    for name, table in merged["slices"].items():
+        lines += [""] + _rows(f"slice: {name}", table, cols, False)
+    return "\n".join(lines)
+
+
+def _rows(title: str, table: dict, cols: list[str], quote_tiger: bool) -> list[str]:
+    """One block: a model per row, mean +- std per metric, and ours / theirs on the headline metric."""
+    head = cols[-1]
+    ours = table.get(GENREC, {}).get(head, {}).get("mean")
+    lines = [f"{title:<22}" + "".join(f"{c:>20}" for c in cols) + f"{'ours/this ' + head:>22}"]
+    for model, metrics in table.items():
+        cells = "".join(f"{_cell(metrics.get(c)):>20}" for c in cols)
+        theirs = metrics.get(head, {}).get("mean")
+        lines.append(f"{model:<22}{cells}{_ratio(ours, theirs):>22}")
+    if quote_tiger:
+        cells = "".join(f"{TIGER_BEAUTY.get(c, float('nan')):>20.4f}" for c in cols)
+        lines.append(f"{'TIGER (quoted)':<22}{cells}{_ratio(ours, TIGER_BEAUTY.get(head)):>22}")
+    return lines
+
+
+def _cell(value: dict | None) -> str:
+    """``mean +- std`` of one metric, or a dash."""
+    return "-" if not value else f"{value['mean']:.4f} +- {value['std']:.4f}"
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    """ours / theirs, or a dash where either is missing or theirs is 0."""
+    return "-" if ours is None or not theirs else f"{ours / theirs:.2f}x"
+
+
+def quick_world(workdir: Path, seed: int) -> tuple[Path, RunConfig]:
+    """A tiny synthetic world and a config small enough to train in seconds (``--quick``)."""
+    from genrec.synth import SynthConfig, synthesize
+
+    data = workdir / "quick-data"
+    if not (data / "events.parquet").is_file():
+        synthesize(SynthConfig(seed=0, items=300, users=200, retailers=2)).write(data, overwrite=True)
+    cfg = RunConfig(name="quick")
+    cfg.semid.codebook_sizes, cfg.semid.epochs, cfg.semid.warmup_epochs = [8, 8, 8], 3, 1
+    cfg.semid.hidden_dims, cfg.semid.latent_dim, cfg.semid.progress, cfg.semid.threads = [32], 8, False, 1
+    cfg.decoder.d_model, cfg.decoder.n_layers, cfg.decoder.n_heads, cfg.decoder.d_ff = 32, 1, 2, 64
+    cfg.train.max_epochs, cfg.train.eval_examples, cfg.train.progress, cfg.train.warmup_steps = 1, 40, False, 5
+    cfg.train.num_threads = 1
+    return data, cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", help="dataset folder (genrec data import ...)")
+    ap.add_argument("--config", default="configs/amazon-beauty.yaml", help="run config YAML")
+    ap.add_argument("--seed", type=int, default=0, help="seed of this invocation (split hold-outs and training)")
+    ap.add_argument("--baselines", default=None, help="comma-separated (default: all that fit the split)")
+    ap.add_argument("--workdir", default="runs/quality", help="training copies and runs go here")
+    ap.add_argument("--out", default=None, help="this seed's JSON (default WORKDIR/NAME-seedN.json)")
+    ap.add_argument("--cold-start", type=float, default=0.05, help="TIGER cold-start share of test items (0: off)")
+    ap.add_argument("--max-test", type=int, default=None, help="score a seeded sample of test examples")
+    ap.add_argument("--merge", nargs="+", default=None, help="merge these seeds' JSON files and print the table")
+    ap.add_argument("--quick", action="store_true", help="a tiny synthetic world, for tests")
+    args = ap.parse_args(argv)
+    if args.merge:
+        results = [json.loads(Path(p).read_text()) for p in args.merge]
+        merged = merge(results)
+        print(format_merged(merged, results[0].get("config", {}).get("name")))
+        return 0
+    workdir = Path(args.workdir)
+    if args.quick:
+        data, cfg = quick_world(workdir, args.seed)
+        baselines = args.baselines or QUICK_BASELINES
+    else:
+        if not args.data:
+            ap.error("--data is required (or --quick / --merge)")
+        data, cfg = Path(args.data), load_run_config(args.config)
+        split = resolve_split(build_histories(read_dataset(data).events), cfg.sequence.split)
+        baselines = args.baselines or BASELINES_BY_SPLIT[split]
+    ecfg = EvalConfig(cold_start_fraction=args.cold_start or None, max_test=args.max_test)
+    start = time.perf_counter()
+    result = run_seed(data, cfg, args.seed, workdir, baselines.split(","), ecfg)
+    result["timings"]["seed_total_s"] = round(time.perf_counter() - start, 1)
+    out = Path(args.out) if args.out else workdir / f"{cfg.name}-seed{args.seed}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(format_table(result))
+    print(f"\nseed {args.seed}: {result['timings']['seed_total_s']:.0f}s in all; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

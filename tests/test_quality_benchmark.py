@@ -1,0 +1,68 @@
+"""benchmarks/quality.py: one quick seed end to end (training copy, run, harness JSON), and the merge of
+seeds into mean +- standard deviation with ratios and the quoted TIGER row."""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "quality.py"
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("quality_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_seed(quality, tmp_path_factory):
+    """One ``--quick`` seed: (its JSON, the work folder)."""
+    work = tmp_path_factory.mktemp("quality")
+    assert quality.main(["--quick", "--seed", "0", "--workdir", str(work)]) == 0
+    return json.loads((work / "quick-seed0.json").read_text()), work
+
+
+def test_quick_seed_trains_on_the_held_out_copy_and_scores_every_model(quick_seed):
+    result, work = quick_seed
+    assert set(result["models"]) == {"genrec", "popular", "itemknn", "semantic_knn"}
+    assert result["models"]["genrec"]["invalid_rate"] == 0.0
+    cold = result["protocol"]["cold_start_items"]
+    assert cold > 0 and "cold_start" in result["slices"]
+    assert result["timings"]["genrec"]["train_s"] > 0
+    # the run never saw a cold-start item before its shopper's test basket: the training copy lacks them
+    import pyarrow.parquet as pq
+
+    full = pq.read_table(work / "quick-data" / "events.parquet").num_rows
+    copy_rows = pq.read_table(work / "quick-seed0" / "data" / "events.parquet").num_rows
+    assert copy_rows < full
+
+
+def test_merge_gives_mean_and_std_over_seeds(quality, quick_seed, capsys):
+    result, work = quick_seed
+    other = copy.deepcopy(result)
+    other["config"]["seed"] = 1
+    for metrics in other["models"].values():
+        metrics["recall@10"] = metrics["recall@10"] + 0.1
+    merged = quality.merge([result, other])
+    r10 = merged["models"]["itemknn"]["recall@10"]
+    assert r10["mean"] == pytest.approx(result["models"]["itemknn"]["recall@10"] + 0.05)
+    assert r10["std"] == pytest.approx(0.05) and r10["n"] == 2
+    assert merged["seeds"] == [0, 1]
+    paths = [work / "a.json", work / "b.json"]
+    for p, r in zip(paths, (result, other)):
+        p.write_text(json.dumps(r))
+    assert quality.main(["--merge", *map(str, paths)]) == 0
+    out = capsys.readouterr().out
+    assert "+-" in out and "ours/this" in out and "TIGER" not in out  # quoted only for Amazon Beauty
+
+
+def test_tiger_row_is_quoted_for_beauty(quality, quick_seed):
+    merged = quality.merge([quick_seed[0]])
+    text = quality.format_merged(merged, "amazon-beauty")
+    assert "TIGER (quoted)" in text and "0.0648" in text
