@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from genrec.collab import collab_embeddings, combine
+from genrec.dataset import read_dataset
 from genrec.runconfig import RunConfig
 from semid.catalog import DataError, read_items
 from semid.config import save_yaml
@@ -22,7 +25,8 @@ from semid.train import SemIDModel, train_codebook
 
 log = logging.getLogger(__name__)
 
-EMBEDDINGS_FILE = "embeddings.parquet"
+EMBEDDINGS_FILE = "embeddings.parquet"  # what the codebook was trained on (text, or text + collaborative)
+TEXT_EMBEDDINGS_FILE = "text_embeddings.parquet"  # the text part alone, written when a collaborative part is added
 ITEMS_FILE = "items.parquet"  # the catalog the codebook was trained on (for eval and audit)
 CONFIG_FILE = "config.yaml"  # the resolved run config
 DATASET_FILE = "dataset.json"  # where the run's dataset lives, so eval and carousels can find it
@@ -45,8 +49,12 @@ def build_semids(data: Path, cfg: RunConfig, run: Path, init_run: Path | None = 
     run.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, run / CONFIG_FILE)
     record_dataset(run, data)
-    vectors = embed_items(items, cfg.embedding)
     item_ids = items.column("item_id").to_numpy()
+    vectors = embed_items(items, cfg.embedding)
+    (run / TEXT_EMBEDDINGS_FILE).unlink(missing_ok=True)  # a rebuild without the collaborative part
+    if cfg.embedding.collab_weight > 0:
+        write_embeddings(item_ids, vectors, run / TEXT_EMBEDDINGS_FILE)
+        vectors = with_collab(data, item_ids, vectors, cfg)
     write_embeddings(item_ids, vectors, run / EMBEDDINGS_FILE)
     pq.write_table(items, run / ITEMS_FILE)
     init = load_codebook(init_run) if init_run is not None else None
@@ -58,6 +66,30 @@ def build_semids(data: Path, cfg: RunConfig, run: Path, init_run: Path | None = 
     version = save_codebook(run, model, sids, history, health)
     log.info("codebook %s: %d products, %s", version, len(item_ids), _health_line(health))
     return SemIDStage(run, model, read_sids(run), version)
+
+
+def with_collab(data: Path, item_ids: np.ndarray, text: np.ndarray, cfg: RunConfig) -> np.ndarray:
+    """``[sqrt(1-w) * text, sqrt(w) * collab]``: text vectors joined by co-purchase vectors learned from the
+    training part of ``data``'s sequences (``genrec.collab``); products with no co-purchase get text only."""
+    emb = cfg.embedding
+    start = time.perf_counter()
+    events = read_dataset(data).events
+    collab = collab_embeddings(events, item_ids, cfg.sequence, emb.collab_dim, emb.collab_window, cfg.semid.seed)
+    warm = int(np.count_nonzero(np.any(collab != 0, axis=1)))
+    log.info("collaborative part: %d dims from co-purchases within %d positions (%d events, %.1fs), weight %.2f; "
+             "%d of %d products have one, %d get the text part only", emb.collab_dim, emb.collab_window,
+             events.num_rows, time.perf_counter() - start, emb.collab_weight, warm, item_ids.size, item_ids.size - warm)
+    return combine(text, collab, emb.collab_weight)
+
+
+def embed_new_items(items: pa.Table, cfg: RunConfig) -> np.ndarray:
+    """Vectors for products outside the run's training data, shaped like the run's: the text vector, plus a
+    zero collaborative part when the run has one (no purchases yet), exactly as cold products in training."""
+    vectors = embed_items(items, cfg.embedding)
+    if cfg.embedding.collab_weight > 0:
+        collab = np.zeros((vectors.shape[0], cfg.embedding.collab_dim), dtype=np.float32)
+        vectors = combine(vectors, collab, cfg.embedding.collab_weight)
+    return vectors
 
 
 def record_dataset(run: Path, data: Path) -> None:
@@ -125,7 +157,7 @@ def assign_new_items(run: Path, items_file: Path, cfg: RunConfig | None = None) 
         from genrec.runconfig import load_run_config
 
         cfg = load_run_config(run / CONFIG_FILE)
-    vectors = embed_items(new_items, cfg.embedding)
+    vectors = embed_new_items(new_items, cfg)
     if vectors.shape[1] != model.input_dim:
         raise DataError(f"{items_file}: embeddings have dim {vectors.shape[1]}, the codebook expects {model.input_dim}")
     ids = new_items.column("item_id").to_numpy()
@@ -164,3 +196,17 @@ def audit_run(run: Path, min_support: int = 5, top: int | None = None) -> pa.Tab
         sids=sids.column("sid").to_pylist(),
         unlabelled=("missing",),  # Instacart files unplaced products under department/aisle "missing"
     )
+
+
+def churn_between(old_run: Path, new_run: Path) -> tuple[dict, pa.Table]:
+    """SID churn and the old SID -> new SID migration table between two runs (or ``sids.parquet`` files),
+    e.g. a run and its retrain with ``--init-from``."""
+    from semid.churn import migration_table, sid_churn
+
+    old, new = read_sids(old_run), read_sids(new_run)
+    try:
+        report = sid_churn(old, new)
+    except DataError as e:
+        raise DataError(f"{old_run} -> {new_run}: {e}") from e
+    report = {"old": str(old_run), "new": str(new_run), **report}
+    return report, migration_table(old, new)

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from semid.catalog import DataError
+from semid.config import ConfigError
 from semid.embedding_cache import EmbeddingCache, text_keys
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,17 @@ class EmbeddingConfig:
     cache_dir: str = DEFAULT_CACHE_DIR  # cache root; GENREC_CACHE_DIR replaces this default when set
     device: str = "cpu"  # torch device of the text model ("cpu", "cuda", "cuda:1", "mps")
     progress: bool = True  # tqdm progress bar over the texts to embed (hidden when stderr is not a TTY)
+    collab_weight: float = 0.0  # share of squared norm given to co-purchase vectors (genrec.collab); 0: text only
+    collab_dim: int = 64  # width of the co-purchase vectors appended to the text vectors
+    collab_window: int = 3  # items within this many positions of a shopper's training sequence co-occur
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.collab_weight < 1.0:
+            raise ConfigError(f"embedding.collab_weight must lie in [0, 1), got {self.collab_weight}")
+        if self.collab_dim < 1:
+            raise ConfigError(f"embedding.collab_dim must be at least 1, got {self.collab_dim}")
+        if self.collab_window < 1:
+            raise ConfigError(f"embedding.collab_window must be at least 1, got {self.collab_window}")
 
 
 def embed_items(items: pa.Table, cfg: EmbeddingConfig, embed_fn: EmbedFn | None = None) -> np.ndarray:

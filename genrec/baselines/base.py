@@ -363,3 +363,13 @@ def excluded_mask(cand: np.ndarray, exclude: Sequence[np.ndarray] | None) -> np.
     c_keys = np.repeat(np.arange(cand.shape[0]), cand.shape[1]) * codes.size + inverse[: cand.size]
     e_keys = rows * codes.size + inverse[cand.size:]
     return np.isin(c_keys, e_keys).reshape(cand.shape)
+
+
+def run_text_embeddings_path(run: Path | None) -> Path | None:
+    """The run's item *text* embeddings file: ``text_embeddings.parquet`` when the run's codebook was trained
+    on text + collaborative vectors (genrec.semid_run writes both), else ``embeddings.parquet``; None without
+    a run. Content baselines must not see the collaborative part."""
+    if run is None:
+        return None
+    text_only = Path(run) / "text_embeddings.parquet"
+    return text_only if text_only.is_file() else Path(run) / "embeddings.parquet"

@@ -14,13 +14,11 @@ from typing import Sequence
 import faiss
 import numpy as np
 
-from genrec.baselines.base import (FitContext, counts_per_item, excluded_mask, first_k_allowed, fixed_order_top_k,
+from genrec.baselines.base import (FitContext, run_text_embeddings_path, counts_per_item, excluded_mask, first_k_allowed, fixed_order_top_k,
                                    item_columns, popularity_ranking, ragged_rows, tuning_subset, validation_score)
 from genrec.sequences import Examples
 from semid.catalog import DataError
 from semid.embeddings import l2_normalize, read_embeddings
-
-EMBEDDINGS_FILE = "embeddings.parquet"  # inside a run folder
 
 
 @dataclass
@@ -51,8 +49,7 @@ class SemanticKNN:
     def fit(self, train: Examples, validation: Examples, ctx: FitContext) -> "SemanticKNN":
         """Load and index the embeddings; choose ``last_n`` and ``recency`` on validation."""
         self.ctx = ctx
-        path = Path(self.cfg.embeddings) if self.cfg.embeddings else (
-            ctx.run / EMBEDDINGS_FILE if ctx.run is not None else None)
+        path = Path(self.cfg.embeddings) if self.cfg.embeddings else run_text_embeddings_path(ctx.run)
         if path is None:
             raise DataError("semantic_knn: needs a run folder (its embeddings.parquet) or an embeddings path")
         ids, vecs = read_embeddings(path)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.baselines.base import FitContext, item_columns
+from genrec.baselines.base import FitContext, item_columns, run_text_embeddings_path
 from genrec.baselines.sasrec import (PAD, CausalEncoder, TorchThreads, banned_pairs, history_matrix,
                                      length_batches, mask_pairs, ranking_metrics, topk_columns, train_loop,
                                      training_matrices, with_options)
@@ -31,7 +31,6 @@ from semid.embeddings import l2_normalize, read_embeddings
 
 log = logging.getLogger(__name__)
 
-EMBEDDINGS_FILE = "embeddings.parquet"  # item text embeddings inside a run folder (genrec.semid_run)
 
 
 @dataclass
@@ -131,7 +130,7 @@ def label_log_frequency(labels: np.ndarray, n_items: int) -> torch.Tensor:
 def run_text_embeddings(ctx: FitContext) -> np.ndarray | None:
     """The run's item text embeddings aligned to catalog columns (zeros for items without one), L2
     normalised; None when there is no run or it holds no embeddings file."""
-    path = None if ctx.run is None else Path(ctx.run) / EMBEDDINGS_FILE
+    path = run_text_embeddings_path(ctx.run)
     if path is None or not path.is_file():
         return None
     ids, vectors = read_embeddings(path)
