@@ -103,6 +103,25 @@ def _cmd_semid_audit(args: argparse.Namespace) -> None:
         print(f"  {row['confidence']:.2f}  {row['title']}  [{row['label']}] -> {row['majority_label']}")
 
 
+def _cmd_semid_churn(args: argparse.Namespace) -> None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from genrec.semid_run import churn_between, write_json
+    from semid.churn import format_churn
+
+    report, migration = churn_between(Path(args.old), Path(args.new))
+    print(format_churn(report))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(migration, args.out)
+        counts = {c["values"]: c["counts"] for c in pc.value_counts(migration.column("status")).to_pylist()}
+        summary = ", ".join(f"{counts.get(s, 0):,} {s}" for s in ("kept", "moved", "added", "removed"))
+        print(f"wrote {args.out}: migration table, {summary}")
+    if args.json:
+        write_json(report, Path(args.json))
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from genrec.pipeline import train_run
     from genrec.runconfig import load_run_config
@@ -254,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--seed", type=int, default=0)
     de.set_defaults(func=_cmd_demo)
 
-    semid = sub.add_parser("semid", help="Semantic IDs: train, evaluate, assign, audit")
+    semid = sub.add_parser("semid", help="Semantic IDs: train, evaluate, assign, audit, churn")
     ssub = semid.add_subparsers(dest="semid_command", required=True)
     tr = ssub.add_parser("train", help="embed items, train the codebook, assign SIDs")
     tr.add_argument("--data", required=True, help="dataset folder")
@@ -279,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--top", type=int, default=None, help="keep only the top N")
     au.add_argument("--show", type=int, default=10, help="print the first N")
     au.set_defaults(func=_cmd_semid_audit)
+    ch = ssub.add_parser("churn", help="SID churn between two codebook versions and the migration table")
+    ch.add_argument("--old", required=True, help="run folder (or sids.parquet) of the previous codebook")
+    ch.add_argument("--new", required=True, help="run folder (or sids.parquet) of the retrained codebook")
+    ch.add_argument("--out", default=None, help="parquet file of the old SID -> new SID migration table")
+    ch.add_argument("--json", default=None, help="churn report JSON to write")
+    ch.set_defaults(func=_cmd_semid_churn)
     return p
 
 

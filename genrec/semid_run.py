@@ -16,6 +16,7 @@ from genrec.collab import collab_embeddings, combine
 from genrec.dataset import read_dataset
 from genrec.runconfig import RunConfig
 from semid.catalog import DataError, read_items
+from semid.churn import carry_over_sids, migration_table, sid_churn
 from semid.config import save_yaml
 from semid.embeddings import embed_items, read_embeddings, write_embeddings
 from semid.intrinsic import codebook_health, collisions, intrinsic_metrics
@@ -61,7 +62,10 @@ def build_semids(data: Path, cfg: RunConfig, run: Path, init_run: Path | None = 
     paths = items.column("category_path").to_pylist()
     model, history = train_codebook(vectors, paths, cfg.semid, init=init)
     codes = model.encode(vectors)
-    sids = assign_sids(item_ids, codes, model.codebook_version)
+    if init_run is not None:  # products whose codes did not move keep their whole SID, dedup token included
+        sids = carry_over_sids(read_sids(init_run), item_ids, codes, model.codebook_version)
+    else:
+        sids = assign_sids(item_ids, codes, model.codebook_version)
     health = {**codebook_health(codes, model.codebook_sizes), **collisions(codes, None)}
     version = save_codebook(run, model, sids, history, health)
     log.info("codebook %s: %d products, %s", version, len(item_ids), _health_line(health))
@@ -201,7 +205,6 @@ def audit_run(run: Path, min_support: int = 5, top: int | None = None) -> pa.Tab
 def churn_between(old_run: Path, new_run: Path) -> tuple[dict, pa.Table]:
     """SID churn and the old SID -> new SID migration table between two runs (or ``sids.parquet`` files),
     e.g. a run and its retrain with ``--init-from``."""
-    from semid.churn import migration_table, sid_churn
 
     old, new = read_sids(old_run), read_sids(new_run)
     try:

@@ -46,6 +46,11 @@ class SemIDConfig:
     standardize: Literal["global", "per_dim", "none"] = "global"  # centre, then one scale or one per dim
     epochs: int = 40  # RQ-VAE epochs (an epoch = about n products)
     warmup_epochs: int = 0  # autoencoder epochs without quantisation before k-means (skip=False needs some)
+    # continuing from a previous codebook (``init``, ``--init-from``): a short, gentle run fits new products
+    # while most keep their codes; the full schedule drifts (Instacart +10%, benchmarks/semid_churn.py: level-4
+    # prefix churn 10% with these defaults vs 58% with epochs and lr; reconstruction as a fresh retrain)
+    init_epochs: int = 5  # RQ-VAE epochs when continuing from a previous codebook (replaces epochs)
+    init_lr_ratio: float = 0.25  # peak learning rate when continuing, as a share of lr
     batch_size: int = 512  # products per batch
     lr: float = 2e-3  # AdamW peak learning rate, cosine-decayed to lr_min_ratio * lr
     lr_min_ratio: float = 0.05  # final learning rate as a share of lr
@@ -191,7 +196,8 @@ def train_codebook(
 ) -> tuple[SemIDModel, list[dict]]:
     """Train a codebook on ``embeddings`` (n, d); ``category_paths`` (root to leaf, or None) feeds the
     taxonomy loss and sampler. ``init`` continues from a previous model (same shapes) so most products
-    keep their codes. Returns the model and one history dict per epoch. Deterministic for a seed."""
+    keep their codes: no k-means, ``init_epochs`` at ``init_lr_ratio * lr``. Returns the model and one
+    history dict per epoch. Deterministic for a seed."""
     embeddings = np.asarray(embeddings, np.float32)
     _check(embeddings, category_paths, cfg)
     threads = torch.get_num_threads()
@@ -214,6 +220,9 @@ def _check(embeddings: np.ndarray, category_paths, cfg: SemIDConfig) -> None:
         raise ValueError("embeddings contain NaN or infinite values")
     if category_paths is not None and len(category_paths) != len(embeddings):
         raise ValueError(f"{len(category_paths)} category paths for {len(embeddings)} embeddings")
+    if cfg.init_epochs < 1 or cfg.init_lr_ratio <= 0:
+        raise ValueError(f"init_epochs must be >= 1 and init_lr_ratio > 0, "
+                         f"got {cfg.init_epochs} and {cfg.init_lr_ratio}")
     if len(embeddings) < max(cfg.codebook_sizes):
         raise ValueError(f"{len(embeddings)} products cannot fill a codebook of {max(cfg.codebook_sizes)} codewords")
 
@@ -252,10 +261,11 @@ def _train_rqvae(
     sampler_cfg = SamplerConfig(cfg.batch_size, cfg.parent_share, cfg.per_leaf, cfg.hard_share)
     sampler = HierarchicalSampler(nodes, sampler_cfg, cfg.seed, embeddings=x.numpy())
     weights = level_weights(len(cfg.codebook_sizes), cfg.contrastive_decay)
-    opt = _optimizer(net, cfg)
+    epochs, lr = (cfg.epochs, cfg.lr) if init is None else (cfg.init_epochs, cfg.lr * cfg.init_lr_ratio)
+    opt = _optimizer(net, cfg, lr)
     steps_per_epoch = max(1, math.ceil(len(x) / cfg.batch_size))
     warmup = 0 if init is not None else cfg.warmup_epochs
-    total_steps = (warmup + cfg.epochs) * steps_per_epoch
+    total_steps = (warmup + epochs) * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total_steps, cfg.lr_min_ratio))
     history: list[dict] = []
     if init is not None:
@@ -264,7 +274,7 @@ def _train_rqvae(
         net.init_pca(x)
     rng = np.random.default_rng(cfg.seed)
     scales: ContrastiveScales | None = None
-    bar = tqdm(range(warmup + cfg.epochs), desc="rq-vae", disable=not cfg.progress)
+    bar = tqdm(range(warmup + epochs), desc="rq-vae", disable=not cfg.progress)
     for epoch in bar:
         start = time.perf_counter()
         quantize = epoch >= warmup
@@ -304,12 +314,12 @@ def _calibrate(net: RQVAE, x: torch.Tensor, gen: torch.Generator, sharpness: flo
     return calibrate(out.residuals, list(net.quantizer.codebooks), sharpness)
 
 
-def _optimizer(net: RQVAE, cfg: SemIDConfig) -> torch.optim.Optimizer:
+def _optimizer(net: RQVAE, cfg: SemIDConfig, lr: float) -> torch.optim.Optimizer:
     codebooks = list(net.quantizer.parameters())
     ids = {id(p) for p in codebooks}
     others = [p for p in net.parameters() if id(p) not in ids]
     groups = [{"params": others, "weight_decay": cfg.weight_decay}, {"params": codebooks, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def _lr_factor(step: int, total: int, min_ratio: float) -> float:
