@@ -76,10 +76,11 @@ def random_setup(args: argparse.Namespace) -> Setup:
 def run_setup(args: argparse.Namespace) -> Setup:
     """The trained decoder and the index of run ``--run``."""
     from genrec.decoder import load_decoder
+    from genrec.pipeline import MODEL_DIR
 
     run = Path(args.run)
     index = RetailerIndex.load(run / "index")
-    model = load_decoder(run / "decoder", codebook_version=index.codebook_version)
+    model = load_decoder(run / MODEL_DIR, codebook_version=index.codebook_version)
     leaves = index.trie_for(None).leaf_rows.numpy()
     return Setup(model, leaves, f"run {run}: decoder {type(model).__name__}, {len(index):,} products")
 
