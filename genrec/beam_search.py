@@ -9,6 +9,10 @@ Two ways to step the beams (same results):
   tokens through a 4-D attention mask ("tree attention"). Nothing is copied when beams are reselected.
 - ``shared_prompt=False``: the cache is expanded to one row per beam and reordered with the cache's
   ``reorder_cache`` whenever beams are reselected (what ``generate`` does, minus repeating the prompt).
+
+Queries need not start at the trie's root: with ``start`` (one node per query at ``start_depth``) each query
+spells only the rest of the rows under its node, e.g. a retailer's subtree of a trie forest
+(``PrefixTrie.forest``), so one batch can mix retailers and each still gets only what it stocks.
 """
 from __future__ import annotations
 
@@ -38,38 +42,46 @@ def constrained_beam_search(
     exclude: Sequence[np.ndarray | torch.Tensor | None] | None = None,
     constrained: bool = True,
     shared_prompt: bool = True,
+    start: torch.Tensor | None = None,
+    start_depth: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``num_return`` token rows per query, best first, with their sequence log-probs.
 
-    ``input_ids``/``attention_mask``: [B, T], left-padded. ``exclude``: per query, full token rows that may
-    not be produced (e.g. the history). Returns (rows [B, num_return, steps] int64, log_probs
-    [B, num_return] float32); where fewer rows exist, rows are -1 and log-probs -inf. ``constrained=False``
-    is plain beam search over the full vocabulary (for comparison). ``shared_prompt=False`` steps with one
-    cache row per beam (for models that do not take a 4-D attention mask)."""
-    steps = trie.depth if steps is None else int(steps)
-    _check_args(input_ids, attention_mask, trie, beam_width, num_return, steps, exclude, constrained)
+    ``input_ids``/``attention_mask``: [B, T], left-padded. ``exclude``: per query, full token rows (of
+    ``steps`` tokens) that may not be produced (e.g. the history). ``start``: per query, the trie node at
+    ``start_depth`` to decode under (default: the root), so rows are the last D - start_depth tokens; a
+    start of -1 gives no rows. Returns (rows [B, num_return, steps] int64, log_probs [B, num_return]
+    float32); where fewer rows exist, rows are -1 and log-probs -inf. ``constrained=False`` is plain beam
+    search over the full vocabulary (for comparison). ``shared_prompt=False`` steps with one cache row per
+    beam (for models that do not take a 4-D attention mask)."""
+    steps = trie.depth - int(start_depth) if steps is None else int(steps)
+    _check_args(input_ids, attention_mask, trie, beam_width, num_return, steps, exclude, constrained, start,
+                start_depth)
     device = input_ids.device
     trie = trie.to(device)
     batch = input_ids.shape[0]
-    banned = _exclusion_pairs(trie, exclude, device) if exclude is not None else None
+    first = trie.root(batch) if start is None else start.to(device=device, dtype=torch.long).reshape(-1)
+    banned = _exclusion_pairs(trie, exclude, first, start_depth) if exclude is not None else None
     track = constrained or banned is not None
 
     was_training = model.training
-    model.eval()
+    if was_training:  # eval() walks every module: only when there is a mode to change
+        model.eval()
     try:
         stepper_cls = _TreeSteps if shared_prompt else _ExpandSteps
         stepper = stepper_cls(model, input_ids, attention_mask.to(device=device, dtype=torch.long), beam_width, steps)
         logp = stepper.prompt()
         width = logp.shape[-1]
-        if track and trie.vocab_size > width:
-            raise DataError(f"beam search: the trie uses token ids up to {trie.vocab_size - 1}, the model has {width}")
+        vocab = max(trie.depth_vocab[start_depth:])
+        if track and vocab > width:
+            raise DataError(f"beam search: the trie uses token ids up to {vocab - 1}, the model has {width}")
         beams, scores = 1, torch.zeros(batch, device=device)
-        nodes = trie.root(batch)
+        nodes = first
         rows = torch.zeros(batch, 0, dtype=torch.long, device=device)
         for t in range(steps):
             cand = logp + scores[:, None]
             if constrained:
-                cand.masked_fill_(trie.disallowed_mask(t, nodes, width), NEG_INF)
+                cand.masked_fill_(trie.disallowed_mask(start_depth + t, nodes, width), NEG_INF)
             if banned is not None and t == steps - 1:
                 _ban(cand, nodes, banned, beams)
             top, flat = _top(cand.view(batch, beams * width), beam_width)
@@ -78,12 +90,13 @@ def constrained_beam_search(
             rows = torch.cat([rows[parent], token[:, None]], dim=1)
             scores = top.reshape(-1)
             if track:
-                nodes = trie.step(t, nodes[parent], token)
+                nodes = trie.step(start_depth + t, nodes[parent], token)
             beams = beam_width
             if t < steps - 1:
                 logp = stepper.feed(parent, token, t)
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     return _finish(rows.view(batch, beam_width, steps), scores.view(batch, beam_width), num_return)
 
 
@@ -159,6 +172,8 @@ def _check_args(
     steps: int,
     exclude: Sequence | None,
     constrained: bool,
+    start: torch.Tensor | None,
+    start_depth: int,
 ) -> None:
     """Shape and range checks, with messages that say what is wrong."""
     if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
@@ -170,10 +185,20 @@ def _check_args(
         raise DataError("beam search: every prompt needs at least one token and must be left-padded")
     if not 1 <= num_return <= beam_width:
         raise DataError(f"beam search: need 1 <= num_return ({num_return}) <= beam_width ({beam_width})")
-    if steps < 1 or ((constrained or exclude is not None) and steps != trie.depth):
+    if not 0 <= start_depth < trie.depth:
+        raise DataError(f"beam search: start_depth {start_depth} must lie in 0..{trie.depth - 1}")
+    if start is None and start_depth:
+        raise DataError(f"beam search: start_depth {start_depth} needs start nodes")
+    if start is not None and tuple(start.shape) != (input_ids.shape[0],):
+        raise DataError(f"beam search: start has shape {tuple(start.shape)}, need one node per query "
+                        f"({input_ids.shape[0]})")
+    if start is not None and start.numel() and int(start.max()) >= trie.n_nodes[start_depth]:
+        raise DataError(f"beam search: start node {int(start.max())} does not exist at depth {start_depth}")
+    left = trie.depth - start_depth
+    if steps < 1 or ((constrained or exclude is not None) and steps != left):
         raise DataError(
-            f"beam search: steps {steps} must be >= 1, and equal the trie depth {trie.depth} when constrained "
-            "or excluding"
+            f"beam search: steps {steps} must be >= 1, and equal the trie depth {left} below the start when "
+            "constrained or excluding"
         )
     if exclude is not None and len(exclude) != input_ids.shape[0]:
         raise DataError(f"beam search: exclude has {len(exclude)} entries for {input_ids.shape[0]} queries")
@@ -243,24 +268,26 @@ def _reorder_cache(cache: object, parent: torch.Tensor, shared: int | None) -> N
 
 
 def _exclusion_pairs(
-    trie: PrefixTrie, exclude: Sequence[np.ndarray | torch.Tensor | None], device: torch.device
+    trie: PrefixTrie, exclude: Sequence[np.ndarray | torch.Tensor | None], first: torch.Tensor, start_depth: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """Forbidden last steps as (query, node at depth D-1, last token); rows outside the trie are dropped."""
+    """Forbidden last steps as (query, node at depth D-1, last token), each row walked from its query's
+    start node ``first``; rows outside that subtree are dropped."""
+    length = trie.depth - start_depth
     parts, owners = [], []
     for q, rows in enumerate(exclude):
         if rows is None or len(rows) == 0:
             continue
         arr = torch.as_tensor(np.asarray(rows.cpu() if isinstance(rows, torch.Tensor) else rows), dtype=torch.long)
-        arr = arr.reshape(-1, trie.depth) if arr.ndim == 1 else arr
-        if arr.ndim != 2 or arr.shape[1] != trie.depth:
-            raise DataError(f"beam search: exclude[{q}] must be token rows of length {trie.depth}")
+        arr = arr.reshape(-1, length) if arr.ndim == 1 else arr
+        if arr.ndim != 2 or arr.shape[1] != length:
+            raise DataError(f"beam search: exclude[{q}] must be token rows of length {length}")
         parts.append(arr)
         owners.append(torch.full((arr.shape[0],), q, dtype=torch.long))
     if not parts:
         return None
-    rows = torch.cat(parts).to(device)
-    query = torch.cat(owners).to(device)
-    path = trie.path(rows)
+    rows = torch.cat(parts).to(first.device)
+    query = torch.cat(owners).to(first.device)
+    path = trie.path(rows, first[query], start_depth)
     keep = path[:, -1] >= 0
     return query[keep], path[keep, -2], rows[keep, -1]
 

@@ -15,7 +15,8 @@ from genrec.beam_search import constrained_beam_search
 from genrec.decoder import decoder_meta, load_decoder
 from genrec.pipeline import INDEX_DIR, MODEL_DIR, TOKENIZER_FILE
 from genrec.sequences import NO_RETAILER, query_examples
-from genrec.tokens import ItemTokens, collate, tokenize_examples
+from genrec.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
+from index.candidates import empty_candidates
 from index.retailer_index import Candidates, RetailerIndex
 from semid.catalog import DataError
 from semid.store import codebook_version
@@ -83,54 +84,71 @@ class Retriever:
         histories: Sequence[Sequence[int]],
         retailer_id: int | Sequence[int | None] | None = None,
         k: int = 10,
-        exclude_history: bool = False,
+        exclude_history: bool | Sequence[bool] = False,
     ) -> Candidates:
-        """Like ``retrieve`` but as [B, K] arrays (item -1 where fewer than K exist), for batch jobs."""
+        """Like ``retrieve`` but as [B, K] arrays (item -1 where fewer than K exist), for batch jobs. The
+        whole batch is one beam search whatever its retailers: each query decodes under its retailer's
+        slot of the index's trie forest, so it only gets products that retailer stocks.
+        ``exclude_history``: for all queries or one flag per query."""
         if k < 1:
             raise DataError(f"k must be >= 1, got {k}")
         histories = [np.asarray(h, dtype=np.int64).reshape(-1) for h in histories]
         retailers = self._retailers(retailer_id, len(histories))
-        known = [h[self.known(h)] for h in histories]
-        result = _empty(len(histories), k)
-        for r in np.unique(retailers):
-            rows = np.flatnonzero(retailers == r)
-            part = self._decode([known[i] for i in rows], None if r == NO_RETAILER else int(r), k, exclude_history)
-            for name in ("item_ids", "scores", "sids", "from_beam"):
-                getattr(result, name)[rows] = getattr(part, name)
-        return result
+        if not histories:
+            return empty_candidates(0, k)
+        exclude = _per_query(exclude_history, len(histories))
+        return self._decode(self._known_parts(histories), retailers, k, exclude)
 
-    def _retailers(self, retailer_id, n: int) -> np.ndarray:
+    def _known_parts(self, histories: list[np.ndarray]) -> list[np.ndarray]:
+        """Each history without the items the run has no SID for (one lookup for the whole batch)."""
+        flat = np.concatenate(histories)
+        keep = self.known(flat)
+        owner = np.repeat(np.arange(len(histories)), [h.size for h in histories])
+        counts = np.bincount(owner[keep], minlength=len(histories))
+        return np.split(flat[keep], np.cumsum(counts)[:-1])
+
+    def _retailers(self, retailer_id, n: int) -> list[int | None]:
+        """One retailer id (None: the whole catalog) per history."""
         if retailer_id is None or np.isscalar(retailer_id):
             values = [retailer_id] * n
         else:
             values = list(retailer_id)
             if len(values) != n:
                 raise DataError(f"{n} histories but {len(values)} retailer ids")
-        return np.array([NO_RETAILER if v is None else int(v) for v in values], dtype=np.int64)
+        return [None if v is None or int(v) == NO_RETAILER else int(v) for v in values]
 
     @torch.inference_mode()
-    def _decode(self, histories: list[np.ndarray], retailer: int | None, k: int, exclude: bool) -> Candidates:
-        trie = self.index.trie_for(retailer)  # raises DataError for an unknown retailer
-        retailer_ids = np.full(len(histories), NO_RETAILER if retailer is None else retailer, np.int64)
-        use_token = self.retailer_token and retailer is not None and retailer in set(self.tokenizer.retailer_ids.tolist())
-        queries = tokenize_examples(
-            query_examples(histories, self.max_items, retailer_ids if use_token else None),
-            self.item_tokens, BOS, self.tokenizer.encode_retailer if use_token else None, with_targets=False,
-        )
-        batch = collate(queries, np.arange(len(histories)), PAD, padding_side="left")
+    def _decode(self, histories: list[np.ndarray], retailers: list[int | None], k: int,
+                exclude: np.ndarray) -> Candidates:
+        """One constrained beam search over the batch, each query from its retailer's forest node."""
+        start = self.index.start_for(retailers)  # raises DataError for an unknown retailer
+        batch = collate(self._queries(histories, retailers), np.arange(len(histories)), PAD, padding_side="left")
         device = next(self.model.parameters()).device
         width = max(self.beam_width, k)
         rows, scores = constrained_beam_search(
-            self.model, batch["input_ids"].to(device), batch["attention_mask"].to(device), trie, width, width,
+            self.model, batch["input_ids"].to(device), batch["attention_mask"].to(device), start.trie, width, width,
+            start=start.nodes.to(device), start_depth=start.depth,
         )
-        return self.index.candidates(rows.cpu(), scores.cpu(), k, retailer,
-                                     exclude_items=histories if exclude else None)
+        banned = [h if e else None for h, e in zip(histories, exclude.tolist())] if exclude.any() else None
+        return self.index.candidates(rows.cpu(), scores.cpu(), k, retailers, exclude_items=banned)
+
+    def _queries(self, histories: list[np.ndarray], retailers: list[int | None]) -> TokenizedExamples:
+        """The prompts: ``<bos> [retailer token] history``, the retailer token only for retailers the
+        decoder was trained with (when it reads one at all)."""
+        ids = np.array([NO_RETAILER if r is None else r for r in retailers], np.int64)
+        use = self.retailer_token & np.isin(ids, self.tokenizer.retailer_ids) & (ids != NO_RETAILER)
+        ids = np.where(use, ids, NO_RETAILER)
+        return tokenize_examples(
+            query_examples(histories, self.max_items, ids if use.any() else None),
+            self.item_tokens, BOS, self.tokenizer.encode_retailer if use.any() else None, with_targets=False,
+        )
 
 
-def _empty(batch: int, k: int) -> Candidates:
-    return Candidates(
-        item_ids=np.full((batch, k), -1, np.int64),
-        scores=np.full((batch, k), -np.inf),
-        sids=np.full((batch, k), "", dtype=object),
-        from_beam=np.zeros((batch, k), bool),
-    )
+def _per_query(flag: bool | Sequence[bool], n: int) -> np.ndarray:
+    """One bool per query from one flag for all or a sequence of them."""
+    flags = np.asarray(flag, dtype=bool)
+    if flags.ndim == 0:
+        return np.full(n, bool(flags))
+    if flags.shape != (n,):
+        raise DataError(f"{n} histories but {flags.size} exclude_history flags")
+    return flags

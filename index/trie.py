@@ -5,6 +5,8 @@ the children of a node are a contiguous, token-sorted range of the next depth (C
 leaves."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
@@ -20,15 +22,15 @@ class PrefixTrie:
     def __init__(
         self,
         rows: np.ndarray | torch.Tensor,
-        vocab_size: int | None = None,
+        vocab_size: int | Sequence[int] | None = None,
         pad_budget: int = DEFAULT_PAD_BUDGET,
     ) -> None:
+        """``vocab_size``: the bound on token ids, for every column or one per column (a forest's first
+        column holds group ids, not tokens); None = the largest id + 1."""
         leaves = _sorted_unique_rows(_as_rows(rows))
-        top = int(leaves.max()) + 1 if leaves.size else 0
-        if vocab_size is not None and top > vocab_size:
-            raise DataError(f"prefix trie: token id {top - 1} does not fit vocab_size {vocab_size}")
-        self.vocab_size = int(vocab_size if vocab_size is not None else top)
         self.depth = int(leaves.shape[1])
+        self.depth_vocab = _depth_vocab(leaves, vocab_size)  # token-id bound of each column
+        self.vocab_size = max(self.depth_vocab)
         self._base = max(self.vocab_size, 1)  # transition keys are parent * base + token
         tables = _build_tables(leaves, self._base, pad_budget)
         self.device = torch.device("cpu")
@@ -40,6 +42,32 @@ class PrefixTrie:
         self.leaf_start = [torch.from_numpy(a) for a in tables["leaf_start"]]  # [n_d + 1] per depth <= D
         self.child_table = [None if a is None else torch.from_numpy(a) for a in tables["child_table"]]
         self._copies: dict[torch.device, PrefixTrie] = {}  # this trie on other devices, made once each
+
+    @classmethod
+    def forest(
+        cls,
+        groups: np.ndarray,
+        rows: np.ndarray | torch.Tensor,
+        n_groups: int,
+        vocab_size: int | None = None,
+        pad_budget: int = DEFAULT_PAD_BUDGET,
+    ) -> "PrefixTrie":
+        """One trie over many groups' rows: row i is spelled ``[groups[i], *rows[i]]``; group ids lie in
+        [0, n_groups). Decode a group from ``group_nodes`` at depth 1."""
+        groups = _as_rows(np.asarray(groups).reshape(-1, 1))
+        rows = _as_rows(rows)
+        if groups.shape[0] != rows.shape[0]:
+            raise DataError(f"prefix trie: {groups.shape[0]} group ids for {rows.shape[0]} rows")
+        if groups.size and not 0 <= int(groups.min()) <= int(groups.max()) < n_groups:
+            raise DataError(f"prefix trie: group ids must lie in [0, {n_groups})")
+        token_vocab = vocab_size if vocab_size is not None else (int(rows.max()) + 1 if rows.size else 0)
+        return cls(np.hstack([groups, rows]), [max(int(n_groups), 1)] + [int(token_vocab)] * rows.shape[1], pad_budget)
+
+    def group_nodes(self, groups: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Depth-1 node of each group id of a forest (-1 where the group holds no rows)."""
+        groups = torch.as_tensor(np.asarray(groups.cpu() if isinstance(groups, torch.Tensor) else groups),
+                                 dtype=torch.long, device=self.device).reshape(-1)
+        return self.step(0, self.root(groups.shape[0]), groups)
 
     # ----- sizes ----------------------------------------------------------------------------------------
 
@@ -85,9 +113,10 @@ class PrefixTrie:
         """Bool [N, width]: True where a token may NOT follow node ``nodes[i]`` at ``depth`` (node -1 = dead
         beam, nothing allowed). Built with a single scatter from the per-node child-token table."""
         self._check_depth(depth, self.depth - 1)
-        width = self.vocab_size if width is None else int(width)
-        if width < self.vocab_size:
-            raise DataError(f"prefix trie: mask width {width} is smaller than the trie's vocab {self.vocab_size}")
+        vocab = self.depth_vocab[depth]
+        width = vocab if width is None else int(width)
+        if width < vocab:
+            raise DataError(f"prefix trie: mask width {width} is smaller than the trie's vocab {vocab}")
         nodes = nodes.reshape(-1)
         rows, cols = self._edges_of(depth, nodes, width)
         mask = torch.ones(nodes.shape[0], width + 1, dtype=torch.bool, device=nodes.device)
@@ -114,18 +143,25 @@ class PrefixTrie:
         found = valid & (keys[pos] == query)
         return torch.where(found, pos, torch.full_like(pos, -1))
 
-    def walk(self, rows: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Node reached by each row (a prefix of length <= D): a leaf id for full rows; -1 when absent."""
-        path = self.path(rows)
+    def walk(
+        self, rows: np.ndarray | torch.Tensor, start: torch.Tensor | None = None, start_depth: int = 0
+    ) -> torch.Tensor:
+        """Node reached by each row (a prefix of length <= D - start_depth) from the root, or from the
+        per-row ``start`` nodes at ``start_depth``: a leaf id for full rows; -1 when absent."""
+        path = self.path(rows, start, start_depth)
         return path[:, -1]
 
-    def path(self, rows: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Nodes along each row: [n, len+1], column d the node of the row's first d tokens (-1 once off)."""
-        rows = torch.as_tensor(_as_rows(rows, max_len=self.depth), device=self.device)
-        nodes = self.root(rows.shape[0])
+    def path(
+        self, rows: np.ndarray | torch.Tensor, start: torch.Tensor | None = None, start_depth: int = 0
+    ) -> torch.Tensor:
+        """Nodes along each row: [n, len+1], column d the node after the row's first d tokens (-1 once
+        off), starting from the root or, per row, from ``start`` (nodes at ``start_depth``)."""
+        self._check_depth(start_depth, self.depth)
+        rows = torch.as_tensor(_as_rows(rows, max_len=self.depth - start_depth), device=self.device)
+        nodes = self.root(rows.shape[0]) if start is None else self._starts(start, rows.shape[0], start_depth)
         out = [nodes]
         for d in range(rows.shape[1]):
-            nodes = self.step(d, nodes, rows[:, d])
+            nodes = self.step(start_depth + d, nodes, rows[:, d])
             out.append(nodes)
         return torch.stack(out, dim=1)
 
@@ -155,6 +191,8 @@ class PrefixTrie:
         alive = nodes >= 0
         safe = nodes.clamp(min=0)
         table = self.child_table[depth]
+        if table is not None and table.shape[0] == 0:  # no node at this depth (an empty trie): nothing allowed
+            return None, torch.full((nodes.shape[0], 1), sink, dtype=torch.long, device=nodes.device)
         if table is not None:
             cols = table[safe]
             return None, torch.where(alive[:, None] & (cols >= 0), cols, sink)
@@ -166,6 +204,15 @@ class PrefixTrie:
             torch.cumsum(counts, 0) - counts, counts
         )
         return rows, self.edge_token[depth][first + offset]
+
+    def _starts(self, start: torch.Tensor, n: int, depth: int) -> torch.Tensor:
+        """Per-row start nodes as a long tensor on this trie's device, checked against ``depth``."""
+        start = torch.as_tensor(start, dtype=torch.long).to(self.device).reshape(-1)
+        if start.shape[0] != n:
+            raise DataError(f"prefix trie: {start.shape[0]} start nodes for {n} rows")
+        if start.numel() and int(start.max()) >= self.n_nodes[depth]:
+            raise DataError(f"prefix trie: start node {int(start.max())} does not exist at depth {depth}")
+        return start
 
     def _check_depth(self, depth: int, most: int) -> None:
         if not 0 <= depth <= most:
@@ -184,6 +231,21 @@ def _as_rows(rows: np.ndarray | torch.Tensor, max_len: int | None = None) -> np.
     if max_len is not None and arr.shape[1] > max_len:
         raise DataError(f"prefix trie: rows have {arr.shape[1]} tokens, the trie is only {max_len} deep")
     return arr.astype(np.int64, copy=False)
+
+
+def _depth_vocab(leaves: np.ndarray, vocab_size: int | Sequence[int] | None) -> list[int]:
+    """The token-id bound of each column, checked against the rows."""
+    depth = leaves.shape[1]
+    tops = leaves.max(axis=0) + 1 if leaves.size else np.zeros(depth, np.int64)
+    if vocab_size is None:
+        return [int(tops.max()) if depth else 0] * depth
+    bounds = [int(vocab_size)] * depth if np.isscalar(vocab_size) else [int(v) for v in vocab_size]
+    if len(bounds) != depth:
+        raise DataError(f"prefix trie: {len(bounds)} vocab sizes for rows of {depth} tokens")
+    for d, (top, bound) in enumerate(zip(tops.tolist(), bounds)):
+        if top > bound:
+            raise DataError(f"prefix trie: token id {top - 1} (column {d}) does not fit vocab_size {bound}")
+    return bounds
 
 
 def _sorted_unique_rows(rows: np.ndarray) -> np.ndarray:

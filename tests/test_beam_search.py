@@ -248,3 +248,74 @@ def test_beam_wider_than_the_vocabulary_returns_dead_rows_not_an_error():
     valid = out[0, :3].tolist()
     assert sorted(valid) == sorted(rows.tolist())
     assert (out[0, 3:] == -1).all() and torch.isinf(logp[0, 3:]).all()
+
+
+# ----- start nodes: one batch over a trie forest, each query decoding its own group ------------------------------
+
+
+def _forest(n: int = 150, seed: int = 14) -> tuple[PrefixTrie, np.ndarray, np.ndarray]:
+    """3 overlapping random groups of catalog rows as a forest with a 4th, empty group: (forest, items,
+    membership [3, n_items])."""
+    items = _catalog(n, seed=seed)
+    member = np.random.default_rng(seed).random((3, len(items))) < 0.5
+    groups = np.concatenate([np.full(int(m.sum()), g) for g, m in enumerate(member)])
+    forest = PrefixTrie.forest(groups, np.concatenate([items[m] for m in member]), n_groups=4, vocab_size=VOCAB)
+    return forest, items, member
+
+
+@pytest.mark.parametrize("shared_prompt", [True, False])
+def test_a_mixed_batch_over_a_forest_equals_each_group_alone(shared_prompt):
+    model = _llama(8)
+    forest, items, member = _forest()
+    ids, attn = _prompts(9, seed=15)
+    group = np.array([0, 1, 2, 3, 0, 1, 2, 0, 1])
+    rows, scores = constrained_beam_search(model, ids, attn, forest, beam_width=5, num_return=5,
+                                           shared_prompt=shared_prompt, start=forest.group_nodes(group),
+                                           start_depth=1)
+    assert rows.shape == (9, 5, 4)
+    for g in range(3):
+        own = PrefixTrie(items[member[g]], vocab_size=VOCAB)
+        q = torch.from_numpy(group == g)
+        alone_rows, alone_scores = constrained_beam_search(model, ids[q], attn[q], own, beam_width=5, num_return=5,
+                                                           shared_prompt=shared_prompt)
+        assert torch.equal(rows[q], alone_rows) and torch.allclose(scores[q], alone_scores, atol=1e-4)
+        assert own.contains(rows[q].reshape(-1, 4)).all()  # only the group's rows: invalid rate exactly 0
+    assert (rows[3] == -1).all() and torch.isinf(scores[3]).all()  # an empty group gives nothing
+
+
+def test_exclusion_is_walked_from_each_querys_start():
+    model = _llama(9)
+    items = _catalog(12, seed=16)
+    groups = np.r_[np.zeros(8, np.int64), np.ones(8, np.int64)]  # group 0: items 0-7, group 1: items 4-11
+    forest = PrefixTrie.forest(groups, np.concatenate([items[:8], items[4:]]), n_groups=2, vocab_size=VOCAB)
+    ids, attn = _prompts(4, seed=17)
+    group = np.array([0, 1, 0, 1])
+    own = [items[:8], items[4:]]
+    exact = [_exact_scores(model, ids[b : b + 1], attn[b : b + 1], own[group[b]])[0] for b in range(4)]
+    order = [e.argsort(descending=True) for e in exact]
+    banned = [own[group[b]][order[b][: b + 1].numpy()] for b in range(4)]  # query b bans its top b+1 items
+    banned[0] = np.concatenate([banned[0], items[10:11]])  # an item of the other group only: ignored
+    rows, scores = constrained_beam_search(model, ids, attn, forest, beam_width=8, num_return=4, exclude=banned,
+                                           start=forest.group_nodes(group), start_depth=1)
+    for b in range(4):
+        allowed = order[b][b + 1 :][:4]
+        assert torch.equal(rows[b], torch.as_tensor(own[group[b]])[allowed])
+        assert torch.allclose(scores[b], exact[b][allowed], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"start": torch.tensor([0]), "start_depth": 1}, "one node per query"),
+        ({"start_depth": 1}, "needs start nodes"),
+        ({"start": torch.tensor([0, 9]), "start_depth": 1}, "start node 9 does not exist at depth 1"),
+        ({"start": torch.tensor([0, 0]), "start_depth": 5}, "start_depth 5 must lie in 0..4"),
+        ({"start": torch.tensor([0, 0]), "start_depth": 1, "steps": 3, "exclude": [None, None]},
+         "trie depth 4 below the start"),
+    ],
+)
+def test_start_argument_errors(kwargs, message):
+    forest, _, _ = _forest(20)
+    ids, attn = _prompts(2, pad=False)
+    with pytest.raises(DataError, match=message):
+        constrained_beam_search(_llama(), ids, attn, forest, beam_width=2, num_return=1, **kwargs)

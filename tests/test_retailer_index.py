@@ -187,6 +187,96 @@ def test_bad_input(call, message):
         call(_index())
 
 
+# ----- one search for a batch of mixed retailers, through the trie forest -------------------------------------
+
+
+def _prompts(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(5, VOCAB, (batch, 10), generator=torch.Generator().manual_seed(seed))
+    return ids, torch.ones_like(ids)
+
+
+def _mixed_search(ix: RetailerIndex, model, ids, attn, retailers: list, width: int = 6):
+    start = ix.start_for(retailers)
+    return constrained_beam_search(model, ids, attn, start.trie, beam_width=width, num_return=width,
+                                   start=start.nodes, start_depth=start.depth)
+
+
+def test_a_mixed_retailer_batch_equals_each_retailer_decoded_alone():
+    ix, rows = _random_index(retailers=4, seed=3)
+    ix.remove(ix.stocked(3), retailer_id=3)  # a retailer that stocks nothing any more
+    model = _model()
+    ids, attn = _prompts(14, seed=4)
+    retailers = [None, 0, 1, 2, 3, 0, 1, 2, None, 0, 1, 2, 0, 1]
+    rng = np.random.default_rng(5)
+    exclude = [ix.item_ids[rng.integers(0, len(ix), 30)] if b % 2 else None for b in range(14)]
+    rows, scores = _mixed_search(ix, model, ids, attn, retailers)
+    mixed = ix.candidates(rows, scores, k=10, retailer_id=retailers, exclude_items=exclude)
+    for r in [None, 0, 1, 2, 3]:
+        q = [b for b, x in enumerate(retailers) if x == r]
+        alone_rows, alone_scores = constrained_beam_search(model, ids[q], attn[q], ix.trie_for(r), beam_width=6,
+                                                           num_return=6)
+        assert torch.equal(rows[q], alone_rows) and torch.allclose(scores[q], alone_scores, atol=1e-5)
+        alone = ix.candidates(alone_rows, alone_scores, k=10, retailer_id=r, exclude_items=[exclude[b] for b in q])
+        for name in ("item_ids", "sids", "from_beam"):
+            assert np.array_equal(getattr(mixed, name)[q], getattr(alone, name)), (r, name)
+        assert np.allclose(mixed.scores[q], alone.scores)
+        live = torch.isfinite(scores[q])
+        assert ix.trie_for(r).contains(rows[q][live]).all()  # every decoded SID is stocked: invalid rate 0
+        assert set(mixed.item_ids[q].ravel().tolist()) - {-1} <= set(ix.stocked(r).tolist())
+        for b in q:
+            if exclude[b] is not None:
+                assert not set(mixed.item_ids[b].tolist()) & set(exclude[b].tolist())
+    assert torch.isinf(scores[4]).all() and (mixed.item_ids[4] == -1).all()  # retailer 3: nothing to give
+    assert (mixed.item_ids[[0, 1, 2, 3]] >= 0).all()
+
+
+def test_the_forest_follows_stock_and_catalog_updates():
+    ix, _ = _random_index(seed=6)
+    model = _model()
+    ids, attn = _prompts(4, seed=7)
+    retailers = [0, 1, 0, 1]
+    before, _ = _mixed_search(ix, model, ids, attn, retailers, width=4)
+    top0 = before[[0, 2], 0].numpy()
+    winners = np.unique(np.concatenate(ix.lookup(top0, retailer_id=0)))
+    ix.remove(winners, retailer_id=0)  # out of stock at retailer 0 only
+    after, _ = _mixed_search(ix, model, ids, attn, retailers, width=4)
+    assert not (after[[0, 2]][:, :, None, :] == torch.as_tensor(top0)[None, None]).all(-1).any()
+    assert torch.equal(after[[1, 3]], before[[1, 3]])  # retailer 1 untouched
+    ix.add([5], np.array([[12, 20, 28, 30]]), retailer_ids=9)  # a new product at a new retailer
+    rows, _ = _mixed_search(ix, model, ids, attn, [9, 0, 9, 1], width=2)
+    assert (rows[[0, 2], 0] == torch.tensor([12, 20, 28, 30])).all() and (rows[[0, 2], 1] == -1).all()
+    c = ix.candidates(rows, torch.zeros(4, 2), k=3, retailer_id=[9, 0, 9, 1])
+    assert c.item_ids[0].tolist() == [5, -1, -1] and 5 not in c.item_ids[[1, 3]]
+    assert ix.remove([5]) == 1
+    rows, _ = _mixed_search(ix, model, ids, attn, [9, 0, 9, 1], width=2)
+    assert (rows[[0, 2]] == -1).all()
+
+
+def test_more_retailers_than_tokens_in_one_batch():
+    ix, _ = _random_index(retailers=70, seed=8)  # 70 slots + the catalog: more than the 48 token ids
+    model = _model()
+    ids, attn = _prompts(8, seed=9)
+    retailers = [0, 69, None, 35, 12, 69, 1, 2]
+    rows, scores = _mixed_search(ix, model, ids, attn, retailers, width=3)
+    for b, r in enumerate(retailers):
+        assert ix.trie_for(r).contains(rows[b]).all()
+
+
+def test_per_query_retailers_in_lookup_and_candidates_and_their_errors():
+    ix = _index()
+    got = ix.lookup(np.array([[5, 7, 1], [5, 7, 1], [6, 1, 1]]), retailer_id=[1, 2, None])
+    assert [g.tolist() for g in got] == [[14, 10], [], [13]]
+    decoded = np.array([[[5, 7, 1]], [[5, 7, 1]]])
+    c = ix.candidates(decoded, np.array([[-0.3], [-0.3]]), k=3, retailer_id=[1, 2])
+    assert c.item_ids[0].tolist() == [14, 10, 12] and c.item_ids[1].tolist() == [11, 13, -1]
+    with pytest.raises(DataError, match="unknown retailer 7"):
+        ix.start_for([1, 7])
+    with pytest.raises(DataError, match="3 retailer ids for 2 queries"):
+        ix.candidates(decoded, np.array([[-0.3], [-0.3]]), k=3, retailer_id=[1, 2, 1])
+    with pytest.raises(DataError, match="one retailer id per query"):
+        ix.start_for(1)
+
+
 def test_real_instacart_catalog_taxonomy_as_sids(shared_data):
     """49,688 real products with SIDs spelled from their department > aisle > rank: build, partition by
     three retailers, look up and fill candidates quickly."""

@@ -434,9 +434,11 @@ class _SlowRetriever:
 
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.args: list[tuple[list, list]] = []  # per call: retailer ids and exclude flags, one per query
 
     def retrieve_arrays(self, histories, retailer_id, k, exclude_history):
         self.calls.append(len(histories))
+        self.args.append((list(retailer_id), list(exclude_history)))
         time.sleep(0.02)
         first = np.array([h[0] for h in histories])
         ids = 100 * first[:, None] + np.arange(k)[None, :]
@@ -462,6 +464,25 @@ def test_batcher_gathers_concurrent_requests_and_cuts_each_to_its_k():
     assert sum(calls) == 12 and max(calls) == 8 and len(calls) <= 3, calls
     for i, found in enumerate(results, start=1):
         assert [c.item_id for c in found] == [100 * i + r for r in range(1 + i % 3)]
+
+
+def test_batcher_decodes_mixed_retailers_and_exclude_flags_in_one_call():
+    async def scenario():
+        fake = _SlowRetriever()
+        batcher = MicroBatcher(max_batch=8, max_wait_s=0.05)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(fake, _query(i, 2)) for i in range(3)))  # traffic: short gaps
+        fake.calls.clear()
+        fake.args.clear()
+        queries = [Query(np.array([i]), [None, 1, 2][i % 3], 3, i % 2 == 0) for i in range(1, 7)]
+        results = await asyncio.gather(*(batcher.submit(fake, q) for q in queries))
+        await batcher.close()
+        return fake, queries, results
+
+    fake, queries, results = asyncio.run(scenario())
+    assert fake.calls == [6]  # one decode for the whole batch, whatever the retailers and exclude flags
+    assert fake.args == [([q.retailer_id for q in queries], [q.exclude_history for q in queries])]
+    assert [[c.item_id for c in r] for r in results] == [[100 * i + j for j in range(3)] for i in range(1, 7)]
 
 
 def test_batcher_does_not_hold_a_lone_request_and_drains_on_close():

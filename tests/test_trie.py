@@ -103,6 +103,9 @@ def test_empty_trie():
     assert trie.n_leaves == 0 and trie.depth == 3
     assert not trie.allowed_mask(0, trie.root(2)).any()
     assert (trie.walk(np.array([[1, 2, 3]])) == -1).all()
+    dead = torch.tensor([-1, -1])
+    assert not trie.allowed_mask(1, dead).any()  # deeper levels hold no node at all: nothing allowed either
+    assert not PrefixTrie(np.zeros((0, 3), np.int64), vocab_size=10, pad_budget=0).allowed_mask(1, dead).any()
 
 
 def test_duplicates_collapse():
@@ -130,3 +133,66 @@ def test_bad_rows(rows, kwargs, message):
 def test_to_same_device_is_identity():
     trie = PrefixTrie(_rows())
     assert trie.to("cpu") is trie
+
+
+# ----- forests: one trie over many groups' rows, decoded from each group's node --------------------------------
+
+
+def _grouped(seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of 3 overlapping groups (a row may be in several), as (group ids, rows)."""
+    rows = np.unique(_rows(seed=seed), axis=0)
+    member = np.random.default_rng(seed).random((3, len(rows))) < 0.5
+    groups = np.concatenate([np.full(int(m.sum()), g) for g, m in enumerate(member)])
+    return groups, np.concatenate([rows[m] for m in member])
+
+
+@pytest.mark.parametrize("pad_budget", [1 << 24, 0])
+def test_a_forest_group_behaves_like_its_own_trie(pad_budget):
+    groups, rows = _grouped()
+    forest = PrefixTrie.forest(groups, rows, n_groups=4, vocab_size=32, pad_budget=pad_budget)
+    starts = forest.group_nodes(np.arange(4))
+    assert starts[3] == -1 and (starts[:3] >= 0).all()  # group 3 holds nothing
+    assert forest.depth == rows.shape[1] + 1 and forest.n_leaves == len(rows)
+    for g in range(3):
+        own = PrefixTrie(rows[groups == g], vocab_size=32)
+        for d in range(own.depth):
+            prefixes = np.unique(own.leaf_rows[:, :d].numpy(), axis=0) if d else np.zeros((1, 0), np.int64)
+            own_nodes = own.walk(prefixes)
+            nodes = forest.walk(prefixes, starts[g].repeat(len(prefixes)), start_depth=1)
+            assert torch.equal(forest.allowed_mask(d + 1, nodes), own.allowed_mask(d, own_nodes))
+        lo, hi = forest.leaf_range(1, starts[g : g + 1])
+        assert torch.equal(forest.leaf_rows[int(lo) : int(hi), 1:], own.leaf_rows)
+        member = {tuple(r) for r in own.leaf_rows.tolist()}
+        found = forest.walk(rows, starts[g].repeat(len(rows)), start_depth=1) >= 0
+        assert found.tolist() == [tuple(r) in member for r in rows.tolist()]
+        path = forest.path(rows[:5], starts[g].repeat(5), start_depth=1)
+        assert path.shape == (5, rows.shape[1] + 1) and (path[:, 0] == starts[g]).all()
+
+
+def test_a_forest_with_more_groups_than_tokens_checks_each_depth_on_its_own():
+    rows = np.unique(_rows(), axis=0)
+    groups = np.arange(len(rows)) % 100  # group ids up to 99; tokens below 32
+    forest = PrefixTrie.forest(groups, rows, n_groups=100, vocab_size=32)
+    assert forest.depth_vocab == [100, 32, 32, 32, 32] and forest.vocab_size == 100
+    nodes = forest.group_nodes(np.array([0, 7, 99]))
+    assert forest.allowed_mask(1, nodes).shape == (3, 32)  # token depths need only the token vocabulary
+    assert forest.allowed_mask(0, forest.root(1)).shape == (1, 100)
+    with pytest.raises(DataError, match="smaller than the trie's vocab 32"):
+        forest.allowed_mask(1, nodes, width=20)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: PrefixTrie.forest(np.array([0, 4]), np.array([[5, 6], [5, 7]]), n_groups=4), r"in \[0, 4\)"),
+        (lambda: PrefixTrie.forest(np.array([0]), np.array([[5, 6], [5, 7]]), n_groups=4), "1 group ids for 2"),
+        (lambda: PrefixTrie(np.array([[5, 6]]), vocab_size=[8, 8, 8]), "3 vocab sizes for rows of 2"),
+        (lambda: PrefixTrie(np.array([[5, 6]]), vocab_size=[8, 6]), r"column 1\) does not fit"),
+        (lambda: PrefixTrie(np.array([[5, 6]])).walk(np.array([[6]]), torch.tensor([3]), 1), "does not exist"),
+        (lambda: PrefixTrie(np.array([[5, 6]])).walk(np.array([[6]]), torch.tensor([0, 0]), 1), "2 start nodes"),
+        (lambda: PrefixTrie(np.array([[5, 6]])).walk(np.array([[6, 6]]), torch.tensor([0]), 1), "only 1 deep"),
+    ],
+)
+def test_forest_and_start_errors(call, message):
+    with pytest.raises(DataError, match=message):
+        call()

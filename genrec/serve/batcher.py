@@ -119,11 +119,11 @@ class MicroBatcher:
         return len(self._gaps) >= 2 and statistics.median(self._gaps) < self.max_wait_s
 
     async def _run(self, batch: list[_Job]) -> None:
-        """Decode a batch: one call per (model, exclude flag, beam width) group, in the worker thread."""
+        """Decode a batch in the worker thread: one call per (model, beam width) group, which mixes
+        retailers and exclude flags (usually the whole batch is one group)."""
         groups: dict[tuple, list[_Job]] = {}
         for job in batch:
-            q = job.query
-            key = (id(job.retriever), q.exclude_history, max(job.retriever.beam_width, q.k))
+            key = (id(job.retriever), max(job.retriever.beam_width, job.query.k))
             groups.setdefault(key, []).append(job)
         loop = asyncio.get_running_loop()
         for jobs in groups.values():
@@ -144,13 +144,13 @@ class MicroBatcher:
 
 
 def _decode(jobs: list[_Job]) -> list[list[Candidate]]:
-    """One batched decode of requests sharing a model, exclude flag and beam width; each row is cut to its
-    own k (with one beam width, the top k of a longer list is the top-k list)."""
+    """One batched decode of requests sharing a model and beam width, whatever their retailers and exclude
+    flags; each row is cut to its own k (with one beam width, the top k of a longer list is the top-k list)."""
     retriever = jobs[0].retriever
     k = max(job.query.k for job in jobs)
     out = retriever.retrieve_arrays(
         [job.query.history for job in jobs], [job.query.retailer_id for job in jobs], k,
-        jobs[0].query.exclude_history,
+        [job.query.exclude_history for job in jobs],
     )
     results = []
     for row, job in enumerate(jobs):

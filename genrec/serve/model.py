@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ServedModel:
-    """One loaded run, warmed up: every retailer's trie built and one decode done."""
+    """One loaded run, warmed up: the index's trie forest built and one mixed-retailer decode done."""
 
     run: Path
     retriever: Retriever
@@ -43,9 +43,8 @@ class ServedModel:
         items = sids.column("item_id").to_numpy()
         order = np.argsort(items, kind="stable")
         strings = np.asarray(sids.column("sid").to_pylist(), dtype=object)[order]
-        for retailer in [None, *retriever.index.retailers.tolist()]:
-            retriever.index.trie_for(retailer)  # build partitions now: requests then only read the index
-        retriever.retrieve_arrays([np.zeros(0, np.int64)], None, 1)
+        retailers = [None, *retriever.index.retailers.tolist()]  # builds the forest: requests only read it
+        retriever.retrieve_arrays([np.zeros(0, np.int64)] * len(retailers), retailers, 1)
         return cls(run, retriever, items[order], strings, time.time())
 
     @property
@@ -77,7 +76,7 @@ class ServedModel:
     def check_retailer(self, retailer_id: int | None) -> None:
         """ApiError 422 unless the index serves ``retailer_id`` (None: the whole catalog)."""
         try:
-            self.retriever.index.trie_for(retailer_id)
+            self.retriever.index.start_for([retailer_id])
         except DataError:
             known = self.retriever.index.retailers.tolist()
             raise ApiError(422, "unknown_retailer", f"unknown retailer {retailer_id}; known: {known[:50]}",

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 def _uvicorn_config(app: FastAPI, settings: ServeSettings, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(
         app, host=host, port=port, log_level=settings.log_level, access_log=settings.access_log,
-        timeout_graceful_shutdown=settings.shutdown_timeout_s, lifespan="on",
+        timeout_graceful_shutdown=settings.shutdown_timeout_s, timeout_keep_alive=int(round(settings.keep_alive_s)),
+        lifespan="on",
     )
 
 

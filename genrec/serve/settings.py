@@ -29,6 +29,8 @@ class ServeSettings:
     beam_width: int = _setting(20, "beams of the constrained search (raised to k when k is larger)")
     device: str = _setting("cpu", "torch device of the decoder")
     shutdown_timeout_s: float = _setting(30.0, "graceful shutdown: longest wait for requests in flight")
+    keep_alive_s: float = _setting(75.0, "idle keep-alive of client connections; longer than clients' and load "
+                                   "balancers' own, so a connection is never closed just as a client reuses it")
     log_level: str = _setting("info", "uvicorn's log level")
     access_log: bool = _setting(False, "log one line per request (costs throughput)")
 
@@ -42,6 +44,7 @@ class ServeSettings:
             "max_body_bytes": self.max_body_bytes >= 1,
             "beam_width": self.beam_width >= 1,
             "shutdown_timeout_s": self.shutdown_timeout_s >= 0,
+            "keep_alive_s": self.keep_alive_s > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -1,0 +1,180 @@
+"""Decoded SIDs -> K products per query, for a batch whose queries may each name a different retailer (a slot
+of the stock forest): the products of each decoded SID in score order, then, when short of K, products from
+the nearest SID prefixes under the query's retailer. Vectorised over the batch except the (rare) filling."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from index.forest import StockForest
+from semid.catalog import DataError
+
+
+@dataclass
+class Candidates:
+    """K products per query, best first. ``scores`` are the SID log-probs for products from decoded SIDs;
+    filled products (``from_beam`` False) score below all of them, one unit lower per token of prefix
+    they do not share, so the order is total. Missing slots (fewer than K products) hold item -1."""
+
+    item_ids: np.ndarray  # [B, K] int64
+    scores: np.ndarray  # [B, K] float64
+    sids: np.ndarray  # [B, K] object: SID strings, "" where empty
+    from_beam: np.ndarray  # [B, K] bool
+
+
+def empty_candidates(batch: int, k: int) -> Candidates:
+    """``batch`` rows of ``k`` missing slots."""
+    return Candidates(
+        item_ids=np.full((batch, k), -1, np.int64),
+        scores=np.full((batch, k), -np.inf),
+        sids=np.full((batch, k), "", dtype=object),
+        from_beam=np.zeros((batch, k), bool),
+    )
+
+
+def rank_candidates(
+    forest: StockForest,
+    decoded: np.ndarray | torch.Tensor,
+    scores: np.ndarray | torch.Tensor,
+    slots: np.ndarray,
+    k: int,
+    exclude_items: Sequence[Sequence[int] | np.ndarray | None] | None = None,
+) -> Candidates:
+    """Decoded SIDs [B, R, D] with their log-probs [B, R] -> K products per query that the query's slot
+    holds (see ``RetailerIndex.candidates``)."""
+    decoded, sc = as_decoded(decoded, scores, forest.depth)
+    if k < 1:
+        raise DataError(f"candidates: k must be >= 1, got {k}")
+    batch = decoded.shape[0]
+    if slots.shape != (batch,):
+        raise DataError(f"candidates: {slots.size} retailer ids for {batch} queries")
+    banned = _banned_keys(forest, slots, exclude_items, batch)
+    q, pos, item_sc = _beam_items(forest, decoded, sc, slots, banned, k)
+    out = empty_candidates(batch, k)
+    rank = np.arange(q.size) - np.searchsorted(q, q)
+    _place(out, forest, q, rank, pos, item_sc, from_beam=True)
+    counts = np.bincount(q, minlength=batch)
+    for b in np.flatnonzero(counts < k):
+        taken = pos[q == b]
+        base = float(item_sc[q == b].min()) if taken.size else 0.0
+        _fill(out, forest, b, decoded[b], int(slots[b]), taken, banned, k, base)
+    return out
+
+
+def as_decoded(
+    decoded: np.ndarray | torch.Tensor, scores: np.ndarray | torch.Tensor, depth: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded rows [B, R, D] int64 and scores [B, R] float64 as numpy arrays, checked."""
+    d = decoded.detach().cpu().numpy() if isinstance(decoded, torch.Tensor) else np.asarray(decoded)
+    s = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
+    if d.ndim != 3 or d.shape[2] != depth or s.shape != d.shape[:2]:
+        raise DataError(
+            f"candidates: expected decoded rows [B, R, {depth}] and scores [B, R], got {d.shape} and {s.shape}"
+        )
+    return d.astype(np.int64, copy=False), s.astype(np.float64, copy=False)
+
+
+def _banned_keys(forest: StockForest, slots: np.ndarray, exclude: Sequence | None, batch: int) -> np.ndarray:
+    """Sorted keys query * n + position of every excluded product that the query's slot holds."""
+    if exclude is None:
+        return np.zeros(0, np.int64)
+    if len(exclude) != batch:
+        raise DataError(f"candidates: exclude_items has {len(exclude)} entries for {batch} queries")
+    sizes = np.array([0 if e is None else len(e) for e in exclude], np.int64)
+    if not sizes.sum():
+        return np.zeros(0, np.int64)
+    ids = np.concatenate([_int_array(e) for e in exclude if e is not None and len(e)])
+    query = np.repeat(np.arange(batch), sizes)
+    pos, found = forest.positions(slots[query], ids)
+    return np.unique(query[found] * forest.item_ids.size + pos[found])
+
+
+def _int_array(values: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Excluded item ids as a 1-D int64 array, or a DataError."""
+    arr = np.atleast_1d(np.asarray(values))
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"candidates: exclude_items must hold 1-D sequences of integers, got {arr.dtype} {arr.shape}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _beam_items(
+    forest: StockForest, decoded: np.ndarray, scores: np.ndarray, slots: np.ndarray, banned: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Products of the decoded SIDs, per query in score order, de-duplicated, minus banned, at most k:
+    (query, position in the forest, score), sorted by query."""
+    batch, width, depth = decoded.shape
+    leaf = forest.leaves(decoded.reshape(-1, depth), np.repeat(slots, width))
+    flat_sc = scores.reshape(-1)
+    leaf[~np.isfinite(flat_sc)] = -1
+    lo, hi = forest.leaf_items(leaf)
+    counts = hi - lo
+    total = int(counts.sum())
+    pos = np.repeat(lo, counts) + np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    q = np.repeat(np.arange(batch * width) // width, counts)
+    sc = np.repeat(flat_sc, counts)
+    order = np.lexsort((np.arange(total), -sc, q))  # by query, best score first, then as listed
+    q, pos, sc = q[order], pos[order], sc[order]
+    key = q * forest.item_ids.size + pos
+    _, first = np.unique(key, return_index=True)
+    keep = np.zeros(total, bool)
+    keep[first] = True
+    keep &= ~np.isin(key, banned)
+    q, pos, sc = q[keep], pos[keep], sc[keep]
+    rank = np.arange(q.size) - np.searchsorted(q, q)
+    keep = rank < k
+    return q[keep], pos[keep], sc[keep]
+
+
+def _place(
+    out: Candidates,
+    forest: StockForest,
+    q: np.ndarray,
+    slot: np.ndarray,
+    pos: np.ndarray,
+    scores: np.ndarray,
+    from_beam: bool,
+) -> None:
+    """Write products (forest positions) into the output slots."""
+    out.item_ids[q, slot] = forest.item_ids[pos]
+    out.scores[q, slot] = scores
+    out.sids[q, slot] = forest.sids[pos]
+    out.from_beam[q, slot] = from_beam
+
+
+def _fill(
+    out: Candidates,
+    forest: StockForest,
+    b: int,
+    decoded: np.ndarray,
+    slot: int,
+    taken: np.ndarray,
+    banned: np.ndarray,
+    k: int,
+    base: float,
+) -> None:
+    """Complete query ``b`` to k products from the subtrees of its decoded SIDs' prefixes under its slot,
+    deepest first, most popular first within a depth."""
+    n = forest.item_ids.size
+    depth = forest.depth
+    path = forest.path(decoded, slot)  # [R, D+1]; column 0 is the slot's node (the retailer's whole stock)
+    skip = np.union1d(taken, banned[(banned >= b * n) & (banned < (b + 1) * n)] - b * n)
+    filled = taken.size
+    for d in range(depth - 1, -1, -1):
+        nodes = np.unique(path[:, d][path[:, d] >= 0])
+        if not nodes.size:
+            continue
+        lo, hi = forest.subtree_items(d + 1, nodes)
+        pos = np.concatenate([np.arange(a, z) for a, z in zip(lo.tolist(), hi.tolist())])
+        pos = pos[~np.isin(pos, skip)]
+        if not pos.size:
+            continue
+        pos = pos[np.lexsort((forest.item_ids[pos], -forest.popularity[pos]))][: k - filled]
+        slots = np.arange(filled, filled + pos.size)
+        _place(out, forest, np.full(pos.size, b), slots, pos, np.full(pos.size, base - (depth - d)), False)
+        filled += pos.size
+        skip = np.union1d(skip, pos)
+        if filled >= k:
+            return

@@ -1,0 +1,103 @@
+"""The Retriever decodes a batch that mixes retailers (and exclude flags) in one constrained beam search over
+the index's trie forest, with exactly the products each query gets when its retailer is decoded alone: only
+stocked SIDs (invalid rate 0), history exclusion per query, and index updates taking effect at once."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from genrec import retriever as retriever_module
+from genrec.retriever import Retriever
+from semid.catalog import DataError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other work for the cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def retriever(tiny_run) -> Retriever:
+    root, _ = tiny_run
+    return Retriever.from_run(root / "run", beam_width=8)
+
+
+@pytest.fixture
+def searches(monkeypatch) -> list[dict]:
+    """Every beam search the retriever runs: its batch size, trie, and the rows and scores it returned."""
+    calls: list[dict] = []
+    real = retriever_module.constrained_beam_search
+
+    def recorded(model, input_ids, attention_mask, trie, *args, **kwargs):
+        rows, scores = real(model, input_ids, attention_mask, trie, *args, **kwargs)
+        calls.append({"batch": int(input_ids.shape[0]), "trie": trie, "rows": rows, "scores": scores})
+        return rows, scores
+
+    monkeypatch.setattr(retriever_module, "constrained_beam_search", recorded)
+    return calls
+
+
+def _histories(retriever: Retriever, n: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = retriever.index.item_ids
+    return [ids[rng.integers(0, ids.size, rng.integers(1, 8))] for _ in range(n)]
+
+
+def test_a_mixed_batch_is_one_search_with_each_retailers_own_results(retriever, searches):
+    retailers = [None, *retriever.index.retailers.tolist()]
+    assert len(retailers) >= 3
+    queries = [retailers[i % len(retailers)] for i in range(12)]
+    histories = _histories(retriever, 12, seed=1)
+    exclude = [i % 2 == 0 for i in range(12)]
+    mixed = retriever.retrieve_arrays(histories, queries, k=10, exclude_history=exclude)
+    assert [call["batch"] for call in searches] == [12]
+    for r in retailers:
+        rows = [i for i, q in enumerate(queries) if q == r]
+        for flag in (True, False):
+            part = [i for i in rows if exclude[i] == flag]
+            alone = retriever.retrieve_arrays([histories[i] for i in part], r, k=10, exclude_history=flag)
+            for name in ("item_ids", "sids", "from_beam"):
+                assert np.array_equal(getattr(mixed, name)[part], getattr(alone, name)), (r, flag, name)
+            assert np.allclose(mixed.scores[part], alone.scores, atol=1e-5)
+        stocked = set(retriever.index.stocked(r).tolist())
+        assert (mixed.item_ids[rows] >= 0).all() and set(mixed.item_ids[rows].ravel().tolist()) <= stocked
+    for i, h in enumerate(histories):
+        if exclude[i]:
+            assert not set(mixed.item_ids[i].tolist()) & set(h.tolist())
+
+
+def test_decoded_sids_of_a_mixed_batch_are_all_stocked(retriever, searches):
+    """Invalid-ID rate exactly 0 per query: every decoded row is an SID its retailer stocks."""
+    retailers = [None, *retriever.index.retailers.tolist()] * 4
+    retriever.retrieve_arrays(_histories(retriever, len(retailers), seed=2), retailers, k=5)
+    (call,) = searches
+    assert call["trie"] is retriever.index.start_for(retailers).trie
+    for b, r in enumerate(retailers):
+        live = torch.isfinite(call["scores"][b])
+        assert live.any() and retriever.index.trie_for(r).contains(call["rows"][b][live]).all()
+
+
+def test_stock_updates_reach_the_next_mixed_batch(tiny_run):
+    root, _ = tiny_run
+    retriever = Retriever.from_run(root / "run", beam_width=8)
+    r0, r1 = retriever.index.retailers.tolist()[:2]
+    histories = _histories(retriever, 4, seed=3)
+    before = retriever.retrieve_arrays(histories, [r0, r1, r0, r1], k=5)
+    gone = np.unique(before.item_ids[[0, 2]])
+    retriever.index.remove(gone, retailer_id=r0)
+    after = retriever.retrieve_arrays(histories, [r0, r1, r0, r1], k=5)
+    assert not set(after.item_ids[[0, 2]].ravel().tolist()) & set(gone.tolist())
+    assert np.array_equal(after.item_ids[[1, 3]], before.item_ids[[1, 3]])  # retailer r1 is untouched
+
+
+def test_unknown_retailer_and_mismatched_flags_are_errors(retriever):
+    with pytest.raises(DataError, match="unknown retailer 999"):
+        retriever.retrieve_arrays(_histories(retriever, 2, seed=4), [None, 999], k=3)
+    with pytest.raises(DataError, match="2 histories but 3 exclude_history flags"):
+        retriever.retrieve_arrays(_histories(retriever, 2, seed=4), None, k=3, exclude_history=[True] * 3)
+    assert retriever.retrieve_arrays([], None, k=3).item_ids.shape == (0, 3)
