@@ -181,3 +181,18 @@ def test_bf16_logits_give_nearly_the_float32_loss():
         exact = float(model.loss(x, y, "ce", None))
         model.bf16_logits = True
         assert float(model.loss(x, y, "ce", None)) == pytest.approx(exact, rel=1e-2)
+
+
+def test_small_item_init_starts_from_near_uniform_scores():
+    torch.manual_seed(0)
+    n = 2000
+    x, y = torch.randint(1, n + 1, (8, 10)), torch.randint(1, n + 1, (8, 10))
+    small = SASRecModel(n, SASRecConfig(dim=64, layers=1, dropout=0.0, bf16_logits=False)).eval()
+    wide = SASRecModel(n, SASRecConfig(dim=64, layers=1, dropout=0.0, bf16_logits=False, init_std=None)).eval()
+    assert float(small.item_table().detach().std()) == pytest.approx(0.02, rel=0.05)
+    assert float(wide.item_table().detach().std()) == pytest.approx(64 ** -0.5, rel=0.05)
+    with torch.no_grad():
+        per_label = [float(m.loss(x, y, "ce", None)) / y.numel() for m in (small, wide)]
+    # tied output vectors of std 0.02 give logits near 0: the loss starts at log(n), the wide init well above
+    assert per_label[0] == pytest.approx(np.log(n), abs=0.05)
+    assert per_label[1] > np.log(n) + 0.2

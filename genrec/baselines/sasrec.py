@@ -6,6 +6,10 @@ full-softmax cross-entropy over all items at every labelled position (the strong
 original paper's binary cross-entropy with one sampled negative per positive. Only real (labelled)
 positions are gathered before the output projection, so padding costs nothing and contributes nothing.
 Early stopping on validation NDCG@K; ranking is over the whole catalog with the history masked.
+Item embeddings start small (std 0.02, as in RecBole; pmixer's Xavier init gives ~0.013): the table is
+also the output layer, and a wide random init (std dim ** -0.5) leaves noise in the logits of rarely seen
+items that Adam washes out only slowly (Amazon Beauty, val NDCG@10: 0.054 vs 0.046 after 10 epochs, best
+0.0715 vs 0.064; test NDCG@10 0.057 vs 0.049).
 """
 from __future__ import annotations
 
@@ -40,10 +44,11 @@ class SASRecConfig:
     heads: int = 1  # attention heads (dim must divide evenly)
     ffn_mult: int = 1  # feed-forward hidden size = ffn_mult * dim (the original uses 1)
     dropout: float = 0.5  # on embeddings, attention weights and residual branches
+    init_std: float | None = 0.02  # std of the item embedding init (positions: dim ** -0.5); None: dim ** -0.5
     max_len: int = 50  # most recent items read per history
     batch_size: int = 128  # training sequences (windows) per step
     bucket: int = 32  # batches per length-sorted pool (little padding per batch); 0: plain shuffling
-    lr: float = 1e-3  # Adam learning rate
+    lr: float = 1e-3  # Adam learning rate (Beauty val NDCG@10: 0.0715 @ epoch 46; 2e-3: 0.0699 @ 22)
     betas: tuple[float, float] = (0.9, 0.98)  # Adam betas (the original's)
     weight_decay: float = 0.0  # Adam L2 penalty
     max_epochs: int = 200  # upper bound on passes over the training windows
@@ -61,6 +66,8 @@ class SASRecConfig:
             raise DataError(f"SASRecConfig.loss must be 'ce' or 'bce', got {self.loss!r}")
         if self.dim < 1 or self.layers < 0 or self.heads < 1 or self.dim % self.heads:
             raise DataError(f"SASRecConfig: dim {self.dim} must be positive and divisible by heads {self.heads}")
+        if self.init_std is not None and not self.init_std > 0:
+            raise DataError(f"SASRecConfig.init_std must be positive or None, got {self.init_std}")
         if not 0.0 <= self.dropout < 1.0:
             raise DataError(f"SASRecConfig.dropout must lie in [0, 1), got {self.dropout}")
         for name in ("max_len", "batch_size", "max_epochs", "patience", "eval_every", "eval_batch", "ffn_mult"):
@@ -191,10 +198,11 @@ class Block(nn.Module):
 
 class CausalEncoder(nn.Module):
     """Item + learned position embeddings through causal pre-norm blocks: a hidden state per position,
-    each summarising the items up to it. Rows are right-aligned: the last column is the latest item."""
+    each summarising the items up to it. Rows are right-aligned: the last column is the latest item.
+    ``init_std``: std of the item embedding init (None: dim ** -0.5, the two-tower's setting)."""
 
     def __init__(self, n_items: int, dim: int, layers: int, heads: int, ffn: int, dropout: float,
-                 max_len: int) -> None:
+                 max_len: int, init_std: float | None = None) -> None:
         super().__init__()
         self.max_len = max_len
         self.items = nn.Embedding(n_items + 1, dim, padding_idx=PAD)
@@ -202,7 +210,7 @@ class CausalEncoder(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, ffn, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
-        nn.init.normal_(self.items.weight, std=dim ** -0.5)
+        nn.init.normal_(self.items.weight, std=dim ** -0.5 if init_std is None else init_std)
         nn.init.normal_(self.positions.weight, std=dim ** -0.5)
         with torch.no_grad():
             self.items.weight[PAD].zero_()
@@ -231,7 +239,7 @@ class SASRecModel(nn.Module):
     def __init__(self, n_items: int, cfg: SASRecConfig) -> None:
         super().__init__()
         self.encoder = CausalEncoder(n_items, cfg.dim, cfg.layers, cfg.heads, cfg.ffn_mult * cfg.dim,
-                                     cfg.dropout, cfg.max_len)
+                                     cfg.dropout, cfg.max_len, cfg.init_std)
         self.bf16_logits = native_bf16() if cfg.bf16_logits is None else cfg.bf16_logits
 
     def item_table(self) -> torch.Tensor:
