@@ -11,6 +11,17 @@ import pytest
 SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other work for the cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real data folder (../shared/data from the repo root); tests needing it skip without it."""

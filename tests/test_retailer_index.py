@@ -17,13 +17,7 @@ from semid.catalog import DataError
 VOCAB = 48
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other work for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 
 
 def _index() -> RetailerIndex:
