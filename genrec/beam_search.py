@@ -60,7 +60,7 @@ def constrained_beam_search(
     device = input_ids.device
     trie = trie.to(device)
     batch = input_ids.shape[0]
-    first = trie.root(batch) if start is None else start.to(device=device, dtype=torch.long).reshape(-1)
+    first = trie.root(batch) if start is None else trie.start_nodes(start, batch, start_depth)
     banned = _exclusion_pairs(trie, exclude, first, start_depth) if exclude is not None else None
     track = constrained or banned is not None
 
@@ -189,11 +189,6 @@ def _check_args(
         raise DataError(f"beam search: start_depth {start_depth} must lie in 0..{trie.depth - 1}")
     if start is None and start_depth:
         raise DataError(f"beam search: start_depth {start_depth} needs start nodes")
-    if start is not None and tuple(start.shape) != (input_ids.shape[0],):
-        raise DataError(f"beam search: start has shape {tuple(start.shape)}, need one node per query "
-                        f"({input_ids.shape[0]})")
-    if start is not None and start.numel() and int(start.max()) >= trie.n_nodes[start_depth]:
-        raise DataError(f"beam search: start node {int(start.max())} does not exist at depth {start_depth}")
     left = trie.depth - start_depth
     if steps < 1 or ((constrained or exclude is not None) and steps != left):
         raise DataError(

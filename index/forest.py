@@ -38,6 +38,8 @@ class StockForest:
     catalog_ids: np.ndarray  # the catalog at build time, ascending (pair keys use positions in it)
     pair_keys: np.ndarray  # sorted slot * n_catalog + catalog position of every pair
     pair_pos: np.ndarray  # the position of each pair key's product
+    sid_order: np.ndarray  # catalog positions sorted by SID string (lookups by SID)
+    sorted_sids: np.ndarray  # the catalog's SID strings in that order
 
     @property
     def depth(self) -> int:
@@ -66,6 +68,8 @@ class StockForest:
         idx, leaf, slot = idx[order], leaf[order], slot[order]
         keys = slot * max(ids.size, 1) + idx
         key_order = np.argsort(keys, kind="stable")
+        sid_text = sids.astype(str)
+        sid_order = np.argsort(sid_text, kind="stable")
         return cls(
             trie=trie,
             slot_nodes=trie.group_nodes(np.arange(n_slots)).numpy(),
@@ -76,6 +80,8 @@ class StockForest:
             catalog_ids=ids,
             pair_keys=keys[key_order],
             pair_pos=key_order,
+            sid_order=sid_order,
+            sorted_sids=sid_text[sid_order],
         )
 
     def start(self, slots: np.ndarray) -> TrieStart:
@@ -114,4 +120,14 @@ class StockForest:
         at = np.searchsorted(self.pair_keys, keys).clip(max=self.pair_keys.size - 1)
         found = known & (self.pair_keys[at] == keys)
         pos[found] = self.pair_pos[at[found]]
+        return pos, found
+
+    def sid_positions(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Catalog position of the product with each SID string and whether there is one."""
+        pos = np.zeros(wanted.size, np.int64)
+        if not self.sorted_sids.size:
+            return pos, np.zeros(wanted.size, bool)
+        at = np.searchsorted(self.sorted_sids, wanted).clip(max=self.sorted_sids.size - 1)
+        found = self.sorted_sids[at] == wanted
+        pos[found] = self.sid_order[at[found]]
         return pos, found

@@ -1,9 +1,9 @@
 """SID -> products, partitioned by retailer. The index holds the catalog (item id, token row, SID string,
 popularity) and which retailer stocks what. Decoding and ranking go through one lazily built trie forest
 over every retailer's stock and the whole catalog (``index.forest``), so a batch mixing retailers is one
-beam search in which each query can only spell SIDs its retailer stocks; ``trie_for`` still gives one
-retailer's own trie. Adding or removing products or stock marks what it touches as stale: the next query
-rebuilds it, no retraining."""
+beam search in which each query can only spell SIDs its retailer stocks; ``trie_for`` builds one
+retailer's own trie on request (for checks and tools). Adding or removing products or stock drops the
+forest: the next query rebuilds it, no retraining."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,7 +42,6 @@ class RetailerIndex:
         self._sids = np.zeros(0, object)
         self._stock = np.zeros((0, 2), np.int64)  # (retailer_id, item_id), sorted, unique
         self._retailers = np.zeros(0, np.int64)  # every retailer ever given stock
-        self._tries: dict[int | None, PrefixTrie] = {}  # per-retailer tries handed out by trie_for
         self._forest: StockForest | None = None  # built on first use, dropped by every update
 
     # ----- size and contents ----------------------------------------------------------------------------
@@ -118,7 +117,7 @@ class RetailerIndex:
         if retailer_id is None:
             gone = np.isin(self._ids, ids)
             stock_gone = np.isin(self._stock[:, 1], ids)
-            self._forget(np.unique(self._stock[stock_gone, 0]), catalog=bool(gone.any()))
+            self._forest = None
             self._ids, self._rows = self._ids[~gone], self._rows[~gone]
             self._pop, self._sids = self._pop[~gone], self._sids[~gone]
             self._stock = self._stock[~stock_gone]
@@ -126,20 +125,16 @@ class RetailerIndex:
         key = self._key(retailer_id)
         gone = (self._stock[:, 0] == key) & np.isin(self._stock[:, 1], ids)
         if gone.any():
-            self._forget(np.array([key]), catalog=False)
+            self._forest = None
             self._stock = self._stock[~gone]
         return int(gone.sum())
 
     # ----- queries ---------------------------------------------------------------------------------------
 
     def trie_for(self, retailer_id: int | None = None) -> PrefixTrie:
-        """The prefix trie of what ``retailer_id`` stocks (the whole catalog for None)."""
-        key = self._key(retailer_id)
-        trie = self._tries.get(key)
-        if trie is None:
-            trie = PrefixTrie(self._rows[self._positions(key)], vocab_size=self.vocab_size)
-            self._tries[key] = trie
-        return trie
+        """The prefix trie of what ``retailer_id`` stocks (the whole catalog for None), built on each call:
+        decoding uses the forest (``start_for``); this is for checks and tools."""
+        return PrefixTrie(self._rows[self._positions(self._key(retailer_id))], vocab_size=self.vocab_size)
 
     def start_for(self, retailer_ids: Sequence[int | None] | np.ndarray) -> TrieStart:
         """Where each query decodes in the forest: one retailer id (None: whole catalog) per query. Pass
@@ -244,10 +239,8 @@ class RetailerIndex:
         new = ~found
         if new.any() and rows is None:
             raise DataError(f"index.add: token_rows are required for new products, e.g. {ids[new][:5].tolist()}")
-        changed = rows is not None or pop is not None or sid is not None
-        if changed and found.any():
-            stocked = np.isin(self._stock[:, 1], ids[found])
-            self._forget(np.unique(self._stock[stocked, 0]), catalog=True)
+        if rows is not None or pop is not None or sid is not None:
+            self._forest = None
         if rows is not None:
             self._rows[pos[found]] = rows[found]
             if sid is None:
@@ -257,7 +250,6 @@ class RetailerIndex:
         if sid is not None:
             self._sids[pos[found]] = sid[found]
         if new.any():
-            self._forget(np.zeros(0, np.int64), catalog=True)
             new_sid = _default_sids(rows[new]) if sid is None else sid[new]
             new_pop = np.zeros(int(new.sum())) if pop is None else pop[new]
             ids_all = np.concatenate([self._ids, ids[new]])
@@ -273,21 +265,9 @@ class RetailerIndex:
         if not found.all():
             raise DataError(f"index.add: stock for unknown products, e.g. {ids[~found][:5].tolist()}")
         pairs = np.unique(np.concatenate([self._stock, np.stack([retailers, ids], axis=1)]), axis=0)
-        touched = np.unique(retailers)
-        self._forget(touched, catalog=False)
-        self._stock = pairs
-        self._retailers = np.union1d(self._retailers, touched)
-
-    def _forget(self, retailers: np.ndarray, catalog: bool) -> None:
-        """Drop what an update makes stale: the forest, and the tries of ``retailers`` (and the
-        whole-catalog one when ``catalog``)."""
         self._forest = None
-        for r in retailers.tolist():
-            self._tries.pop(int(r), None)
-        if catalog:
-            self._tries.pop(ALL, None)
-        if not self._retailers.size:  # without stock every retailer is served by the whole catalog
-            self._tries.clear()
+        self._stock = pairs
+        self._retailers = np.union1d(self._retailers, retailers)
 
     def _key(self, retailer_id: int | None) -> int | None:
         """Partition key: None for the whole catalog (also when no stock was ever recorded, meaning every
@@ -343,15 +323,9 @@ class RetailerIndex:
             keys = keys.detach().cpu().numpy()
         arr = np.asarray(keys, dtype=object if _is_strings(keys) else None)
         if arr.dtype == object:
-            wanted = arr.astype(str).reshape(-1)
-            rows = np.full((wanted.size, self.tokens_per_item or 0), -1, np.int64)
-            if not self._sids.size:
-                return rows
-            order = np.argsort(self._sids.astype(str), kind="stable")
-            sorted_sids = self._sids.astype(str)[order]
-            pos = np.searchsorted(sorted_sids, wanted).clip(max=sorted_sids.size - 1)
-            found = sorted_sids[pos] == wanted
-            rows[found] = self._rows[order[pos[found]]]
+            pos, found = self._stock_forest().sid_positions(arr.astype(str).reshape(-1))
+            rows = np.full((found.size, self.tokens_per_item or 0), -1, np.int64)
+            rows[found] = self._rows[pos[found]]
             return rows
         if arr.ndim != 2 or arr.shape[1] != self.tokens_per_item:
             raise DataError(f"index.lookup: expected token rows (n, {self.tokens_per_item}) or SID strings")

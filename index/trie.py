@@ -158,7 +158,7 @@ class PrefixTrie:
         off), starting from the root or, per row, from ``start`` (nodes at ``start_depth``)."""
         self._check_depth(start_depth, self.depth)
         rows = torch.as_tensor(_as_rows(rows, max_len=self.depth - start_depth), device=self.device)
-        nodes = self.root(rows.shape[0]) if start is None else self._starts(start, rows.shape[0], start_depth)
+        nodes = self.root(rows.shape[0]) if start is None else self.start_nodes(start, rows.shape[0], start_depth)
         out = [nodes]
         for d in range(rows.shape[1]):
             nodes = self.step(start_depth + d, nodes, rows[:, d])
@@ -205,11 +205,13 @@ class PrefixTrie:
         )
         return rows, self.edge_token[depth][first + offset]
 
-    def _starts(self, start: torch.Tensor, n: int, depth: int) -> torch.Tensor:
-        """Per-row start nodes as a long tensor on this trie's device, checked against ``depth``."""
+    def start_nodes(self, start: torch.Tensor, n: int, depth: int) -> torch.Tensor:
+        """Per-query (or per-row) start nodes at ``depth`` as a long tensor on this trie's device, checked:
+        one per query, each a node of that depth or -1."""
+        self._check_depth(depth, self.depth)
         start = torch.as_tensor(start, dtype=torch.long).to(self.device).reshape(-1)
         if start.shape[0] != n:
-            raise DataError(f"prefix trie: {start.shape[0]} start nodes for {n} rows")
+            raise DataError(f"prefix trie: {start.shape[0]} start nodes, need one node per query or row ({n})")
         if start.numel() and int(start.max()) >= self.n_nodes[depth]:
             raise DataError(f"prefix trie: start node {int(start.max())} does not exist at depth {depth}")
         return start
