@@ -59,6 +59,9 @@ def build_semids(data: Path, cfg: RunConfig, run: Path, init_run: Path | None = 
     write_embeddings(item_ids, vectors, run / EMBEDDINGS_FILE)
     pq.write_table(items, run / ITEMS_FILE)
     init = load_codebook(init_run) if init_run is not None else None
+    if init is not None and init.input_dim != vectors.shape[1]:
+        raise DataError(f"--init-from {init_run}: its codebook reads {init.input_dim}-d embeddings, this config "
+                        f"gives {vectors.shape[1]}-d (embedding model or collab settings differ); retrain fresh")
     paths = items.column("category_path").to_pylist()
     model, history = train_codebook(vectors, paths, cfg.semid, init=init)
     codes = model.encode(vectors)
@@ -205,7 +208,6 @@ def audit_run(run: Path, min_support: int = 5, top: int | None = None) -> pa.Tab
 def churn_between(old_run: Path, new_run: Path) -> tuple[dict, pa.Table]:
     """SID churn and the old SID -> new SID migration table between two runs (or ``sids.parquet`` files),
     e.g. a run and its retrain with ``--init-from``."""
-
     old, new = read_sids(old_run), read_sids(new_run)
     try:
         report = sid_churn(old, new)

@@ -174,3 +174,15 @@ def test_semid_train_from_an_earlier_run_keeps_most_sids(tiny_run, tmp_path):
     fresh, _ = churn_between(root / "run", tmp_path / "fresh")
     assert warm["sid_unchanged"] >= 0.8 > fresh["sid_unchanged"]
     assert set(table.column("status").to_pylist()) <= {"kept", "moved"}
+
+
+def test_init_from_a_run_with_other_embeddings_is_a_clear_error(tiny_run, tmp_path):
+    import dataclasses
+
+    from genrec.semid_run import build_semids
+    from semid.catalog import DataError
+
+    root, cfg = tiny_run
+    wider = dataclasses.replace(cfg, embedding=dataclasses.replace(cfg.embedding, collab_weight=0.3, collab_dim=4))
+    with pytest.raises(DataError, match="init-from .* retrain fresh"):
+        build_semids(root / "data", wider, tmp_path / "run", init_run=root / "run")
