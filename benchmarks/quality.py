@@ -41,9 +41,8 @@ QUICK_BASELINES = "popular,itemknn,semantic_knn"
 
 def seeded(cfg: RunConfig, seed: int) -> RunConfig:
     """The run config with every seed of training (codebook, decoder) set to ``seed``."""
-    cfg = dataclasses.replace(cfg, semid=dataclasses.replace(cfg.semid, seed=seed),
-                              train=dataclasses.replace(cfg.train, seed=seed))
-    return cfg
+    return dataclasses.replace(cfg, semid=dataclasses.replace(cfg.semid, seed=seed),
+                               train=dataclasses.replace(cfg.train, seed=seed))
 
 
 def training_copy(data: Path, out: Path, seq_cfg: SequenceConfig, seed: int, ecfg: EvalConfig) -> Path:
@@ -56,11 +55,16 @@ def training_copy(data: Path, out: Path, seq_cfg: SequenceConfig, seed: int, ecf
     return out
 
 
-def run_seed(data: Path, cfg: RunConfig, seed: int, workdir: Path, baselines: list[str], ecfg: EvalConfig) -> dict:
+def data_split(data: Path, cfg: RunConfig) -> str:
+    """The split the config's sequence settings give on ``data`` (leave_one_out or last_basket)."""
+    return resolve_split(build_histories(read_dataset(data).events), cfg.sequence.split)
+
+
+def run_seed(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, baselines: list[str],
+             ecfg: EvalConfig) -> dict:
     """Train our run for ``seed`` on the harness's training copy, then evaluate it beside ``baselines``."""
     cfg = seeded(cfg, seed)
     root = workdir / f"{cfg.name}-seed{seed}"
-    split = resolve_split(build_histories(read_dataset(data).events), cfg.sequence.split)
     seq_cfg = dataclasses.replace(cfg.sequence, split=split)
     train_data = training_copy(data, root / "data", seq_cfg, seed, ecfg)
     start = time.perf_counter()
@@ -132,7 +136,7 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
     return "-" if ours is None or not theirs else f"{ours / theirs:.2f}x"
 
 
-def quick_world(workdir: Path, seed: int) -> tuple[Path, RunConfig]:
+def quick_world(workdir: Path) -> tuple[Path, RunConfig]:
     """A tiny synthetic world and a config small enough to train in seconds (``--quick``)."""
     from genrec.synth import SynthConfig, synthesize
 
@@ -168,17 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     workdir = Path(args.workdir)
     if args.quick:
-        data, cfg = quick_world(workdir, args.seed)
+        data, cfg = quick_world(workdir)
+        split = data_split(data, cfg)
         baselines = args.baselines or QUICK_BASELINES
     else:
         if not args.data:
             ap.error("--data is required (or --quick / --merge)")
         data, cfg = Path(args.data), load_run_config(args.config)
-        split = resolve_split(build_histories(read_dataset(data).events), cfg.sequence.split)
+        split = data_split(data, cfg)
         baselines = args.baselines or BASELINES_BY_SPLIT[split]
     ecfg = EvalConfig(cold_start_fraction=args.cold_start or None, max_test=args.max_test)
     start = time.perf_counter()
-    result = run_seed(data, cfg, args.seed, workdir, baselines.split(","), ecfg)
+    result = run_seed(data, cfg, split, args.seed, workdir, baselines.split(","), ecfg)
     result["timings"]["seed_total_s"] = round(time.perf_counter() - start, 1)
     out = Path(args.out) if args.out else workdir / f"{cfg.name}-seed{args.seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
