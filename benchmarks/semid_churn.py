@@ -20,9 +20,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from semid_quality import DATA, load_embeddings  # noqa: E402
+from semid_quality import DATA, load_catalog  # noqa: E402
 
-from genrec.importers.instacart import read_catalog  # noqa: E402
 from semid.churn import carry_over_sids, migration_table, sid_churn  # noqa: E402
 from semid.sids import assign_sids, collision_summary  # noqa: E402
 from semid.train import SemIDConfig, SemIDModel, train_codebook  # noqa: E402
@@ -90,10 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    items, _, _ = read_catalog(Path(args.data))
-    x = load_embeddings(items, args.embeddings)
-    ids = items.column("item_id").to_numpy()
-    paths = items.column("category_path").to_pylist()
+    x, ids, paths = load_catalog(args.data, args.embeddings)
     base_cfg = SemIDConfig(seed=args.seed, threads=args.threads, progress=False)
     if args.epochs:
         base_cfg = replace(base_cfg, epochs=args.epochs)

@@ -24,6 +24,13 @@ from semid.train import SemIDConfig, train_codebook
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "instacart"
 
 
+def load_catalog(data: str, embeddings: str | None) -> tuple[np.ndarray, np.ndarray, list]:
+    """The Instacart catalog in ``data`` as (embeddings, item ids, category paths), rows aligned."""
+    items, _, _ = read_catalog(Path(data))
+    return (load_embeddings(items, embeddings), items.column("item_id").to_numpy(),
+            items.column("category_path").to_pylist())
+
+
 def load_embeddings(items, path: str | None) -> np.ndarray:
     """Embeddings in the items' row order: from FILE (parquet item_id + embedding, or .npy in product_id
     order), else the default text model through semid.embeddings (cached on disk)."""
@@ -102,10 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    items, _, _ = read_catalog(Path(args.data))
-    x = load_embeddings(items, args.embeddings)
-    item_ids = items.column("item_id").to_numpy()
-    paths = items.column("category_path").to_pylist()
+    x, item_ids, paths = load_catalog(args.data, args.embeddings)
     base = SemIDConfig(seed=args.seed, threads=args.threads, progress=False)
     if args.sizes:
         base = replace(base, codebook_sizes=[int(s) for s in args.sizes.split(",")])
