@@ -449,13 +449,20 @@ def _query(item: int, k: int) -> Query:
     return Query(np.array([item]), None, k, False)
 
 
+async def _warm_batcher(fake: _SlowRetriever) -> MicroBatcher:
+    """A started batcher after a little traffic (so the gaps it sees are short), with the fake's log cleared."""
+    batcher = MicroBatcher(max_batch=8, max_wait_s=0.05)
+    batcher.start()
+    await asyncio.gather(*(batcher.submit(fake, _query(i, 2)) for i in range(3)))
+    fake.calls.clear()
+    fake.args.clear()
+    return batcher
+
+
 def test_batcher_gathers_concurrent_requests_and_cuts_each_to_its_k():
     async def scenario():
         fake = _SlowRetriever()
-        batcher = MicroBatcher(max_batch=8, max_wait_s=0.05)
-        batcher.start()
-        await asyncio.gather(*(batcher.submit(fake, _query(i, 2)) for i in range(3)))  # traffic: short gaps
-        fake.calls.clear()
+        batcher = await _warm_batcher(fake)
         results = await asyncio.gather(*(batcher.submit(fake, _query(i, 1 + i % 3)) for i in range(1, 13)))
         await batcher.close()
         return fake.calls, results
@@ -469,11 +476,7 @@ def test_batcher_gathers_concurrent_requests_and_cuts_each_to_its_k():
 def test_batcher_decodes_mixed_retailers_and_exclude_flags_in_one_call():
     async def scenario():
         fake = _SlowRetriever()
-        batcher = MicroBatcher(max_batch=8, max_wait_s=0.05)
-        batcher.start()
-        await asyncio.gather(*(batcher.submit(fake, _query(i, 2)) for i in range(3)))  # traffic: short gaps
-        fake.calls.clear()
-        fake.args.clear()
+        batcher = await _warm_batcher(fake)
         queries = [Query(np.array([i]), [None, 1, 2][i % 3], 3, i % 2 == 0) for i in range(1, 7)]
         results = await asyncio.gather(*(batcher.submit(fake, q) for q in queries))
         await batcher.close()
