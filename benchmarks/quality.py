@@ -138,17 +138,13 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
 
 def quick_world(workdir: Path) -> tuple[Path, RunConfig]:
     """A tiny synthetic world and a config small enough to train in seconds (``--quick``)."""
-    from genrec.synth import SynthConfig, synthesize
+    from genrec.synth.tiny import tiny_config, tiny_world
 
     data = workdir / "quick-data"
     if not (data / "events.parquet").is_file():
-        synthesize(SynthConfig(seed=0, items=300, users=200, retailers=2)).write(data, overwrite=True)
-    cfg = RunConfig(name="quick")
-    cfg.semid.codebook_sizes, cfg.semid.epochs, cfg.semid.warmup_epochs = [8, 8, 8], 3, 1
-    cfg.semid.hidden_dims, cfg.semid.latent_dim, cfg.semid.progress, cfg.semid.threads = [32], 8, False, 1
-    cfg.decoder.d_model, cfg.decoder.n_layers, cfg.decoder.n_heads, cfg.decoder.d_ff = 32, 1, 2, 64
-    cfg.train.max_epochs, cfg.train.eval_examples, cfg.train.progress, cfg.train.warmup_steps = 1, 40, False, 5
-    cfg.train.num_threads = 1
+        tiny_world(seed=0, items=300, users=200, retailers=2).write(data, overwrite=True)
+    cfg = tiny_config("quick")
+    cfg.semid.threads, cfg.train.num_threads = 1, 1
     return data, cfg
 
 

@@ -228,31 +228,15 @@ def measure(server: Server, key: str, bodies: list[dict], clients: int, seconds:
 
 def build_small_run(workdir: Path) -> Path:
     """A tiny trained run (synthetic world, 300 products, 2 retailers, a 1-layer decoder) in seconds;
-    embeddings are cheap stand-ins with the taxonomy planted (leaf centroid + noise)."""
-    import pyarrow as pa
-
+    embeddings are cheap stand-ins with the taxonomy planted (``genrec.synth.tiny``)."""
     from genrec.pipeline import train_run
-    from genrec.runconfig import RunConfig
-    from genrec.synth import SynthConfig, synthesize
+    from genrec.synth.tiny import tiny_config, tiny_world
 
     run = workdir / "run"
     if (run / "decoder" / "model").is_dir():
         return run
-    ds = synthesize(SynthConfig(seed=3, items=300, users=150, retailers=2))
-    rng = np.random.default_rng(0)
-    leaves = [" > ".join(p) for p in ds.items.column("category_path").to_pylist()]
-    _, leaf = np.unique(leaves, return_inverse=True)
-    centroids = rng.normal(size=(leaf.max() + 1, 16))
-    vectors = (centroids[leaf] + 0.3 * rng.normal(size=(len(leaves), 16))).astype(np.float32)
-    ds.items = ds.items.append_column("vec", pa.array(list(vectors), pa.list_(pa.float32())))
-    ds.write(workdir / "data", overwrite=True)
-    cfg = RunConfig(name="serve-bench")
-    cfg.embedding.provider, cfg.embedding.column = "column", "vec"
-    cfg.semid.codebook_sizes, cfg.semid.epochs, cfg.semid.warmup_epochs = [8, 8, 8], 3, 1
-    cfg.semid.hidden_dims, cfg.semid.latent_dim, cfg.semid.progress = [32], 8, False
-    cfg.decoder.d_model, cfg.decoder.n_layers, cfg.decoder.n_heads, cfg.decoder.d_ff = 32, 1, 2, 64
-    cfg.train.max_epochs, cfg.train.eval_examples, cfg.train.progress, cfg.train.warmup_steps = 1, 40, False, 5
-    train_run(workdir / "data", cfg, run)
+    tiny_world().write(workdir / "data", overwrite=True)
+    train_run(workdir / "data", tiny_config("serve-bench"), run)
     return run
 
 

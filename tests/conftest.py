@@ -71,37 +71,15 @@ def beauty_import(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     return ds, out, time.perf_counter() - start
 
 
-def _taxonomy_vectors(items, dim: int = 16, seed: int = 0):
-    """Cheap stand-in embeddings with the taxonomy planted: leaf centroid + noise."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    leaves = [" > ".join(p) for p in items.column("category_path").to_pylist()]
-    _, leaf = np.unique(leaves, return_inverse=True)
-    centroids = rng.normal(size=(leaf.max() + 1, dim))
-    return (centroids[leaf] + 0.3 * rng.normal(size=(len(leaves), dim))).astype(np.float32)
-
-
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A complete run (SIDs, tokenizer, index, decoder) trained in seconds on a tiny synthetic world with 2
     retailers; returns (root, cfg) with root/"data" the dataset and root/"run" the run folder."""
-    import pyarrow as pa
-
     from genrec.pipeline import train_run
-    from genrec.runconfig import RunConfig
-    from genrec.synth import SynthConfig, synthesize
+    from genrec.synth.tiny import tiny_config, tiny_world
 
     root = tmp_path_factory.mktemp("tiny")
-    ds = synthesize(SynthConfig(seed=3, items=300, users=150, retailers=2))
-    vectors = _taxonomy_vectors(ds.items)
-    ds.items = ds.items.append_column("vec", pa.array(list(vectors), pa.list_(pa.float32())))
-    ds.write(root / "data")
-    cfg = RunConfig(name="tiny")
-    cfg.embedding.provider, cfg.embedding.column = "column", "vec"
-    cfg.semid.codebook_sizes, cfg.semid.epochs, cfg.semid.warmup_epochs = [8, 8, 8], 3, 1
-    cfg.semid.hidden_dims, cfg.semid.latent_dim, cfg.semid.progress = [32], 8, False
-    cfg.decoder.d_model, cfg.decoder.n_layers, cfg.decoder.n_heads, cfg.decoder.d_ff = 32, 1, 2, 64
-    cfg.train.max_epochs, cfg.train.eval_examples, cfg.train.progress, cfg.train.warmup_steps = 1, 40, False, 5
+    tiny_world().write(root / "data")
+    cfg = tiny_config("tiny")
     train_run(root / "data", cfg, root / "run")
     return root, cfg

@@ -173,17 +173,12 @@ def test_config_keys_load_from_yaml_and_are_checked(tmp_path: Path):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> tuple[Path, RunConfig]:
     """A small synthetic dataset with precomputed vectors and a config that trains a codebook in seconds."""
-    from genrec.synth import SynthConfig, synthesize
+    from genrec.synth.tiny import tiny_config, tiny_world
 
     root = tmp_path_factory.mktemp("collab")
-    ds = synthesize(SynthConfig(seed=4, items=200, users=120, retailers=1))
-    vectors = np.random.default_rng(0).normal(size=(ds.items.num_rows, 16)).astype(np.float32)
-    ds.items = ds.items.append_column("vec", pa.array(list(vectors), pa.list_(pa.float32())))
-    ds.write(root / "data")
-    cfg = RunConfig(name="collab")
-    cfg.embedding.provider, cfg.embedding.column = "column", "vec"
-    cfg.semid.codebook_sizes, cfg.semid.epochs, cfg.semid.warmup_epochs = [8, 8, 8], 2, 1
-    cfg.semid.hidden_dims, cfg.semid.latent_dim, cfg.semid.progress = [32], 8, False
+    tiny_world(seed=4, items=200, users=120, retailers=1).write(root / "data")
+    cfg = tiny_config("collab")
+    cfg.semid.epochs = 2
     return root, cfg
 
 
