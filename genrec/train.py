@@ -14,10 +14,9 @@ import logging
 import math
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Callable, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +31,7 @@ from transformers import PreTrainedModel
 from genrec.beam_search import constrained_beam_search
 from genrec.decoder import DecoderConfig, LabelledLoss, build_decoder, decoder_config, save_decoder
 from genrec.sequences import Examples, SequenceConfig, build_histories, make_splits, resolve_split
+from genrec.threads import torch_threads
 from genrec.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
 from index.trie import PrefixTrie
 from semid.catalog import DataError
@@ -386,18 +386,6 @@ def _accelerator(mixed_precision: str) -> Accelerator:
     if state and str(state.get("_mixed_precision", mixed_precision)) != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=mixed_precision)
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads (0: unchanged), restoring the previous count afterwards."""
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:

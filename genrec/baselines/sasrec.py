@@ -27,6 +27,7 @@ from torch import nn
 
 from genrec.baselines.base import FitContext, item_columns, ragged_rows
 from genrec.sequences import Examples
+from genrec.threads import torch_threads
 from semid.catalog import DataError
 
 log = logging.getLogger(__name__)
@@ -393,22 +394,6 @@ def train_loop(model: nn.Module, step_loss: Callable[[torch.Tensor, torch.Tensor
     return history
 
 
-class TorchThreads:
-    """Context manager setting torch's CPU thread count (None: unchanged) and restoring it after."""
-
-    def __init__(self, threads: int | None) -> None:
-        self.threads, self.saved = threads, None
-
-    def __enter__(self) -> None:
-        if self.threads is not None:
-            self.saved = torch.get_num_threads()
-            torch.set_num_threads(self.threads)
-
-    def __exit__(self, *exc) -> None:
-        if self.saved is not None:
-            torch.set_num_threads(self.saved)
-
-
 # -------------------------------------------------------------------------------------------- baseline
 
 
@@ -435,7 +420,7 @@ class SASRec:
             raise DataError("SASRec: the training examples hold no item to learn from")
         k = max(ctx.k_values)
         start = time.perf_counter()
-        with TorchThreads(cfg.threads), torch.random.fork_rng(devices=[]):
+        with torch_threads(cfg.threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
             gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed + 1)
             self.model = SASRecModel(ctx.n_items, cfg).to(ctx.device)
@@ -469,7 +454,7 @@ class SASRec:
             raise DataError("SASRec: score called before fit")
         seq = history_matrix(queries, self.catalog, self.config.max_len)
         out = np.zeros((len(queries), self.catalog.size), np.float32)
-        with TorchThreads(self.config.threads), torch.no_grad():
+        with torch_threads(self.config.threads), torch.no_grad():
             self.model.eval()
             for rows, part in length_batches(seq, self.config.eval_batch):
                 out[rows] = self._scores(part).cpu().numpy()
@@ -485,7 +470,7 @@ class SASRec:
         out = np.full((len(queries), k), -1, np.int64)
         seq = history_matrix(queries, self.catalog, cfg.max_len)
         ban_rows, ban_cols = banned_pairs(queries, self.catalog, cfg.mask_history, exclude)
-        with TorchThreads(cfg.threads), torch.no_grad():
+        with torch_threads(cfg.threads), torch.no_grad():
             self.model.eval()
             for rows, part in length_batches(seq, cfg.eval_batch):
                 scores = self._scores(part).float().cpu()

@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.baselines.base import FitContext, item_columns, run_text_embeddings_path
-from genrec.baselines.sasrec import (PAD, CausalEncoder, TorchThreads, banned_pairs, history_matrix,
+from genrec.baselines.sasrec import (PAD, CausalEncoder, banned_pairs, history_matrix,
                                      length_batches, mask_pairs, ranking_metrics, topk_columns, train_loop,
                                      training_matrices, with_options)
 from genrec.sequences import Examples
+from genrec.threads import torch_threads
 from semid.catalog import DataError
 from semid.embeddings import l2_normalize, read_embeddings
 
@@ -214,7 +215,7 @@ class TwoTower:
         log_q = label_log_frequency(labels, ctx.n_items).to(ctx.device) if cfg.logq else None
         k = max(ctx.k_values)
         start = time.perf_counter()
-        with TorchThreads(cfg.threads), torch.random.fork_rng(devices=[]):
+        with torch_threads(cfg.threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
             self.model = TwoTowerModel(ctx.n_items, cfg, text).to(ctx.device)
 
@@ -246,7 +247,7 @@ class TwoTower:
         self._check_fitted()
         seq = history_matrix(queries, self.catalog, self.config.max_len)
         out = np.zeros((len(queries), self.config.dim), np.float32)
-        with TorchThreads(self.config.threads), torch.no_grad():
+        with torch_threads(self.config.threads), torch.no_grad():
             self.model.eval()
             for rows, part in length_batches(seq, self.config.eval_batch):
                 out[rows] = self.model.encode_queries(part.to(self.device)).cpu().numpy()
@@ -268,7 +269,7 @@ class TwoTower:
         q = torch.from_numpy(self.query_matrix(queries))
         ban_rows, ban_cols = banned_pairs(queries, self.catalog, self.config.mask_history, None)
         out, step = np.full((len(queries), k), -1, np.int64), self.config.eval_batch
-        with TorchThreads(self.config.threads):
+        with torch_threads(self.config.threads):
             for start in range(0, len(queries), step):
                 rows = np.arange(start, min(start + step, len(queries)))
                 scores = q[rows] @ items.T

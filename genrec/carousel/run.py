@@ -32,7 +32,7 @@ from genrec.carousel.requests import (
     request_columns,
 )
 from genrec.retriever import Retriever
-from genrec.train import torch_threads
+from genrec.threads import torch_threads
 from semid.catalog import DataError
 
 log = logging.getLogger(__name__)
