@@ -138,7 +138,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     if run is None and args.data is None:
         raise DataError("give --run RUN (its dataset is recorded) or --data DIR for baselines only")
     data = run_dataset(run, Path(args.data) if args.data else None) if run else Path(args.data)
-    cfg = EvalConfig(max_test=args.max_test, cold_start_fraction=args.cold_start)
+    cfg = EvalConfig(max_test=args.max_test, cold_start_fraction=args.cold_start, cold_share=args.cold_share,
+                     beam_width=args.beam)
     ks = [int(k) for k in args.k.split(",")] if args.k else None
     result = evaluate(data, run, [b for b in args.baselines.split(",") if b], ks, seed=args.seed, config=cfg,
                       progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
@@ -239,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--max-test", type=int, default=None, help="evaluate a seeded sample of test examples")
     ev.add_argument("--cold-start", type=float, default=None, help="share of test items made unseen (TIGER)")
+    ev.add_argument("--cold-share", type=float, default=None,
+                    help="share of genrec's K open to never-trained products under decoded prefixes "
+                         "(TIGER's epsilon; default 0.1, 0 turns it off)")
+    ev.add_argument("--beam", type=int, default=20, help="genrec's beam width")
     ev.add_argument("--out", default=None, help="metrics JSON to write")
     ev.set_defaults(func=_cmd_eval)
 

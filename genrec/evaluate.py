@@ -52,6 +52,7 @@ class EvalConfig:
     within_basket_max: int = 5000  # most within-basket queries scored (seeded sample)
     cold_start_fraction: float | None = None  # TIGER cold-start protocol: share of test items made unseen; None off
     beam_width: int = 20  # the generative model's beam
+    cold_share: float | None = None  # genrec's share of K open to never-trained products (TIGER's epsilon); None: the retriever's
     device: str = "cpu"  # torch device for the generative model and neural baselines
     baseline_options: dict = field(default_factory=dict)  # name -> constructor overrides, e.g. {"itemknn": {"rounds": 1}}
     fit_options: dict = field(default_factory=dict)  # name -> FitContext.options (e.g. epochs in quick runs)
@@ -245,11 +246,12 @@ class GenerativeModel:
     name = GENREC
     uses_full_history = True  # the retriever caps histories to the decoder's max_items itself
 
-    def __init__(self, run: Path, beam_width: int, device: str) -> None:
-        from genrec.retriever import Retriever
+    def __init__(self, run: Path, beam_width: int, device: str, cold_share: float | None) -> None:
+        from genrec.retriever import DEFAULT_COLD_SHARE, Retriever
 
-        self.retriever = Retriever.from_run(run, beam_width=beam_width, device=device)
-        self.choices = {"beam_width": beam_width, "max_items": self.retriever.max_items}
+        share = DEFAULT_COLD_SHARE if cold_share is None else cold_share
+        self.retriever = Retriever.from_run(run, beam_width=beam_width, device=device, cold_share=share)
+        self.choices = {"beam_width": beam_width, "max_items": self.retriever.max_items, "cold_share": share}
 
     def fit(self, train: Examples, validation: Examples, ctx: FitContext) -> "GenerativeModel":
         """Already trained (``genrec train``): nothing to do."""
@@ -433,7 +435,7 @@ def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: S
                          device=cfg.device, k_values=ks, max_items=cfg.baseline_max_items, tune_metric=cfg.tune_metric,
                          tune_examples=cfg.tune_examples, options=dict(cfg.fit_options.get(name, {})),
                          sequences=data_.sequences)
-        model = GenerativeModel(Path(run), cfg.beam_width, cfg.device) if name == GENREC else \
+        model = GenerativeModel(Path(run), cfg.beam_width, cfg.device, cfg.cold_share) if name == GENREC else \
             make_baseline(name, **cfg.baseline_options.get(name, {}))
         say(f"{name}: fitting and ranking")
         out = run_model(model, data_, cfg, ctx)

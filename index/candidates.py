@@ -42,9 +42,10 @@ def rank_candidates(
     slots: np.ndarray,
     k: int,
     exclude_items: Sequence[Sequence[int] | np.ndarray | None] | None = None,
+    cold_share: float = 0.0,
 ) -> Candidates:
     """Decoded SIDs [B, R, D] with their log-probs [B, R] -> K products per query that the query's slot
-    holds (see ``RetailerIndex.candidates``)."""
+    holds (see ``RetailerIndex.candidates``; ``cold_share``: ``mix_cold``)."""
     decoded, sc = as_decoded(decoded, scores, forest.depth)
     if k < 1:
         raise DataError(f"candidates: k must be >= 1, got {k}")
@@ -61,7 +62,63 @@ def rank_candidates(
         taken = pos[q == b]
         base = float(item_sc[q == b].min()) if taken.size else 0.0
         _fill(out, forest, b, decoded[b], int(slots[b]), taken, banned, k, base)
+    if cold_share > 0:
+        mix_cold(out, forest, decoded, sc, slots, banned, cold_share)
     return out
+
+
+def cold_slots(k: int, share: float) -> int:
+    """How many of K slots ``share`` reserves for new products: ceil(share * K), none when share is 0."""
+    if not 0 <= share < 1:
+        raise DataError(f"cold_share must lie in [0, 1), got {share}")
+    return min(k, int(np.ceil(share * k - 1e-9)))
+
+
+def mix_cold(out: Candidates, forest: StockForest, decoded: np.ndarray, scores: np.ndarray, slots: np.ndarray,
+             banned: np.ndarray, share: float) -> None:
+    """TIGER's cold-start mixing, in place: the decoder never learnt to generate the SIDs of products with
+    no training interactions, but it does generate their neighbourhoods. Up to ``cold_slots`` of each
+    query's last slots go to such products whose SID shares all codewords but the last (then all but the
+    last two) with a decoded SID, best beam first; they score just below the list they join."""
+    reserve = cold_slots(out.item_ids.shape[1], share)
+    cold = forest.popularity == 0
+    if not reserve or not cold.any():
+        return
+    n, k = forest.item_ids.size, out.item_ids.shape[1]
+    for b in range(decoded.shape[0]):
+        beams = np.argsort(-scores[b], kind="stable")
+        beams = beams[np.isfinite(scores[b][beams])]
+        path = forest.path(decoded[b][beams], int(slots[b]))  # [R, D+1], best beam first
+        skip = banned[(banned >= b * n) & (banned < (b + 1) * n)] - b * n
+        found = _cold_under(forest, path, cold, skip, out.item_ids[b], reserve)
+        if not found.size:
+            continue
+        at = np.arange(k - found.size, k)
+        base = float(np.min(out.scores[b, : at[0]], initial=0.0)) if at[0] else 0.0
+        _place(out, forest, np.full(found.size, b), at, found, base - 1.0 - np.arange(found.size), False)
+
+
+def _cold_under(forest: StockForest, path: np.ndarray, cold: np.ndarray, skip: np.ndarray, listed: np.ndarray,
+                reserve: int) -> np.ndarray:
+    """Positions of up to ``reserve`` new products under the beams' deep prefixes (the deepest prefixes
+    first, best beam first within a depth), none of them banned or already listed. ``path[:, t]``: the
+    forest node of each beam's first t tokens."""
+    depth = forest.depth
+    picked: list[int] = []
+    for d in range(depth - 1, max(depth - 3, 0), -1):
+        nodes = path[:, d]
+        nodes = nodes[nodes >= 0]
+        _, first = np.unique(nodes, return_index=True)
+        for node in nodes[np.sort(first)].tolist():
+            lo, hi = forest.subtree_items(d + 1, np.array([node]))
+            pos = np.arange(lo[0], hi[0])
+            pos = pos[cold[pos] & ~np.isin(pos, skip) & ~np.isin(forest.item_ids[pos], listed)]
+            for p in pos.tolist():
+                if p not in picked:
+                    picked.append(p)
+                    if len(picked) == reserve:
+                        return np.array(picked, np.int64)
+    return np.array(picked, np.int64)
 
 
 def as_decoded(

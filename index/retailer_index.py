@@ -163,15 +163,18 @@ class RetailerIndex:
         k: int,
         retailer_id: int | None | Sequence[int | None] = None,
         exclude_items: Sequence[Sequence[int] | np.ndarray | None] | None = None,
+        cold_share: float = 0.0,
     ) -> Candidates:
         """Decoded SIDs [B, R, L+1] with their log-probs [B, R] -> K products per query: the products of each
         SID in score order (popularity within an SID), then, when short of K, products from the nearest SID
         prefixes (longest shared prefix first, then popularity). ``retailer_id``: one for all queries or one
         per query; only products it stocks are returned. ``exclude_items``: per query, products never to
-        return (e.g. the history)."""
+        return (e.g. the history). ``cold_share``: the share of the last slots open to products with no
+        training interactions under the decoded prefixes (TIGER's cold-start mixing; ``mix_cold``)."""
         forest = self._stock_forest()
         decoded, sc = as_decoded(decoded_token_rows, scores, forest.depth)
-        return rank_candidates(forest, decoded, sc, self._slots(retailer_id, decoded.shape[0]), k, exclude_items)
+        return rank_candidates(forest, decoded, sc, self._slots(retailer_id, decoded.shape[0]), k, exclude_items,
+                               cold_share)
 
     # ----- persistence -------------------------------------------------------------------------------------
 

@@ -137,6 +137,25 @@ def test_candidates_of_invalid_unconstrained_rows_fill_by_prefix():
     assert c.item_ids[0].tolist() == [15, 13] and not c.from_beam.any()
 
 
+def test_cold_share_gives_last_slots_to_new_products_under_decoded_prefixes():
+    """Product 15 has no training interactions (popularity 0): the decoder never generates its SID, but a
+    beam under its prefix [6] opens the last slot to it (TIGER's cold-start mixing)."""
+    ix = _index()
+    beams, scores = np.array([[[6, 1, 1], [5, 7, 1]]]), np.array([[-0.1, -0.5]])
+    plain = ix.candidates(beams, scores, k=3)
+    assert plain.item_ids[0].tolist() == [13, 14, 10]
+    mixed = ix.candidates(beams, scores, k=3, cold_share=0.3)
+    assert mixed.item_ids[0].tolist() == [13, 14, 15] and mixed.sids[0, 2] == "6_2"
+    assert mixed.scores[0, 2] < mixed.scores[0, 1] and not mixed.from_beam[0, 2]
+    assert ix.candidates(beams, scores, k=3, cold_share=0.3, exclude_items=[[15]]).item_ids[0].tolist() == [13, 14, 10]
+    assert ix.candidates(beams, scores, k=3, retailer_id=1, cold_share=0.3).item_ids[0].tolist() == \
+        ix.candidates(beams, scores, k=3, retailer_id=1).item_ids[0].tolist()  # retailer 1 does not stock 15
+    listed = ix.candidates(np.array([[[6, 2, 1], [5, 7, 1]]]), scores, k=3, cold_share=0.3)
+    assert listed.item_ids[0].tolist() == [15, 14, 10]  # decoded already: no second copy, nothing displaced
+    with pytest.raises(DataError, match="cold_share must lie in"):
+        ix.candidates(beams, scores, k=3, cold_share=1.0)
+
+
 def test_save_load_round_trip(tmp_path):
     ix, rows = _random_index()
     ix.remove(ix.stocked(1)[:5], retailer_id=1)

@@ -89,6 +89,24 @@ def test_stock_updates_reach_the_next_mixed_batch(tiny_run):
     assert np.array_equal(after.item_ids[[1, 3]], before.item_ids[[1, 3]])  # retailer r1 is untouched
 
 
+def test_a_product_without_interactions_takes_the_reserved_slot_under_its_prefix(tiny_run):
+    """TIGER's cold-start mixing: a new product (popularity 0) whose codewords equal the best decoded SID's
+    takes the last of k slots when the beams did not list it already; with cold_share 0 nothing changes."""
+    root, _ = tiny_run
+    plain, mixed = (Retriever.from_run(root / "run", beam_width=8, cold_share=share) for share in (0.0, 0.2))
+    history = _histories(plain, 1, seed=4)
+    before = plain.retrieve_arrays(history, None, k=5)
+    row = plain.index.rows_of([before.item_ids[0, 0]])[0][0].copy()
+    _, dedup_end = plain.tokenizer.level_range(plain.tokenizer.n_levels)
+    row[-1] = dedup_end - 1  # the same codewords, the last disambiguation token: an SID no product had
+    for r in (plain, mixed):
+        r.index.add([999_999], row[None, :], popularity=[0.0])
+    listed = plain.retrieve_arrays(history, None, k=5).item_ids[0].tolist()
+    got = mixed.retrieve_arrays(history, None, k=5).item_ids[0].tolist()
+    assert got == (listed if 999_999 in listed else listed[:4] + [999_999])
+    assert 999_999 not in listed  # this history: the decoder does not generate the new SID by itself
+
+
 def test_unknown_retailer_and_mismatched_flags_are_errors(retriever):
     with pytest.raises(DataError, match="unknown retailer 999"):
         retriever.retrieve_arrays(_histories(retriever, 2, seed=4), [None, 999], k=3)

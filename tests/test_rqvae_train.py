@@ -125,6 +125,23 @@ def test_taxonomy_term_raises_level1_alignment():
     assert alignment(1.0) > alignment(0.0) + 0.05
 
 
+@pytest.mark.parametrize("every", [1, 3])
+def test_taxonomy_term_runs_on_every_nth_step(world, monkeypatch, every):
+    """The taxonomy batch is drawn (and its term computed) on steps 0, n, 2n, ... of each epoch only."""
+    from semid import sampler as sampler_module
+
+    x, paths = world
+    calls = []
+    original = sampler_module.HierarchicalSampler.batch
+    monkeypatch.setattr(sampler_module.HierarchicalSampler, "batch", lambda self: calls.append(1) or original(self))
+    _, history = train_codebook(x, paths, small_cfg(epochs=2, contrastive_every=every))
+    steps = -(-len(x) // 128)
+    assert len(calls) == 2 * -(-steps // every)
+    assert all(h["contrastive"] > 0 for h in history if h["phase"] == "rq")  # a mean where computed
+    with pytest.raises(ValueError, match="contrastive_every"):
+        train_codebook(x, paths, small_cfg(contrastive_every=0))
+
+
 def test_rqkmeans_method(world):
     x, paths = world
     model, history = train_codebook(x, paths, small_cfg(method="rqkmeans"))
