@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from genrec.collab import collab_embeddings, combine
+from genrec.collab import collab_embeddings, combine, fill_missing, impute_from_text
 from genrec.dataset import read_dataset
 from genrec.runconfig import RunConfig
 from semid.catalog import DataError, read_items
@@ -77,7 +77,8 @@ def build_semids(data: Path, cfg: RunConfig, run: Path, init_run: Path | None = 
 
 def with_collab(data: Path, item_ids: np.ndarray, text: np.ndarray, cfg: RunConfig) -> np.ndarray:
     """``[sqrt(1-w) * text, sqrt(w) * collab]``: text vectors joined by co-purchase vectors learned from the
-    training part of ``data``'s sequences (``genrec.collab``); products with no co-purchase get text only."""
+    training part of ``data``'s sequences (``genrec.collab``); products with no co-purchase borrow their text
+    neighbours' (``embedding.collab_impute``; 0: text only)."""
     emb = cfg.embedding
     start = time.perf_counter()
     events = read_dataset(data).events
@@ -86,17 +87,32 @@ def with_collab(data: Path, item_ids: np.ndarray, text: np.ndarray, cfg: RunConf
     log.info("collaborative part: %d dims from co-purchases within %d positions (%d events, %.1fs), weight %.2f; "
              "%d of %d products have one, %d get the text part only", emb.collab_dim, emb.collab_window,
              events.num_rows, time.perf_counter() - start, emb.collab_weight, warm, item_ids.size, item_ids.size - warm)
-    return combine(text, collab, emb.collab_weight)
+    return combine(text, fill_missing(text, collab, emb.collab_impute), emb.collab_weight)
 
 
-def embed_new_items(items: pa.Table, cfg: RunConfig) -> np.ndarray:
-    """Vectors for products outside the run's training data, shaped like the run's: the text vector, plus a
-    zero collaborative part when the run has one (no purchases yet), exactly as cold products in training."""
+def embed_new_items(items: pa.Table, cfg: RunConfig, run: Path | None = None) -> np.ndarray:
+    """Vectors for products outside the run's training data, shaped like the run's: the text vector, plus,
+    when the run has a collaborative part, one borrowed from the text neighbours among ``run``'s products
+    with purchases (no purchases yet), exactly as cold products in training (zero without ``run``)."""
     vectors = embed_items(items, cfg.embedding)
-    if cfg.embedding.collab_weight > 0:
-        collab = np.zeros((vectors.shape[0], cfg.embedding.collab_dim), dtype=np.float32)
-        vectors = combine(vectors, collab, cfg.embedding.collab_weight)
+    emb = cfg.embedding
+    if emb.collab_weight > 0:
+        collab = np.zeros((vectors.shape[0], emb.collab_dim), dtype=np.float32)
+        if run is not None and emb.collab_impute > 0:
+            ref_text, ref_collab = run_collab_parts(run, emb.collab_weight)
+            warm = np.any(ref_collab != 0, axis=1)
+            collab = impute_from_text(vectors, ref_text[warm], ref_collab[warm], emb.collab_impute)
+        vectors = combine(vectors, collab, emb.collab_weight)
     return vectors
+
+
+def run_collab_parts(run: Path, weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """A collaborative run's products as (text vectors, collaborative vectors), rows aligned."""
+    ids, joined = read_embeddings(run / EMBEDDINGS_FILE)
+    text_ids, text = read_embeddings(run / TEXT_EMBEDDINGS_FILE)
+    if not np.array_equal(ids, text_ids):
+        raise DataError(f"{run}: {EMBEDDINGS_FILE} and {TEXT_EMBEDDINGS_FILE} list different products")
+    return text, joined[:, text.shape[1]:] / np.sqrt(weight)
 
 
 def record_dataset(run: Path, data: Path) -> None:
@@ -164,7 +180,7 @@ def assign_new_items(run: Path, items_file: Path, cfg: RunConfig | None = None) 
         from genrec.runconfig import load_run_config
 
         cfg = load_run_config(run / CONFIG_FILE)
-    vectors = embed_new_items(new_items, cfg)
+    vectors = embed_new_items(new_items, cfg, run)
     if vectors.shape[1] != model.input_dim:
         raise DataError(f"{items_file}: embeddings have dim {vectors.shape[1]}, the codebook expects {model.input_dim}")
     ids = new_items.column("item_id").to_numpy()

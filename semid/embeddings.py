@@ -50,6 +50,7 @@ class EmbeddingConfig:
     collab_weight: float = 0.0  # share of squared norm given to co-purchase vectors (genrec.collab); 0: text only
     collab_dim: int = 64  # width of the co-purchase vectors appended to the text vectors
     collab_window: int = 3  # items within this many positions of a shopper's training sequence co-occur
+    collab_impute: int = 10  # products with no co-purchase borrow the mean vector of this many text neighbours; 0: zero
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.collab_weight < 1.0:
@@ -58,6 +59,8 @@ class EmbeddingConfig:
             raise ConfigError(f"embedding.collab_dim must be at least 1, got {self.collab_dim}")
         if self.collab_window < 1:
             raise ConfigError(f"embedding.collab_window must be at least 1, got {self.collab_window}")
+        if self.collab_impute < 0:
+            raise ConfigError(f"embedding.collab_impute must be >= 0, got {self.collab_impute}")
 
 
 def embed_items(items: pa.Table, cfg: EmbeddingConfig, embed_fn: EmbedFn | None = None) -> np.ndarray:

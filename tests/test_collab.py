@@ -219,4 +219,20 @@ def test_run_with_collab_trains_and_assigns_cold_start_sids(world):
     assigned = assign_new_items(root / "collab", root / "new_items.parquet")  # config read from the run
     assert sorted(assigned.column("item_id").to_pylist()) == [10_001, 10_002]
     new_vecs = embed_new_items(new, cfg)
-    assert new_vecs.shape == (2, 24) and not new_vecs[:, 16:].any()
+    assert new_vecs.shape == (2, 24) and not new_vecs[:, 16:].any()  # no run to borrow from: text only
+    borrowed = embed_new_items(new, cfg, root / "collab")  # the run's text neighbours lend their co-purchases
+    np.testing.assert_allclose(np.sum(borrowed[:, 16:] ** 2, axis=1), 0.4, rtol=1e-4)
+    np.testing.assert_allclose(borrowed[:, :16], new_vecs[:, :16])
+
+
+def test_products_without_co_purchases_borrow_their_text_neighbours_vectors():
+    from genrec.collab import fill_missing, impute_from_text
+
+    text = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [1, 0.05]], np.float32)
+    collab = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1], [0, 0, 0]], np.float32)
+    filled = fill_missing(text, collab, neighbours=2)
+    np.testing.assert_allclose(filled[:4], collab[:4])
+    np.testing.assert_allclose(filled[4], [2 ** -0.5, 2 ** -0.5, 0], atol=1e-6)  # mean of rows 0 and 1
+    assert not fill_missing(text, collab, neighbours=0)[4].any()
+    near_c = impute_from_text(np.array([[0, 1]], np.float32), text[:4], collab[:4], neighbours=2)
+    np.testing.assert_allclose(near_c, [[0, 0, 1]], atol=1e-6)
