@@ -156,7 +156,7 @@ def _cmd_carousel(args: argparse.Namespace) -> None:
     cfg = CarouselConfig(k=args.k, chunk_size=args.chunk_size, batch_size=args.batch_size,
                          beam_width=args.beam_width, exclude_history=not args.keep_history,
                          on_missing=args.on_missing, threads=args.threads, device=args.device,
-                         progress=not args.no_progress)
+                         dtype=args.dtype, progress=not args.no_progress)
     summary = run_carousel(Path(args.run), Path(args.requests), Path(args.out),
                            data=Path(args.data) if args.data else None, cfg=cfg, overwrite=args.overwrite)
     if PartialState().is_main_process:
@@ -261,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a shopper with no usable history: skip and count, or fail")
     ca.add_argument("--threads", type=int, default=1, help="torch threads per process")
     ca.add_argument("--device", default=None, help="torch device (default: accelerate's)")
+    ca.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                    help="decoder weights (auto: bfloat16 on CUDA and on CPUs with native bf16 matmul)")
     ca.add_argument("--overwrite", action="store_true", help="replace an existing output")
     ca.add_argument("--no-progress", action="store_true", help="no progress bar")
     ca.set_defaults(func=_cmd_carousel)

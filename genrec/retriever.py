@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from genrec.beam_search import constrained_beam_search
-from genrec.decoder import decoder_meta, load_decoder
+from genrec.decoder import decoder_meta, inference_dtype, load_decoder
 from genrec.pipeline import INDEX_DIR, MODEL_DIR, TOKENIZER_FILE
 from genrec.sequences import NO_RETAILER, query_examples
 from genrec.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
@@ -59,15 +59,16 @@ class Retriever:
 
     @classmethod
     def from_run(cls, run: str | Path, beam_width: int = 20, device: str = "cpu",
-                 cold_share: float = DEFAULT_COLD_SHARE) -> "Retriever":
+                 cold_share: float = DEFAULT_COLD_SHARE, dtype: str = "float32") -> "Retriever":
         """Load a run folder written by ``genrec train``; every part must share one codebook version.
         ``cold_share``: the share of each list open to products never interacted with in training, found
-        under the decoded SID prefixes (TIGER's cold-start mixing, ``index.candidates.mix_cold``)."""
+        under the decoded SID prefixes (TIGER's cold-start mixing, ``index.candidates.mix_cold``).
+        ``dtype``: the decoder's weights, ``float32``, ``bfloat16`` or ``auto`` (``genrec.decoder.inference_dtype``)."""
         run = Path(run)
         version = codebook_version(run)
         tokenizer = SIDTokenizer.load(run / TOKENIZER_FILE, codebook_version=version)
         index = RetailerIndex.load(run / INDEX_DIR, codebook_version=version)
-        model = load_decoder(run / MODEL_DIR, codebook_version=version).to(device)
+        model = load_decoder(run / MODEL_DIR, codebook_version=version).to(device, inference_dtype(dtype, device))
         weights = run / MODEL_DIR / "model.safetensors"
         model_version = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else None
         return cls(model, tokenizer, index, beam_width, model_version, cold_share)

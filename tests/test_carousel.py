@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from genrec.carousel import OUTPUT_SCHEMA, run_carousel
+from genrec.carousel import OUTPUT_SCHEMA, CarouselConfig, run_carousel
 from genrec.carousel.parts import PartStore
 from genrec.carousel.requests import iter_chunks
 from genrec.retriever import Retriever
@@ -37,7 +37,7 @@ def world(tiny_run):
     root, _ = tiny_run
     h = build_histories(pq.read_table(root / "data" / "events.parquet"))
     histories = {int(u): h.items[a:b] for u, a, b in zip(h.user_ids, h.offsets[:-1], h.offsets[1:])}
-    return root / "run", root / "data", histories, Retriever.from_run(root / "run")
+    return root / "run", root / "data", histories, Retriever.from_run(root / "run", dtype=CarouselConfig().dtype)
 
 
 def write_requests(path: Path, users, retailers, histories=None, history_type=pa.list_(pa.int64())) -> Path:

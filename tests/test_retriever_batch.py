@@ -107,6 +107,25 @@ def test_a_product_without_interactions_takes_the_reserved_slot_under_its_prefix
     assert 999_999 not in listed  # this history: the decoder does not generate the new SID by itself
 
 
+def test_bfloat16_weights_return_k_valid_stocked_products(tiny_run, monkeypatch):
+    from genrec import decoder
+
+    root, _ = tiny_run
+    r = Retriever.from_run(root / "run", beam_width=8, dtype="bfloat16")
+    assert next(r.model.parameters()).dtype == torch.bfloat16
+    histories = _histories(r, 6, seed=5)
+    r0 = r.index.retailers.tolist()[0]
+    out = r.retrieve_arrays(histories, [None, r0] * 3, k=5)
+    assert (out.item_ids >= 0).all() and np.isfinite(out.scores).all()
+    assert np.isin(out.item_ids[1::2], r.index.stocked(r0)).all()
+    for cpu_bf16, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(decoder, "_cpu_has_bf16", lambda: cpu_bf16)
+        assert decoder.inference_dtype("auto", "cpu") == expected
+    assert decoder.inference_dtype("auto", "cuda") == torch.bfloat16
+    with pytest.raises(DataError, match="dtype must be one of"):
+        Retriever.from_run(root / "run", dtype="float16")
+
+
 def test_unknown_retailer_and_mismatched_flags_are_errors(retriever):
     with pytest.raises(DataError, match="unknown retailer 999"):
         retriever.retrieve_arrays(_histories(retriever, 2, seed=4), [None, 999], k=3)

@@ -56,7 +56,7 @@ def runs(tiny_run, tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def retriever(runs) -> Retriever:
-    return Retriever.from_run(runs[0])
+    return Retriever.from_run(runs[0], dtype=ServeSettings().dtype)  # the server's numerics
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,7 @@ class CarouselConfig:
     on_missing: Literal["skip", "error"] = "skip"  # a request with no usable history: skip and count it, or fail
     threads: int = 1  # torch CPU threads per process (scale out with processes instead); 0: torch's default
     device: str | None = None  # None: the process's accelerator device under accelerate (cuda:<rank>), else cpu
+    dtype: str = "auto"  # decoder weights: float32, bfloat16, auto (bf16 on CUDA / CPUs with native bf16 matmul)
     progress: bool = True  # progress bar (requests per second) on the main process
 
 
@@ -72,7 +73,8 @@ def run_carousel(
     run, requests, out = Path(run), Path(requests), Path(out)
     state = PartialState(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
     with torch_threads(cfg.threads):
-        retriever = Retriever.from_run(run, beam_width=cfg.beam_width, device=cfg.device or str(state.device))
+        retriever = Retriever.from_run(run, beam_width=cfg.beam_width, device=cfg.device or str(state.device),
+                                       dtype=cfg.dtype)
         known = retriever.index.retailers
         info = inspect_requests(requests, cfg.chunk_size, known if known.size else None)
         dataset = _dataset(info, data, cfg)

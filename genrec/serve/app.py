@@ -172,7 +172,7 @@ def create_app(run: str | Path, settings: ServeSettings | None = None) -> FastAP
     The API key is read now from the environment variable ``settings.api_key_env``."""
     settings = settings or ServeSettings()
     metrics = ServeMetrics()
-    model = ServedModel.load(Path(run), settings.beam_width, settings.device)
+    model = ServedModel.load(Path(run), settings.beam_width, settings.device, settings.dtype)
     def show(m: ServedModel) -> None:
         metrics.set_model(m.model_version, m.codebook_version, str(m.run))
 

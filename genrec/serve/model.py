@@ -33,12 +33,12 @@ class ServedModel:
     loaded_at: float  # time.time() of the load
 
     @classmethod
-    def load(cls, run: Path, beam_width: int = 20, device: str = "cpu") -> "ServedModel":
+    def load(cls, run: Path, beam_width: int = 20, device: str = "cpu", dtype: str = "float32") -> "ServedModel":
         """Load and warm a run folder written by ``genrec train`` (DataError when it is not one)."""
         run = Path(run).resolve()
         if not run.is_dir():
             raise DataError(f"{run}: run folder not found")
-        retriever = Retriever.from_run(run, beam_width=beam_width, device=device)
+        retriever = Retriever.from_run(run, beam_width=beam_width, device=device, dtype=dtype)
         sids = read_sids(run, expected_version=retriever.codebook_version)
         items = sids.column("item_id").to_numpy()
         order = np.argsort(items, kind="stable")
@@ -122,7 +122,7 @@ class ModelSlot:
             target = Path(run) if run is not None else self.current.run
             loop = asyncio.get_running_loop()
             model = await loop.run_in_executor(
-                None, ServedModel.load, target, self.settings.beam_width, self.settings.device)
+                None, ServedModel.load, target, self.settings.beam_width, self.settings.device, self.settings.dtype)
             self.current = model
             if self.on_swap is not None:
                 self.on_swap(model)
