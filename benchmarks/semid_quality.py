@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=None, help="RQ-VAE epochs (default: SemIDConfig)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--contrastive-every", type=int, default=None,
+                    help="taxonomy term on every n-th step, weighted n x lambda (default: SemIDConfig)")
     ap.add_argument("--only", default="rqkmeans,rqvae_l0,rqvae_l001", help="which of the three to run")
     ap.add_argument("--out", help="write all metrics as JSON here")
     args = ap.parse_args(argv)
@@ -115,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         base = replace(base, codebook_sizes=[int(s) for s in args.sizes.split(",")])
     if args.epochs:
         base = replace(base, epochs=args.epochs)
+    if args.contrastive_every:
+        base = replace(base, contrastive_every=args.contrastive_every)
     print(f"{len(x)} products, embeddings {x.shape[1]}-d, codebook sizes {base.codebook_sizes}, "
           f"{args.threads} torch threads", flush=True)
     pairs = sample_pairs(x, seed=0)
