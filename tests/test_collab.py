@@ -236,3 +236,41 @@ def test_products_without_co_purchases_borrow_their_text_neighbours_vectors():
     assert not fill_missing(text, collab, neighbours=0)[4].any()
     near_c = impute_from_text(np.array([[0, 1]], np.float32), text[:4], collab[:4], neighbours=2)
     np.testing.assert_allclose(near_c, [[0, 0, 1]], atol=1e-6)
+
+
+def test_refresh_script_migrates_a_run_built_without_imputation(world, tmp_path):
+    """scripts/refresh_uncovered_sids.py: in a copy of a collaborative run whose products without
+    co-purchases had a zero part, those products get a borrowed part and new SIDs; nothing else changes."""
+    import importlib.util
+
+    from genrec.pipeline import train_run
+    from genrec.retriever import Retriever
+    from semid.store import read_sids
+
+    root, base = world
+    cfg = copy.deepcopy(base)
+    cfg.embedding.collab_weight, cfg.embedding.collab_dim, cfg.embedding.collab_impute = 0.4, 8, 0
+    cfg.decoder.d_model, cfg.decoder.n_layers, cfg.decoder.n_heads, cfg.decoder.d_ff = 32, 1, 2, 64
+    cfg.train.max_epochs, cfg.train.eval_examples, cfg.train.progress, cfg.train.warmup_steps = 1, 40, False, 5
+    train_run(root / "data", cfg, tmp_path / "old")
+    ids, old_vecs = read_embeddings(tmp_path / "old" / EMBEDDINGS_FILE)
+    bare = ~np.any(old_vecs[:, 16:] != 0, axis=1)
+    assert 0 < bare.sum() < ids.size
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "refresh_uncovered_sids.py"
+    spec = importlib.util.spec_from_file_location("refresh_uncovered_sids", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.refresh(tmp_path / "old", tmp_path / "new") == bare.sum()
+
+    _, new_vecs = read_embeddings(tmp_path / "new" / EMBEDDINGS_FILE)
+    np.testing.assert_allclose(np.sum(new_vecs[:, 16:] ** 2, axis=1), 0.4, rtol=1e-4)
+    np.testing.assert_array_equal(new_vecs[~bare], old_vecs[~bare])
+    old, new = (dict(zip(*read_sids(tmp_path / r).select(["item_id", "sid"]).to_pydict().values()))
+                for r in ("old", "new"))
+    assert all(old[i] == new[i] for i in ids[~bare].tolist())
+    retriever = Retriever.from_run(tmp_path / "new", beam_width=4)
+    out = retriever.retrieve_arrays([ids[:3]], None, k=5)
+    assert (out.item_ids >= 0).all()
+    with pytest.raises(SystemExit, match="exists"):
+        script.refresh(tmp_path / "old", tmp_path / "new")
