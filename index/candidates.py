@@ -78,47 +78,43 @@ def mix_cold(out: Candidates, forest: StockForest, decoded: np.ndarray, scores: 
              banned: np.ndarray, share: float) -> None:
     """TIGER's cold-start mixing, in place: the decoder never learnt to generate the SIDs of products with
     no training interactions, but it does generate their neighbourhoods. Up to ``cold_slots`` of each
-    query's last slots go to such products whose SID shares all codewords but the last (then all but the
-    last two) with a decoded SID, best beam first; they score just below the list they join."""
+    query's last slots go to such products whose codewords (the SID without its disambiguation token), or
+    failing that all but the last codeword, equal a decoded SID's, best beam first; they score just below
+    the list they join. One vectorised pass finds the (few) beams with such products below them."""
     reserve = cold_slots(out.item_ids.shape[1], share)
-    cold = forest.popularity == 0
-    if not reserve or not cold.any():
+    cold = forest.cold_positions
+    if not reserve or not cold.size:
         return
+    batch, width, depth = decoded.shape
+    order = np.argsort(-scores, axis=1, kind="stable")  # best beam first
+    rows = np.take_along_axis(decoded, order[..., None], axis=1).reshape(-1, depth)
+    live = np.isfinite(np.take_along_axis(scores, order, axis=1)).reshape(-1)
+    path = forest.path(rows, np.repeat(slots, width))
+    found: dict[int, list[np.ndarray]] = {}
+    for d in range(depth - 1, max(depth - 3, 0), -1):  # prefixes of depth-1, then depth-2 tokens
+        nodes = np.where(live, path[:, d], -1)
+        hit = np.flatnonzero(nodes >= 0)
+        lo, hi = forest.subtree_items(d + 1, nodes[hit])
+        first, stop = np.searchsorted(cold, lo), np.searchsorted(cold, hi)
+        some = stop > first
+        for h, a, z in zip(hit[some].tolist(), first[some].tolist(), stop[some].tolist()):
+            found.setdefault(h // width, []).append(cold[a:z])
     n, k = forest.item_ids.size, out.item_ids.shape[1]
-    for b in range(decoded.shape[0]):
-        beams = np.argsort(-scores[b], kind="stable")
-        beams = beams[np.isfinite(scores[b][beams])]
-        path = forest.path(decoded[b][beams], int(slots[b]))  # [R, D+1], best beam first
+    for b, parts in found.items():
         skip = banned[(banned >= b * n) & (banned < (b + 1) * n)] - b * n
-        found = _cold_under(forest, path, cold, skip, out.item_ids[b], reserve)
-        if not found.size:
+        pos = _first_seen(np.concatenate(parts))
+        pos = pos[~np.isin(pos, skip) & ~np.isin(forest.item_ids[pos], out.item_ids[b])][:reserve]
+        if not pos.size:
             continue
-        at = np.arange(k - found.size, k)
+        at = np.arange(k - pos.size, k)
         base = float(np.min(out.scores[b, : at[0]], initial=0.0)) if at[0] else 0.0
-        _place(out, forest, np.full(found.size, b), at, found, base - 1.0 - np.arange(found.size), False)
+        _place(out, forest, np.full(pos.size, b), at, pos, base - 1.0 - np.arange(pos.size), False)
 
 
-def _cold_under(forest: StockForest, path: np.ndarray, cold: np.ndarray, skip: np.ndarray, listed: np.ndarray,
-                reserve: int) -> np.ndarray:
-    """Positions of up to ``reserve`` new products under the beams' deep prefixes (the deepest prefixes
-    first, best beam first within a depth), none of them banned or already listed. ``path[:, t]``: the
-    forest node of each beam's first t tokens."""
-    depth = forest.depth
-    picked: list[int] = []
-    for d in range(depth - 1, max(depth - 3, 0), -1):
-        nodes = path[:, d]
-        nodes = nodes[nodes >= 0]
-        _, first = np.unique(nodes, return_index=True)
-        for node in nodes[np.sort(first)].tolist():
-            lo, hi = forest.subtree_items(d + 1, np.array([node]))
-            pos = np.arange(lo[0], hi[0])
-            pos = pos[cold[pos] & ~np.isin(pos, skip) & ~np.isin(forest.item_ids[pos], listed)]
-            for p in pos.tolist():
-                if p not in picked:
-                    picked.append(p)
-                    if len(picked) == reserve:
-                        return np.array(picked, np.int64)
-    return np.array(picked, np.int64)
+def _first_seen(values: np.ndarray) -> np.ndarray:
+    """Distinct values in order of first appearance."""
+    _, first = np.unique(values, return_index=True)
+    return values[np.sort(first)]
 
 
 def as_decoded(

@@ -40,6 +40,7 @@ class StockForest:
     pair_pos: np.ndarray  # the position of each pair key's product
     sid_order: np.ndarray  # catalog positions sorted by SID string (lookups by SID)
     sorted_sids: np.ndarray  # the catalog's SID strings in that order
+    cold_positions: np.ndarray  # ascending positions of pairs whose product has no training interactions
 
     @property
     def depth(self) -> int:
@@ -82,6 +83,7 @@ class StockForest:
             pair_pos=key_order,
             sid_order=sid_order,
             sorted_sids=sid_text[sid_order],
+            cold_positions=np.flatnonzero(popularity[idx] == 0),
         )
 
     def start(self, slots: np.ndarray) -> TrieStart:
@@ -92,9 +94,12 @@ class StockForest:
         """Forest leaf of each product token row under its slot (-1 where that slot does not hold it)."""
         return self.trie.walk(rows, self.slot_nodes[slots], START_DEPTH).numpy()
 
-    def path(self, rows: np.ndarray, slot: int) -> np.ndarray:
-        """Nodes along each row under one slot: [n, D+1], column c a node at forest depth c + 1."""
-        return self.trie.path(rows, np.full(rows.shape[0], self.slot_nodes[slot]), START_DEPTH).numpy()
+    def path(self, rows: np.ndarray, slot: int | np.ndarray) -> np.ndarray:
+        """Nodes along each row under its slot (one for all rows, or one per row): [n, D+1], column c a node
+        at forest depth c + 1."""
+        starts = np.empty(rows.shape[0], np.int64)
+        starts[:] = self.slot_nodes[slot]
+        return self.trie.path(rows, starts, START_DEPTH).numpy()
 
     def leaf_items(self, leaf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Half-open position ranges of forest leaves (empty for -1)."""
