@@ -252,7 +252,8 @@ def run_cells(run: Path, args: argparse.Namespace, workdir: Path) -> dict[tuple[
     """Both servers up, every (mode, clients) cell measured in alternating slices, both servers stopped."""
     bodies = make_bodies(run, 4096, args.k, args.history, args.seed, per_retailer=not args.catalog_only)
     key = secrets.token_hex(16)
-    modes = {"on": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms}, "off": {"max_batch": 1}}
+    modes = {"on": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "dtype": args.dtype},
+             "off": {"max_batch": 1, "dtype": args.dtype}}
     servers = {m: Server(run, s, key, workdir / f"server-{m}.log") for m, s in modes.items()}
     cells: dict[tuple[str, int], Cell] = {}
     procs = max(1, args.client_procs)
@@ -279,7 +280,7 @@ def print_table(run: Path, args: argparse.Namespace, cells: dict[tuple[str, int]
     scope = "the whole catalog" if args.catalog_only else "the whole catalog and each retailer"
     print(f"\nrun {run}: requests for {scope}, k={args.k}, histories 1..{args.history} items")
     print(f"{args.seconds:.0f}s per cell in {args.rounds} alternating slices; micro-batching "
-          f"max_batch={args.max_batch}, max_wait={args.max_wait_ms}ms")
+          f"max_batch={args.max_batch}, max_wait={args.max_wait_ms}ms; decoder dtype {args.dtype}")
     head = (f"{'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'errors':>6} {'batch':>5} "
             f"{'srv ms':>6} {'cli ms':>6}")
     print(f"{'':7} | {'micro-batching on':^{len(head)}} | {'micro-batching off (max_batch=1)':^{len(head)}} |")
@@ -308,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--history", type=int, default=20, help="longest random history (items)")
     p.add_argument("--max-batch", type=int, default=32, help="micro-batch size of the batching server")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="batching window of the batching server")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="decoder weights of both servers (auto: bf16 where the CPU multiplies it natively)")
     p.add_argument("--catalog-only", action="store_true",
                    help="every request for the whole catalog (default: spread evenly over the catalog and each "
                         "retailer; a batch of mixed retailers still decodes once)")
