@@ -85,7 +85,7 @@ def mix_cold(out: Candidates, forest: StockForest, decoded: np.ndarray, scores: 
     cold = forest.cold_positions
     if not reserve or not cold.size:
         return
-    batch, width, depth = decoded.shape
+    _, width, depth = decoded.shape
     order = np.argsort(-scores, axis=1, kind="stable")  # best beam first
     rows = np.take_along_axis(decoded, order[..., None], axis=1).reshape(-1, depth)
     live = np.isfinite(np.take_along_axis(scores, order, axis=1)).reshape(-1)

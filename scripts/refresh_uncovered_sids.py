@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from genrec.collab import combine, impute_from_text
+from genrec.collab import combine, fill_missing
 from genrec.dataset import read_dataset
 from genrec.pipeline import TOKENIZER_FILE, build_index
 from genrec.runconfig import load_run_config
@@ -41,9 +41,9 @@ def refresh(run: Path, out: Path) -> int:
     text, collab = run_collab_parts(out, cfg.embedding.collab_weight)
     ids, joined = read_embeddings(out / EMBEDDINGS_FILE)
     joined = joined.copy()
-    bare = ~np.any(collab != 0, axis=1)
-    borrowed = impute_from_text(text[bare], text[~bare], collab[~bare], max(cfg.embedding.collab_impute, 1))
-    joined[bare] = combine(text[bare], borrowed, cfg.embedding.collab_weight)
+    bare = ~np.any(collab != 0, axis=1)  # the rows the build path now fills (genrec.collab.fill_missing)
+    filled = fill_missing(text, collab, max(cfg.embedding.collab_impute, 1))
+    joined[bare] = combine(text[bare], filled[bare], cfg.embedding.collab_weight)
     model = load_codebook(out)
     sids = read_sids(out, expected_version=model.codebook_version)
     keep = sids.filter(pc.invert(pc.is_in(sids.column("item_id"), value_set=pa.array(ids[bare]))))
