@@ -144,7 +144,8 @@ def held_out(histories: Histories, seq_cfg: SequenceConfig, seed: int, within_ba
     cold = np.zeros(0, np.int64)
     if cold_start_fraction is not None:
         split = resolve_split(histories, seq_cfg.split)
-        test = make_splits(histories, 1, dataclasses.replace(seq_cfg, split=split)).test
+        # only the test targets matter here: one item of history, one label per window
+        test = make_splits(histories, 1, dataclasses.replace(seq_cfg, split=split, train_stride=1)).test
         cold = pick_cold_items(test, cold_start_fraction, seed)
         test_start = histories.offsets[1:].copy()  # shoppers without a test example: all of it precedes
         row = np.searchsorted(histories.user_ids, test.user_ids)

@@ -226,3 +226,13 @@ def test_generative_run_beside_baselines(tiny_run):
         for name in result["models"]:
             assert result["slices"][s][name]["invalid_rate"] == 0.0  # every list holds only stocked items
     assert "genrec" in format_table(result)
+
+
+def test_cold_start_hold_out_accepts_a_config_train_stride():
+    """A run config's train_stride (Instacart: 25) must not break the one-item test split of the hold-out."""
+    h = build_histories(_basket_dataset().events)
+    seq_cfg = SequenceConfig(split="last_basket", train_stride=25)
+    keep, _, cold = held_out(h, seq_cfg, 0, 0.0, 0.5)
+    assert cold.size >= 1 and keep.dtype == bool
+    plain_keep, _, plain_cold = held_out(h, SequenceConfig(split="last_basket"), 0, 0.0, 0.5)
+    assert cold.tolist() == plain_cold.tolist() and keep.tolist() == plain_keep.tolist()
