@@ -4,7 +4,9 @@ metrics, trained and scored in one run per seed; seeds merge into mean +- standa
 One seed (``--seed N``) cuts what the harness holds out for that seed (TIGER's cold-start protocol: a 5%
 share of the test items loses every earlier interaction), writes that training copy of the dataset,
 trains the run on it (Semantic IDs + decoder, seeded), then evaluates the run and the baselines with
-``genrec.evaluate`` and writes the JSON. ``--merge`` reads several seeds' JSON files and prints the table
+``genrec.evaluate`` and writes the JSON. With ``--jobs N`` (default 2) the trained baselines (SASRec,
+two-tower) are fitted by N - 1 worker processes, one torch thread each, while the decoder trains: on a
+2-core machine the seed then takes about as long as its longest side, not the sum. ``--merge`` reads several seeds' JSON files and prints the table
 of means and standard deviations, each baseline's ratio to ours, and, for Amazon Beauty, the published
 TIGER row (Rajput et al. 2023, Table 1), marked as quoted. ``--quick`` does all of it on a tiny synthetic
 world in about a minute, for tests.
@@ -20,14 +22,17 @@ import dataclasses
 import json
 import sys
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from genrec.dataset import Dataset, read_dataset
-from genrec.evaluate import GENREC, EvalConfig, evaluate, format_table, training_events
+from genrec.evaluate import GENREC, EvalConfig, evaluate, evaluate_baseline, format_table, training_events
 from genrec.pipeline import train_run
 from genrec.runconfig import RunConfig, load_run_config
+from genrec.semid_run import build_semids
 from genrec.sequences import SequenceConfig, build_histories, resolve_split
 
 # Rajput et al. 2023 (TIGER), Table 1, Amazon Beauty: quoted, not measured here
@@ -37,6 +42,8 @@ BASELINES_BY_SPLIT = {
     "last_basket": "popular,own_popular,itemknn,semantic_knn,sasrec_ce,two_tower",
 }
 QUICK_BASELINES = "popular,itemknn,semantic_knn"
+# baselines that train a network (minutes to tens of minutes each): these go to worker processes
+TRAINED_BASELINES = ("sasrec_ce", "sasrec_bce", "two_tower")
 
 
 def seeded(cfg: RunConfig, seed: int) -> RunConfig:
@@ -61,19 +68,51 @@ def data_split(data: Path, cfg: RunConfig) -> str:
 
 
 def run_seed(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, baselines: list[str],
-             ecfg: EvalConfig) -> dict:
-    """Train our run for ``seed`` on the harness's training copy, then evaluate it beside ``baselines``."""
+             ecfg: EvalConfig, jobs: int = 1) -> dict:
+    """Train our run for ``seed`` on the harness's training copy, then evaluate it beside ``baselines``;
+    with ``jobs`` > 1 the trained baselines are fitted in worker processes while the decoder trains."""
     cfg = seeded(cfg, seed)
     root = workdir / f"{cfg.name}-seed{seed}"
+    run = root / "run"
     seq_cfg = dataclasses.replace(cfg.sequence, split=split)
     train_data = training_copy(data, root / "data", seq_cfg, seed, ecfg)
-    start = time.perf_counter()
-    train_run(train_data, cfg, root / "run")
-    train_s = time.perf_counter() - start
     say = lambda msg: print(f"  {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    result = evaluate(data, root / "run", baselines, seed=seed, config=ecfg, progress=say)
+    start = time.perf_counter()
+    if not (run / "sids.parquet").is_file():
+        build_semids(train_data, cfg, run)  # first: its embeddings are what the content baselines read
+    parallel = [b for b in baselines if b in TRAINED_BASELINES] if jobs > 1 else []
+    with ProcessPoolExecutor(max_workers=max(1, jobs - 1), mp_context=get_context("spawn")) as pool:
+        futures = {name: pool.submit(evaluate_baseline, data, run, name, seed, ecfg) for name in parallel}
+        try:
+            train_run(train_data, cfg, run)
+            train_s = time.perf_counter() - start
+            result = evaluate(data, run, [b for b in baselines if b not in parallel], seed=seed, config=ecfg,
+                              progress=say)
+            if futures:
+                say(f"waiting for {', '.join(futures)} (worker processes)")
+            result = _absorb(result, futures, [GENREC] + baselines)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     result["timings"][GENREC]["train_s"] = round(train_s, 1)
-    result["config"] = {"name": cfg.name, "seed": seed, "data": str(data), "run": str(root / "run")}
+    result["config"] = {"name": cfg.name, "seed": seed, "data": str(data), "run": str(run), "jobs": jobs}
+    return result
+
+
+def _absorb(result: dict, futures: dict[str, Future], order: list[str]) -> dict:
+    """Fold the workers' results into the main one, models in ``order`` (ours first, then the baselines
+    as listed)."""
+    for name, future in futures.items():
+        part = future.result()
+        for key in ("models", "choices", "timings"):
+            result[key][name] = part[key][name]
+        for slice_name, per_model in part["slices"].items():
+            if name in per_model:
+                result["slices"].setdefault(slice_name, {})[name] = per_model[name]
+    rank = {name: i for i, name in enumerate(order)}
+    result["models"] = dict(sorted(result["models"].items(), key=lambda kv: rank.get(kv[0], len(rank))))
+    for slice_name, per_model in result["slices"].items():
+        result["slices"][slice_name] = dict(sorted(per_model.items(), key=lambda kv: rank.get(kv[0], len(rank))))
     return result
 
 
@@ -160,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-test", type=int, default=None, help="score a seeded sample of test examples")
     ap.add_argument("--merge", nargs="+", default=None, help="merge these seeds' JSON files and print the table")
     ap.add_argument("--quick", action="store_true", help="a tiny synthetic world, for tests")
+    ap.add_argument("--jobs", type=int, default=2,
+                    help="processes: the trained baselines fit in jobs - 1 workers while the decoder trains (1: in turn)")
     args = ap.parse_args(argv)
     if args.merge:
         results = [json.loads(Path(p).read_text()) for p in args.merge]
@@ -177,9 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         data, cfg = Path(args.data), load_run_config(args.config)
         split = data_split(data, cfg)
         baselines = args.baselines or BASELINES_BY_SPLIT[split]
+    if args.jobs < 1:
+        ap.error(f"--jobs must be >= 1, got {args.jobs}")
     ecfg = EvalConfig(cold_start_fraction=args.cold_start or None, max_test=args.max_test)
     start = time.perf_counter()
-    result = run_seed(data, cfg, split, args.seed, workdir, baselines.split(","), ecfg)
+    result = run_seed(data, cfg, split, args.seed, workdir, baselines.split(","), ecfg, args.jobs)
     result["timings"]["seed_total_s"] = round(time.perf_counter() - start, 1)
     out = Path(args.out) if args.out else workdir / f"{cfg.name}-seed{args.seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

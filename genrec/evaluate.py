@@ -17,6 +17,7 @@ be trained on ``training_events(...)`` of the same seed and settings for its num
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -405,9 +406,11 @@ def _unseen(targets: Targets, train_items: np.ndarray) -> Targets:
 
 def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: Sequence[int] | None = None,
              seed: int = 0, config: EvalConfig | None = None,
-             progress: Callable[[str], None] | None = None) -> dict:
+             progress: Callable[[str], None] | None = None, score_run: bool = True) -> dict:
     """Evaluate the run (if given) and the named baselines on one split of ``data``; the result JSON is
-    ``{"models": {name: metrics}, "slices": {slice: {name: metrics}}, "choices", "timings", "protocol"}``."""
+    ``{"models": {name: metrics}, "slices": {slice: {name: metrics}}, "choices", "timings", "protocol"}``.
+    With ``score_run=False`` the run only lends its sequence settings and embeddings to the baselines (a
+    worker fitting baselines while the run's decoder still trains)."""
     cfg = config or EvalConfig()
     say = progress or (lambda msg: None)
     unknown = [b for b in baselines if b not in BASELINES]
@@ -430,7 +433,7 @@ def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: S
                     "protocol": {**data_.protocol, "k_values": list(ks), "tune_metric": cfg.tune_metric,
                                  "exclude_history": cfg.exclude_history, "tail_items": int(tail.size),
                                  "catalog_items": int(data_.catalog.size)}}
-    names = ([GENREC] if run is not None else []) + list(baselines)
+    names = ([GENREC] if run is not None and score_run else []) + list(baselines)
     for name in names:
         ctx = FitContext(item_ids=data_.catalog, items=data_.items, run=None if run is None else Path(run), seed=seed,
                          device=cfg.device, k_values=ks, max_items=cfg.baseline_max_items, tune_metric=cfg.tune_metric,
@@ -450,6 +453,13 @@ def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: S
             + f" (fit {out.timings['fit_s']:.1f}s, test {out.timings['test_recommend_s']:.1f}s)")
     result["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
     return _jsonable(result)
+
+
+def evaluate_baseline(data: Path, run: Path, name: str, seed: int, config: EvalConfig) -> dict:
+    """One baseline's ``evaluate`` result beside a run it does not score, progress on stderr: the job of a
+    worker process (picklable by reference, so ``spawn`` workers can run it)."""
+    say = lambda msg: print(f"  [{name} worker] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    return evaluate(data, run, [name], seed=seed, config=config, progress=say, score_run=False)
 
 
 def format_table(result: dict) -> str:

@@ -66,3 +66,20 @@ def test_tiger_row_is_quoted_for_beauty(quality, quick_seed):
     merged = quality.merge([quick_seed[0]])
     text = quality.format_merged(merged, "amazon-beauty")
     assert "TIGER (quoted)" in text and "0.0648" in text
+
+
+def test_trained_baselines_fit_in_a_worker_while_the_decoder_trains(quality, tmp_path):
+    """--jobs 2: SASRec fits in a spawned worker; its row joins the main result in the listed order, scored
+    on the same split as the in-process rows."""
+    work = tmp_path / "q"
+    args = ["--quick", "--seed", "0", "--workdir", str(work), "--baselines", "popular,sasrec_ce"]
+    assert quality.main(args + ["--jobs", "2"]) == 0
+    result = json.loads((work / "quick-seed0.json").read_text())
+    assert list(result["models"]) == ["genrec", "popular", "sasrec_ce"]
+    assert result["config"]["jobs"] == 2 and result["timings"]["sasrec_ce"]["fit_s"] > 0
+    assert list(result["slices"]["cold_start"]) == ["genrec", "popular", "sasrec_ce"]
+    serial = tmp_path / "serial.json"
+    assert quality.main(args + ["--jobs", "1", "--out", str(serial)]) == 0
+    alone = json.loads(serial.read_text())
+    assert alone["models"]["popular"] == result["models"]["popular"]
+    assert alone["slices"]["cold_start"]["sasrec_ce"]["count"] == result["slices"]["cold_start"]["sasrec_ce"]["count"]
