@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from genrec.dataset import Dataset, read_dataset
+from genrec.cli import configure_logging
 from genrec.evaluate import GENREC, EvalConfig, evaluate, evaluate_baseline, format_table, training_events
 from genrec.pipeline import train_run
 from genrec.runconfig import RunConfig, load_run_config
@@ -81,7 +82,8 @@ def run_seed(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, b
     if not (run / "sids.parquet").is_file():
         build_semids(train_data, cfg, run)  # first: its embeddings are what the content baselines read
     parallel = [b for b in baselines if b in TRAINED_BASELINES] if jobs > 1 else []
-    with ProcessPoolExecutor(max_workers=max(1, jobs - 1), mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, jobs - 1), mp_context=get_context("spawn"),
+                             initializer=configure_logging) as pool:
         futures = {name: pool.submit(evaluate_baseline, data, run, name, seed, ecfg) for name in parallel}
         try:
             train_run(train_data, cfg, run)
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2,
                     help="processes: the trained baselines fit in jobs - 1 workers while the decoder trains (1: in turn)")
     args = ap.parse_args(argv)
+    configure_logging()
     if args.merge:
         results = [json.loads(Path(p).read_text()) for p in args.merge]
         merged = merge(results)

@@ -314,13 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def configure_logging(verbose: bool = False) -> None:
+    """INFO (DEBUG when ``verbose``) records of genrec on stderr, faiss's loader chatter left out."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``genrec`` console script; user errors print one line and exit 2."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    configure_logging(args.verbose)
     try:
         args.func(args)
     except (DataError, ConfigError, FileNotFoundError) as e:
