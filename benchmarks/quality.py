@@ -8,8 +8,8 @@ trains the run on it (Semantic IDs + decoder, seeded), then evaluates the run an
 two-tower) are fitted by N - 1 worker processes, one torch thread each, while the decoder trains: on a
 2-core machine the seed then takes about as long as its longer side, not the sum. ``--merge`` reads
 several seeds' JSON files and prints the table of means and standard deviations, each baseline's ratio
-to ours, and, for Amazon Beauty, the published TIGER row (Rajput et al. 2023, Table 1), marked as quoted. ``--quick`` does all of it on a tiny synthetic
-world in about a minute, for tests.
+to ours, and, for Amazon Beauty, the published TIGER row (Rajput et al. 2023, Table 1), marked as
+quoted. ``--quick`` does all of it on a tiny synthetic world in about a minute, for tests.
 
     .venv/bin/python benchmarks/quality.py --data data/beauty --config configs/amazon-beauty.yaml --seed 0
     .venv/bin/python benchmarks/quality.py --merge runs/quality/amazon-beauty-seed*.json
