@@ -22,7 +22,7 @@ class RQVAEConfig:
     input_dim: int = 384  # embedding width (MiniLM: 384)
     hidden_dims: list[int] = field(default_factory=lambda: [256])  # encoder widths; decoder mirrors
     latent_dim: int = 128  # quantised latent width
-    codebook_sizes: list[int] = field(default_factory=lambda: [64, 256, 512, 1024])  # one entry per level
+    codebook_sizes: list[int] = field(default_factory=lambda: [32, 256, 512, 1024])  # one entry per level
     beta: float = 0.25  # commitment weight: how hard the encoder is pulled towards its codewords
     dropout: float = 0.0  # dropout between hidden layers
     skip: bool = True  # linear (PCA-initialised) skip path beside each MLP
