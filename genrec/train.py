@@ -24,6 +24,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, set_seed
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
@@ -68,6 +69,9 @@ class TrainConfig:
     eval_batch_size: int = 256  # queries per beam search call
     seed: int = 0  # seeds initial weights, dropout and the data order
     grad_clip: float = 1.0  # max gradient norm (0: off)
+    # exponential moving average of the weights after every step (e.g. 0.999: a horizon of ~1,000 steps);
+    # validation scores and the saved decoder are the average's. 0: off, the raw weights
+    ema_decay: float = 0.0
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # accelerate's autocast mode
     checkpoint_every: int = 500  # optimizer steps between mid-epoch checkpoints (0: only at epoch ends)
     bucket: int = 50  # length bucketing: sort chunks of batch_size * bucket sequences by length
@@ -196,6 +200,11 @@ class DecoderTrainer:
         self.total_steps = min(planned, cfg.max_steps) if cfg.max_steps else planned
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, self.total_steps))
         self.wrapper, self.optimizer = self.accelerator.prepare(wrapper, optimizer)
+        self.ema = None
+        if not 0 <= cfg.ema_decay < 1:
+            raise DataError(f"training: ema_decay must lie in [0, 1), got {cfg.ema_decay}")
+        if cfg.ema_decay > 0:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
         self.out.mkdir(parents=True, exist_ok=True)
         if resume and (self.out / CHECKPOINT_DIR / "trainer_state.json").is_file():
             self._load_checkpoint(self.out / CHECKPOINT_DIR)
@@ -206,6 +215,11 @@ class DecoderTrainer:
     def model(self) -> PreTrainedModel:
         """The bare transformers model being trained."""
         return self.accelerator.unwrap_model(self.wrapper).model
+
+    @property
+    def scored_model(self) -> PreTrainedModel:
+        """The weights validation scores and the best decoder keeps: the moving average when there is one."""
+        return self.model if self.ema is None else self.ema.module
 
     # ----- training -----------------------------------------------------------------------------------
 
@@ -267,6 +281,8 @@ class DecoderTrainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return loss.detach(), n_tokens
 
     def _end_epoch(self) -> None:
@@ -284,7 +300,7 @@ class DecoderTrainer:
         st = self.state
         metrics = [None]
         if self.accelerator.is_main_process:  # one evaluation, shared: every process takes the same decision
-            model = self.model
+            model = self.scored_model
             was_training = model.training
             model.eval()
             with torch.no_grad():
@@ -331,6 +347,9 @@ class DecoderTrainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             save_model(self.model, str(tmp / "model.safetensors"))
+            if self.ema is not None:
+                save_model(self.ema.module, str(tmp / "ema.safetensors"))
+                (tmp / "ema.json").write_text(json.dumps({"n_averaged": int(self.ema.n_averaged)}))
             tensors, meta = _flatten_optimizer(self.optimizer.state_dict())
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             (tmp / "optimizer.json").write_text(json.dumps(meta))
@@ -359,6 +378,9 @@ class DecoderTrainer:
                 "would not reproduce the run. Use the same config or a new output folder."
             )
         load_model(self.model, str(path / "model.safetensors"))
+        if self.ema is not None:
+            load_model(self.ema.module, str(path / "ema.safetensors"))
+            self.ema.n_averaged.fill_(json.loads((path / "ema.json").read_text())["n_averaged"])
         meta = json.loads((path / "optimizer.json").read_text())
         self.optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), meta))
         self.scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
@@ -371,7 +393,7 @@ class DecoderTrainer:
 
     def _save_model(self) -> None:
         if self.accelerator.is_main_process:
-            save_decoder(self.model, self.out / MODEL_DIR, {**self.model_extra, "trained_steps": self.state.step})
+            save_decoder(self.scored_model, self.out / MODEL_DIR, {**self.model_extra, "trained_steps": self.state.step})
         self.accelerator.wait_for_everyone()
 
     def cleanup(self) -> None:
