@@ -103,9 +103,15 @@ def run_seed(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, b
 
 def _absorb(result: dict, futures: dict[str, Future], order: list[str]) -> dict:
     """Fold the workers' results into the main one, models in ``order`` (ours first, then the baselines
-    as listed)."""
+    as listed). A worker that failed (or was killed) costs its own row only: it is named under
+    ``failed`` with its error, and everything else is kept."""
     for name, future in futures.items():
-        part = future.result()
+        try:
+            part = future.result()
+        except Exception as e:  # noqa: BLE001 - any worker failure: keep the rest of the seed
+            print(f"  {name} failed in its worker: {e!r}", file=sys.stderr, flush=True)
+            result.setdefault("failed", {})[name] = repr(e)
+            continue
         for key in ("models", "choices", "timings"):
             result[key][name] = part[key][name]
         for slice_name, per_model in part["slices"].items():
@@ -232,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2))
     print(format_table(result))
     print(f"\nseed {args.seed}: {result['timings']['seed_total_s']:.0f}s in all; wrote {out}")
+    if result.get("failed"):
+        print(f"failed (no row): {', '.join(result['failed'])}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -83,3 +83,18 @@ def test_trained_baselines_fit_in_a_worker_while_the_decoder_trains(quality, tmp
     alone = json.loads(serial.read_text())
     assert alone["models"]["popular"] == result["models"]["popular"]
     assert alone["slices"]["cold_start"]["sasrec_ce"]["count"] == result["slices"]["cold_start"]["sasrec_ce"]["count"]
+
+
+def test_a_failed_worker_costs_its_row_only(quality):
+    from concurrent.futures import Future
+
+    done, broken = Future(), Future()
+    done.set_result({"models": {"two_tower": {"recall@10": 0.1}}, "choices": {"two_tower": {}},
+                     "timings": {"two_tower": {"fit_s": 1.0}}, "slices": {"cold_start": {"two_tower": {"count": 3}}}})
+    broken.set_exception(RuntimeError("killed"))
+    result = {"models": {"genrec": {"recall@10": 0.2}, "popular": {"recall@10": 0.01}}, "choices": {},
+              "timings": {}, "slices": {"cold_start": {"genrec": {"count": 3}}}}
+    out = quality._absorb(result, {"sasrec_ce": broken, "two_tower": done},
+                          ["genrec", "popular", "sasrec_ce", "two_tower"])
+    assert list(out["models"]) == ["genrec", "popular", "two_tower"]
+    assert "killed" in out["failed"]["sasrec_ce"] and list(out["slices"]["cold_start"]) == ["genrec", "two_tower"]
