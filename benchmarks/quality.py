@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-test", type=int, default=None, help="score a seeded sample of test examples")
     ap.add_argument("--merge", nargs="+", default=None, help="merge these seeds' JSON files and print the table")
     ap.add_argument("--quick", action="store_true", help="a tiny synthetic world, for tests")
+    ap.add_argument("--train-budget", type=float, default=None,
+                    help="seconds each trained baseline may train (its best validation checkpoint is kept)")
     ap.add_argument("--jobs", type=int, default=2,
                     help="processes: the trained baselines fit in jobs - 1 workers while the decoder trains (1: in turn)")
     args = ap.parse_args(argv)
@@ -229,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         baselines = args.baselines or BASELINES_BY_SPLIT[split]
     if args.jobs < 1:
         ap.error(f"--jobs must be >= 1, got {args.jobs}")
-    ecfg = EvalConfig(cold_start_fraction=args.cold_start or None, max_test=args.max_test)
+    budget = {} if args.train_budget is None else {b: {"time_budget_s": args.train_budget} for b in TRAINED_BASELINES}
+    ecfg = EvalConfig(cold_start_fraction=args.cold_start or None, max_test=args.max_test, baseline_options=budget)
     start = time.perf_counter()
     result = run_seed(data, cfg, split, args.seed, workdir, baselines.split(","), ecfg, args.jobs)
     result["timings"]["seed_total_s"] = round(time.perf_counter() - start, 1)
