@@ -370,8 +370,9 @@ class DecoderTrainer:
 
     def _load_checkpoint(self, path: Path) -> None:
         saved = json.loads((path / "trainer_state.json").read_text())
-        mine, theirs = to_dict(self.cfg), saved["config"]
-        changed = [k for k in mine if k not in RESUMABLE_CHANGES and mine[k] != theirs.get(k)]
+        mine, theirs, defaults = to_dict(self.cfg), saved["config"], to_dict(TrainConfig())
+        # a setting the checkpoint does not name (added since) was at its default
+        changed = [k for k in mine if k not in RESUMABLE_CHANGES and mine[k] != theirs.get(k, defaults[k])]
         if changed:
             raise DataError(
                 f"{path}: checkpoint was written with other training settings ({', '.join(changed)}); resuming "

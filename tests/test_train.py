@@ -112,6 +112,22 @@ def test_resume_refuses_other_settings(tmp_path):
         other.setup(resume=True)
 
 
+def test_resume_accepts_a_checkpoint_from_before_a_new_setting(tmp_path):
+    """A checkpoint written before a setting existed resumes when that setting is at its default."""
+    cfg = _config(batch_size=16, max_steps=3, checkpoint_every=2)
+    tr = _trainer(tmp_path, cfg, with_eval=False)
+    tr.setup()
+    tr.train()
+    state_file = tmp_path / CHECKPOINT_DIR / "trainer_state.json"
+    saved = json.loads(state_file.read_text())
+    del saved["config"]["ema_decay"]
+    state_file.write_text(json.dumps(saved))
+    _trainer(tmp_path, cfg, with_eval=False).setup(resume=True)
+    with pytest.raises(DataError, match="ema_decay"):
+        _trainer(tmp_path, _config(batch_size=16, max_steps=3, checkpoint_every=2, ema_decay=0.9),
+                 with_eval=False).setup(resume=True)
+
+
 def test_early_stopping_and_max_steps(tmp_path):
     cfg = _config(lr=0.0, warmup_steps=0, batch_size=64, max_epochs=20, patience=2)
     tr = _trainer(tmp_path / "a", cfg, arch="gpt2")  # lr 0: the metric never improves after the first eval
