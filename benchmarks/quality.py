@@ -9,9 +9,11 @@ two-tower) are fitted by N - 1 worker processes, one torch thread each, while th
 2-core machine the seed then takes about as long as its longer side, not the sum. ``--merge`` reads
 several seeds' JSON files and prints the table of means and standard deviations, each baseline's ratio
 to ours, and, for Amazon Beauty, the published TIGER row (Rajput et al. 2023, Table 1), marked as
-quoted. ``--quick`` does all of it on a tiny synthetic world in about a minute, for tests.
+quoted. ``--rescore`` scores a finished seed's run again after a change to retrieval (cold-start mixing,
+say) and replaces only its rows. ``--quick`` does all of it on a tiny synthetic world in about a minute, for tests.
 
     .venv/bin/python benchmarks/quality.py --data data/beauty --config configs/amazon-beauty.yaml --seed 0
+    .venv/bin/python benchmarks/quality.py --data data/beauty --config configs/amazon-beauty.yaml --seed 0 --rescore
     .venv/bin/python benchmarks/quality.py --merge runs/quality/amazon-beauty-seed*.json
     .venv/bin/python benchmarks/quality.py --quick --seed 0 --workdir /tmp/q
 """
@@ -124,6 +126,24 @@ def _absorb(result: dict, futures: dict[str, Future], order: list[str]) -> dict:
     return result
 
 
+def rescore(data: Path, cfg: RunConfig, seed: int, workdir: Path, ecfg: EvalConfig, out: Path) -> dict:
+    """Score our trained run of ``seed`` again (after a change to retrieval, not to training) and put its
+    rows in place of the old ones in the seed's JSON ``out``; the baselines' rows are kept as they were."""
+    run = workdir / f"{cfg.name}-seed{seed}" / "run"
+    if not out.is_file() or not (run / "decoder").is_dir():
+        raise SystemExit(f"--rescore: needs a finished seed: {out} and a trained decoder in {run}")
+    old = json.loads(out.read_text())
+    new = evaluate(data, run, [], seed=seed, config=ecfg,
+                   progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    old["models"][GENREC] = new["models"][GENREC]
+    old["choices"][GENREC] = new["choices"][GENREC]
+    old["timings"][GENREC] = {**new["timings"][GENREC], "train_s": old["timings"][GENREC].get("train_s")}
+    for slice_name, per_model in new["slices"].items():
+        old["slices"].setdefault(slice_name, {})[GENREC] = per_model[GENREC]
+    old["config"]["rescored"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    return old
+
+
 def merge(results: list[dict]) -> dict:
     """Mean and standard deviation (over seeds) of every metric of every model, headline and slices."""
     def combine(tables: list[dict]) -> dict:
@@ -209,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a tiny synthetic world, for tests")
     ap.add_argument("--train-budget", type=float, default=None,
                     help="seconds each trained baseline may train (its best validation checkpoint is kept)")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score this seed's trained run again and replace only its rows in the seed's JSON")
     ap.add_argument("--jobs", type=int, default=2,
                     help="processes: the trained baselines fit in jobs - 1 workers while the decoder trains (1: in turn)")
     args = ap.parse_args(argv)
@@ -233,10 +255,15 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--jobs must be >= 1, got {args.jobs}")
     budget = {} if args.train_budget is None else {b: {"time_budget_s": args.train_budget} for b in TRAINED_BASELINES}
     ecfg = EvalConfig(cold_start_fraction=args.cold_start or None, max_test=args.max_test, baseline_options=budget)
+    out = Path(args.out) if args.out else workdir / f"{cfg.name}-seed{args.seed}.json"
+    if args.rescore:
+        result = rescore(data, seeded(cfg, args.seed), args.seed, workdir, ecfg, out)
+        out.write_text(json.dumps(result, indent=2))
+        print(format_table(result))
+        return 0
     start = time.perf_counter()
     result = run_seed(data, cfg, split, args.seed, workdir, baselines.split(","), ecfg, args.jobs)
     result["timings"]["seed_total_s"] = round(time.perf_counter() - start, 1)
-    out = Path(args.out) if args.out else workdir / f"{cfg.name}-seed{args.seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(format_table(result))

@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from index.cold import ColdRanker, top_cold
 from index.forest import StockForest
 from semid.catalog import DataError
 
@@ -43,9 +44,11 @@ def rank_candidates(
     k: int,
     exclude_items: Sequence[Sequence[int] | np.ndarray | None] | None = None,
     cold_share: float = 0.0,
+    cold_ranker: ColdRanker | None = None,
+    last_rows: np.ndarray | None = None,
 ) -> Candidates:
     """Decoded SIDs [B, R, D] with their log-probs [B, R] -> K products per query that the query's slot
-    holds (see ``RetailerIndex.candidates``; ``cold_share``: ``mix_cold``)."""
+    holds (see ``RetailerIndex.candidates``; ``cold_share``, ``cold_ranker``, ``last_rows``: ``mix_cold``)."""
     decoded, sc = as_decoded(decoded, scores, forest.depth)
     if k < 1:
         raise DataError(f"candidates: k must be >= 1, got {k}")
@@ -63,7 +66,7 @@ def rank_candidates(
         base = float(item_sc[q == b].min()) if taken.size else 0.0
         _fill(out, forest, b, decoded[b], int(slots[b]), taken, banned, k, base)
     if cold_share > 0:
-        mix_cold(out, forest, decoded, sc, slots, banned, cold_share)
+        mix_cold(out, forest, decoded, sc, slots, banned, cold_share, cold_ranker, last_rows)
     return out
 
 
@@ -75,16 +78,89 @@ def cold_slots(k: int, share: float) -> int:
 
 
 def mix_cold(out: Candidates, forest: StockForest, decoded: np.ndarray, scores: np.ndarray, slots: np.ndarray,
-             banned: np.ndarray, share: float) -> None:
-    """TIGER's cold-start mixing, in place: the decoder never learnt to generate the SIDs of products with
-    no training interactions, but it does generate their neighbourhoods. Up to ``cold_slots`` of each
-    query's last slots go to such products whose codewords (the SID without its disambiguation token), or
-    failing that all but the last codeword, equal a decoded SID's, best beam first; they score just below
-    the list they join. One vectorised pass finds the (few) beams with such products below them."""
+             banned: np.ndarray, share: float, ranker: ColdRanker | None = None,
+             last_rows: np.ndarray | None = None) -> None:
+    """TIGER's cold-start mixing, in place: up to ``cold_slots`` of each query's last slots are open to
+    products its slot holds that had no training interactions (the decoder never learnt to generate their
+    SIDs); those placed score just below the list they join. With a ``ranker`` (``index.cold``) the open
+    slots hold whichever lie nearest the query's SID point, the listed products there or the nearest new
+    ones (``last_rows``: each query's latest history item, [B, D], -1 rows for none). Without one, new
+    products under a decoded SID's codewords, else all but its last codeword, take the open slots."""
     reserve = cold_slots(out.item_ids.shape[1], share)
-    cold = forest.cold_positions
-    if not reserve or not cold.size:
+    if not reserve or not forest.cold_positions.size:
         return
+    if ranker is None:
+        found, near, tail = _cold_by_prefix(forest, decoded, scores, slots), {}, None
+    else:
+        queries = ranker.queries(decoded, scores, last_rows)
+        found, near = _cold_by_point(queries, forest, slots, ranker, reserve + out.item_ids.shape[1])
+        tail = _tail_similarity(out, forest, ranker, queries, reserve)
+    n, k = forest.item_ids.size, out.item_ids.shape[1]
+    for b, pos in found.items():
+        skip = banned[(banned >= b * n) & (banned < (b + 1) * n)] - b * n
+        fresh = ~np.isin(pos, skip) & ~np.isin(forest.item_ids[pos], out.item_ids[b])
+        pos = pos[fresh][:reserve]
+        kept = np.zeros(0, np.int64)
+        if tail is not None:  # the open slots keep the nearest of their listed products and the new ones
+            kept, chosen = _nearest_of(tail[b], near[b][fresh][: pos.size])
+            pos = pos[chosen]
+        if not pos.size:
+            continue
+        first = k - reserve if tail is not None else k - pos.size
+        if kept.size:  # kept listed products move up, in order; the slots after the new ones are emptied
+            listed = np.arange(first, k)[kept]
+            for name in ("item_ids", "scores", "sids", "from_beam"):
+                getattr(out, name)[b, first:first + kept.size] = getattr(out, name)[b, listed]
+        empty = empty_candidates(1, k)
+        for name in ("item_ids", "scores", "sids", "from_beam"):
+            getattr(out, name)[b, first + kept.size:] = getattr(empty, name)[0, first + kept.size:]
+        at = np.arange(first + kept.size, first + kept.size + pos.size)
+        base = float(np.min(out.scores[b, : at[0]], initial=0.0)) if at[0] else 0.0
+        _place(out, forest, np.full(pos.size, b), at, pos, base - 1.0 - np.arange(pos.size), False)
+
+
+def _nearest_of(listed: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Of the open slots' listed products (similarities in slot order, -inf where empty) and the new
+    candidates (best first), the ``len(listed)`` nearest, ties to the listed: (listed slots kept, in
+    order; new candidates chosen, best first)."""
+    top = np.argsort(-np.concatenate([listed, new]), kind="stable")[: listed.size]
+    kept = np.sort(top[top < listed.size])
+    return kept[np.isfinite(listed[kept])], np.sort(top[top >= listed.size]) - listed.size
+
+
+def _tail_similarity(out: Candidates, forest: StockForest, ranker: ColdRanker, queries: np.ndarray,
+                     reserve: int) -> np.ndarray:
+    """Cosine between each query's point and its open slots' listed products ([B, reserve] in slot order;
+    -inf where a slot is empty)."""
+    ids = out.item_ids[:, -reserve:]
+    listed = ids >= 0
+    cat = np.searchsorted(forest.catalog_ids, np.where(listed, ids, forest.catalog_ids[0]))
+    sims = np.einsum("bd,brd->br", queries, ranker.points(forest.catalog_rows[cat]))
+    return np.where(listed, sims, -np.inf)
+
+
+def _cold_by_point(queries: np.ndarray, forest: StockForest, slots: np.ndarray, ranker: ColdRanker,
+                   take: int) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Per query, its slot's ``take`` new products nearest its point, best first, and their similarities."""
+    cold, found, near = forest.cold_positions, {}, {}
+    for slot in np.unique(slots).tolist():
+        lo, hi = np.searchsorted(cold, forest.slot_items(slot))
+        if hi == lo:
+            continue
+        members = np.flatnonzero(slots == slot)
+        rows = forest.rows_at(cold[lo:hi])
+        best = top_cold(ranker, queries[members], rows, min(int(hi - lo), take))
+        sims = np.einsum("bd,btd->bt", queries[members], ranker.points(rows[best]))
+        found.update(zip(members.tolist(), cold[lo + best]))
+        near.update(zip(members.tolist(), sims))
+    return found, near
+
+
+def _cold_by_prefix(forest: StockForest, decoded: np.ndarray, scores: np.ndarray,
+                    slots: np.ndarray) -> dict[int, np.ndarray]:
+    """Per query, the new products under its decoded SIDs' codewords, then under all but the last codeword,
+    best beam first; one vectorised pass finds the (few) beams with such products below them."""
+    cold = forest.cold_positions
     _, width, depth = decoded.shape
     order = np.argsort(-scores, axis=1, kind="stable")  # best beam first
     rows = np.take_along_axis(decoded, order[..., None], axis=1).reshape(-1, depth)
@@ -99,16 +175,7 @@ def mix_cold(out: Candidates, forest: StockForest, decoded: np.ndarray, scores: 
         some = stop > first
         for h, a, z in zip(hit[some].tolist(), first[some].tolist(), stop[some].tolist()):
             found.setdefault(h // width, []).append(cold[a:z])
-    n, k = forest.item_ids.size, out.item_ids.shape[1]
-    for b, parts in found.items():
-        skip = banned[(banned >= b * n) & (banned < (b + 1) * n)] - b * n
-        pos = _first_seen(np.concatenate(parts))
-        pos = pos[~np.isin(pos, skip) & ~np.isin(forest.item_ids[pos], out.item_ids[b])][:reserve]
-        if not pos.size:
-            continue
-        at = np.arange(k - pos.size, k)
-        base = float(np.min(out.scores[b, : at[0]], initial=0.0)) if at[0] else 0.0
-        _place(out, forest, np.full(pos.size, b), at, pos, base - 1.0 - np.arange(pos.size), False)
+    return {b: _first_seen(np.concatenate(parts)) for b, parts in found.items()}
 
 
 def _first_seen(values: np.ndarray) -> np.ndarray:

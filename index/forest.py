@@ -41,6 +41,8 @@ class StockForest:
     sid_order: np.ndarray  # catalog positions sorted by SID string (lookups by SID)
     sorted_sids: np.ndarray  # the catalog's SID strings in that order
     cold_positions: np.ndarray  # ascending positions of pairs whose product has no training interactions
+    catalog_rows: np.ndarray  # [n_catalog, D] SID token rows of the catalog, in ``catalog_ids`` order
+    catalog_pos: np.ndarray  # catalog position of each pair's product
 
     @property
     def depth(self) -> int:
@@ -84,6 +86,8 @@ class StockForest:
             sid_order=sid_order,
             sorted_sids=sid_text[sid_order],
             cold_positions=np.flatnonzero(popularity[idx] == 0),
+            catalog_rows=rows,
+            catalog_pos=idx,
         )
 
     def start(self, slots: np.ndarray) -> TrieStart:
@@ -111,6 +115,18 @@ class StockForest:
         """Half-open position ranges of the products under forest ``nodes`` at ``depth`` (all >= 0)."""
         starts = self.trie.leaf_start[depth].numpy()
         return self.leaf_start[starts[nodes]], self.leaf_start[starts[nodes + 1]]
+
+    def rows_at(self, positions: np.ndarray) -> np.ndarray:
+        """SID token rows [n, D] of the products at forest ``positions``."""
+        return self.catalog_rows[self.catalog_pos[positions]]
+
+    def slot_items(self, slot: int) -> tuple[int, int]:
+        """Half-open position range of the products ``slot`` holds (empty when it holds none)."""
+        node = self.slot_nodes[slot]
+        if node < 0:
+            return 0, 0
+        lo, hi = self.subtree_items(START_DEPTH, np.array([node]))
+        return int(lo[0]), int(hi[0])
 
     def positions(self, slots: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Position of each (slot, product) pair and whether the slot holds that product."""

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from index.candidates import Candidates, as_decoded, rank_candidates
+from index.cold import ColdRanker
 from index.forest import CATALOG_SLOT, StockForest, TrieStart
 from index.persistence import ITEMS_FILE, META_FILE, read_index, write_index
 from index.trie import PrefixTrie
@@ -164,17 +165,21 @@ class RetailerIndex:
         retailer_id: int | None | Sequence[int | None] = None,
         exclude_items: Sequence[Sequence[int] | np.ndarray | None] | None = None,
         cold_share: float = 0.0,
+        cold_ranker: ColdRanker | None = None,
+        last_rows: np.ndarray | None = None,
     ) -> Candidates:
         """Decoded SIDs [B, R, L+1] with their log-probs [B, R] -> K products per query: the products of each
         SID in score order (popularity within an SID), then, when short of K, products from the nearest SID
         prefixes (longest shared prefix first, then popularity). ``retailer_id``: one for all queries or one
         per query; only products it stocks are returned. ``exclude_items``: per query, products never to
         return (e.g. the history). ``cold_share``: the share of the last slots open to products with no
-        training interactions under the decoded prefixes (TIGER's cold-start mixing; ``mix_cold``)."""
+        training interactions (TIGER's cold-start mixing), nearest the query by SID point with a
+        ``cold_ranker`` (``last_rows``: each query's latest history item), else under the decoded prefixes
+        (``mix_cold``)."""
         forest = self._stock_forest()
         decoded, sc = as_decoded(decoded_token_rows, scores, forest.depth)
         return rank_candidates(forest, decoded, sc, self._slots(retailer_id, decoded.shape[0]), k, exclude_items,
-                               cold_share)
+                               cold_share, cold_ranker, last_rows)
 
     # ----- persistence -------------------------------------------------------------------------------------
 

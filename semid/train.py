@@ -143,6 +143,13 @@ class SemIDModel:
         self.net.eval()
         return self.net.reconstruct(torch.from_numpy(x)).numpy()
 
+    def codewords(self) -> list[np.ndarray]:
+        """Each level's codebook, (size, latent dim) float32: the sum of an SID's codewords is the vector its
+        codes stand for, so SIDs compare by cosine without the embeddings they came from (cold start)."""
+        if isinstance(self.net, RQKMeans):
+            return [np.asarray(c, np.float32) for c in self.net.codebooks]
+        return [c.detach().cpu().numpy().astype(np.float32) for c in self.net.quantizer.codebooks]
+
     def reconstruction_error(self, embeddings: np.ndarray) -> float:
         """Share of input variance the codes fail to reconstruct: mean ||x - x_hat||^2 / mean ||x - mean||^2."""
         x = self._inputs(embeddings)

@@ -98,3 +98,22 @@ def test_a_failed_worker_costs_its_row_only(quality):
                           ["genrec", "popular", "sasrec_ce", "two_tower"])
     assert list(out["models"]) == ["genrec", "popular", "two_tower"]
     assert "killed" in out["failed"]["sasrec_ce"] and list(out["slices"]["cold_start"]) == ["genrec", "two_tower"]
+
+
+def test_rescore_replaces_only_our_rows(quality, quick_seed, tmp_path):
+    result, work = quick_seed
+    out = tmp_path / "seed0.json"
+    stale = copy.deepcopy(result)
+    stale["models"]["genrec"]["recall@10"] = -1.0
+    stale["slices"]["cold_start"]["genrec"]["recall@10"] = -1.0
+    stale["models"]["itemknn"]["recall@10"] = 0.123  # a baseline row must stay as it was
+    out.write_text(json.dumps(stale))
+    assert quality.main(["--quick", "--seed", "0", "--workdir", str(work), "--out", str(out), "--rescore"]) == 0
+    again = json.loads(out.read_text())
+    assert again["models"]["genrec"]["recall@10"] == pytest.approx(result["models"]["genrec"]["recall@10"])
+    assert again["slices"]["cold_start"]["genrec"]["recall@10"] >= 0
+    assert again["models"]["itemknn"]["recall@10"] == 0.123
+    assert again["timings"]["genrec"]["train_s"] == result["timings"]["genrec"]["train_s"]
+    assert "rescored" in again["config"]
+    with pytest.raises(SystemExit, match="needs a finished seed"):
+        quality.main(["--quick", "--seed", "5", "--workdir", str(work), "--rescore"])

@@ -1,0 +1,87 @@
+"""Which new products (no training interactions) a query's cold-start slots go to, from Semantic IDs alone.
+
+The decoder never learnt to generate a new product's SID, but every SID names a point of the codebook's
+latent space: the sum of its codewords. ``ColdRanker`` ranks a query's new products by the cosine between
+their points and the query's: the mean of its decoded SIDs' points, weighted by beam probability, blended
+with its latest history item's. New products need nothing but their SID, as in TIGER's protocol; SID
+prefixes alone (``index.candidates``' fallback) leave most queries without a new product under any
+decoded prefix."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from semid.catalog import DataError
+
+HISTORY_WEIGHT = 0.3  # share of the latest history item in the query point (the rest: the decoded beams)
+
+
+@dataclass(frozen=True)
+class ColdRanker:
+    """SID token -> codeword vector (zero for tokens that name no codeword: dedup, retailer), and the
+    blend of decoded beams and history that makes a query's point."""
+
+    token_vectors: np.ndarray  # [vocab, dim] float32
+    history_weight: float = HISTORY_WEIGHT
+
+    def __post_init__(self) -> None:
+        if self.token_vectors.ndim != 2:
+            raise DataError(f"cold ranker: token vectors must be [vocab, dim], got {self.token_vectors.shape}")
+        if not 0.0 <= self.history_weight <= 1.0:
+            raise DataError(f"cold ranker: history_weight must lie in [0, 1], got {self.history_weight}")
+
+    @classmethod
+    def from_codewords(cls, codewords: Sequence[np.ndarray], level_starts: Sequence[int], vocab_size: int,
+                       history_weight: float = HISTORY_WEIGHT) -> "ColdRanker":
+        """From each level's codebook and the token id its code 0 has (``SIDTokenizer.level_range``)."""
+        if len(codewords) != len(level_starts) or not codewords:
+            raise DataError(f"cold ranker: {len(codewords)} codebooks for {len(level_starts)} token levels")
+        table = np.zeros((vocab_size, codewords[0].shape[1]), np.float32)
+        for book, start in zip(codewords, level_starts):
+            if start + book.shape[0] > vocab_size:
+                raise DataError(f"cold ranker: a codebook of {book.shape[0]} codes at token {start} overruns "
+                                f"the vocabulary of {vocab_size}")
+            table[start:start + book.shape[0]] = book
+        return cls(table, history_weight)
+
+    def points(self, rows: np.ndarray) -> np.ndarray:
+        """Unit latent point of each SID token row [..., D] -> [..., dim] (zero rows stay zero)."""
+        return _unit(self.token_vectors[rows].sum(-2))
+
+    def queries(self, decoded: np.ndarray, scores: np.ndarray, last_rows: np.ndarray | None = None) -> np.ndarray:
+        """Unit query points [B, dim] from decoded SIDs [B, R, D] with log-probs [B, R] (-inf: no beam) and,
+        optionally, each query's latest history item as a token row [B, D] (-1 rows: none)."""
+        live = np.isfinite(scores)
+        logits = np.where(live, scores, -np.inf)
+        top = np.max(logits, axis=1, keepdims=True, initial=-np.inf)
+        weights = np.where(live, np.exp(logits - np.where(np.isfinite(top), top, 0.0)), 0.0)
+        beams = _unit(np.einsum("br,brd->bd", weights, self.points(decoded)))
+        if last_rows is None or self.history_weight == 0:
+            return beams
+        has = (last_rows >= 0).all(1)
+        last = np.zeros_like(beams)
+        last[has] = self.points(last_rows[has])
+        return _unit((1.0 - self.history_weight) * beams + self.history_weight * last)
+
+
+def top_cold(ranker: ColdRanker, queries: np.ndarray, cold_rows: np.ndarray, take: int,
+             chunk: int = 512) -> np.ndarray:
+    """The ``take`` best of ``cold_rows`` [M, D] for each query point [B, dim], best first: [B, take] row
+    indices (take <= M), chunked so memory stays at chunk x M."""
+    points = ranker.points(cold_rows)
+    out = np.empty((queries.shape[0], take), np.int64)
+    for s in range(0, queries.shape[0], chunk):
+        sims = queries[s:s + chunk] @ points.T
+        part = np.argpartition(-sims, take - 1, axis=1)[:, :take] if take < points.shape[0] else \
+            np.broadcast_to(np.arange(points.shape[0]), sims.shape).copy()
+        order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
+        out[s:s + chunk] = np.take_along_axis(part, order, 1)
+    return out
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norm = np.linalg.norm(v, axis=-1, keepdims=True)
+    return (v / np.where(norm > 0, norm, 1.0)).astype(np.float32)

@@ -1,0 +1,116 @@
+"""Cold-start mixing by SID point (``index.cold``): token vectors from codebooks, query points from beams and
+history, the nearest new products in the last slots, per retailer, with exclusions; and a run's retriever
+builds its ranker from the run's codebook."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from index.cold import ColdRanker, top_cold
+from index.retailer_index import RetailerIndex
+from semid.catalog import DataError
+
+VOCAB = 12  # level 0: tokens 1-3, level 1: tokens 4-6, dedup: 7-8
+
+
+def _ranker(history_weight: float = 0.0) -> ColdRanker:
+    """Level 0 codewords point along x, y, -x; level 1 adds a small z, -z or nothing."""
+    level0 = np.array([[1, 0, 0], [0, 1, 0], [-1, 0, 0]], np.float32)
+    level1 = np.array([[0, 0, 0.3], [0, 0, -0.3], [0, 0, 0]], np.float32)
+    return ColdRanker.from_codewords([level0, level1], [1, 4], VOCAB, history_weight)
+
+
+def _index() -> RetailerIndex:
+    """Warm products 10-12, new products 20-23 (popularity 0); retailer 1 stocks 10, 11, 20, 21 only."""
+    ix = RetailerIndex(tokens_per_item=3, vocab_size=VOCAB, codebook_version="cb-c")
+    rows = np.array([[1, 4, 7], [2, 4, 7], [3, 4, 7], [1, 5, 7], [2, 5, 7], [3, 5, 7], [1, 4, 8]])
+    ix.add([10, 11, 12, 20, 21, 22, 23], rows, popularity=[5, 4, 3, 0, 0, 0, 0])
+    ix.add([10, 11, 20, 21], retailer_ids=[1, 1, 1, 1])
+    return ix
+
+
+def test_token_vectors_sum_codewords_and_ignore_dedup_tokens():
+    r = _ranker()
+    assert r.token_vectors.shape == (VOCAB, 3) and not r.token_vectors[[0, 7, 8]].any()
+    np.testing.assert_allclose(r.points(np.array([[1, 4, 7]])), [[1 / np.sqrt(1.09), 0, 0.3 / np.sqrt(1.09)]],
+                               rtol=1e-6)
+    with pytest.raises(DataError, match="overruns"):
+        ColdRanker.from_codewords([np.zeros((3, 2)), np.zeros((3, 2))], [1, 10], VOCAB)
+    with pytest.raises(DataError, match="history_weight"):
+        ColdRanker(np.zeros((4, 2), np.float32), history_weight=1.5)
+
+
+def test_query_point_weights_beams_by_probability_and_blends_history():
+    r = _ranker()
+    beams = np.array([[[1, 6, 7], [2, 6, 7]]])
+    near_x = r.queries(beams, np.array([[np.log(0.9), np.log(0.1)]]))
+    assert near_x[0, 0] > near_x[0, 1] > 0
+    dead = r.queries(beams, np.array([[0.0, -np.inf]]))  # a dead beam has no weight
+    np.testing.assert_allclose(dead, [[1, 0, 0]], atol=1e-6)
+    blended = _ranker(history_weight=0.5).queries(beams, np.array([[0.0, -np.inf]]), np.array([[3, 6, 7]]))
+    np.testing.assert_allclose(blended, [[0, 0, 0]], atol=1e-6)  # history exactly opposite: they cancel
+    no_history = _ranker(history_weight=0.5).queries(beams, np.array([[0.0, -np.inf]]), np.array([[-1, -1, -1]]))
+    np.testing.assert_allclose(no_history, dead, atol=1e-6)
+
+
+def test_top_cold_orders_nearest_first_in_chunks():
+    r = _ranker()
+    cold = np.array([[1, 4, 7], [2, 4, 7], [3, 4, 7], [1, 5, 7]])
+    q = r.points(np.array([[1, 4, 7], [2, 6, 7], [3, 6, 7]]))
+    best = top_cold(r, q, cold, take=2, chunk=2)
+    assert best[0].tolist() == [0, 3] and best[1, 0] == 1 and best[2, 0] == 2
+    assert top_cold(r, q, cold, take=4).shape == (3, 4)
+
+
+def test_point_mixing_gives_last_slot_to_the_nearest_new_product_the_retailer_stocks():
+    ix, r = _index(), _ranker()
+    beams, scores = np.array([[[2, 4, 7], [1, 4, 7]]]), np.array([[-0.1, -2.0]])  # mostly "y"
+    mixed = ix.candidates(beams, scores, k=3, cold_share=0.3, cold_ranker=r)
+    assert mixed.item_ids[0].tolist()[:2] == [11, 10] and mixed.item_ids[0, 2] == 21  # 21 = [2, 5]: "y"
+    assert not mixed.from_beam[0, 2] and mixed.scores[0, 2] < mixed.scores[0, 1]
+    skip = ix.candidates(beams, scores, k=3, cold_share=0.3, cold_ranker=r, exclude_items=[[21]])
+    assert skip.item_ids[0, 2] in (20, 23)  # the next nearest: along x
+    # the history's latest item pulls the point towards -x: product 22, which retailer 1 does not stock
+    pulled = _ranker(history_weight=0.9)
+    last = np.array([[3, 4, 7]])
+    assert ix.candidates(beams, scores, k=3, cold_share=0.3, cold_ranker=pulled, last_rows=last).item_ids[0, 2] == 22
+    assert ix.candidates(beams, scores, k=3, retailer_id=1, cold_share=0.3, cold_ranker=pulled,
+                         last_rows=last).item_ids[0, 2] in (20, 21)
+    two = ix.candidates(np.repeat(beams, 2, 0), np.repeat(scores, 2, 0), k=3, retailer_id=[None, 1],
+                        cold_share=0.3, cold_ranker=pulled, last_rows=np.array([[3, 4, 7], [3, 4, 7]]))
+    assert two.item_ids[0, 2] == 22 and two.item_ids[1, 2] in (20, 21)
+
+
+def test_retriever_builds_its_ranker_from_the_run_codebook(tiny_run):
+    from genrec.retriever import Retriever
+
+    root, _ = tiny_run
+    r = Retriever.from_run(root / "run")
+    assert r.cold_ranker is not None
+    codes = r.tokenizer.level_range(0)
+    assert r.cold_ranker.token_vectors[codes[0]:codes[1]].any()
+    assert not r.cold_ranker.token_vectors[: codes[0]].any()  # special tokens name no codeword
+    out = r.retrieve([[r.index.item_ids[0]], []], k=5)
+    assert len(out) == 2 and all(len(o) == 5 for o in out)
+
+
+def test_an_open_slot_keeps_its_listed_product_when_no_new_one_lies_nearer():
+    ix, r = _index(), _ranker()
+    beams, scores = np.array([[[2, 4, 7]]]), np.array([[-0.1]])
+    plain = ix.candidates(beams, scores, k=2)
+    assert plain.item_ids[0].tolist() == [11, 21]  # 21 fills under the shared first codeword
+    mixed = ix.candidates(beams, scores, k=2, cold_share=0.5, cold_ranker=r)
+    assert mixed.item_ids[0].tolist() == [11, 21]  # no other new product is nearer "y" than 21
+    far = ix.candidates(beams, scores, k=2, cold_share=0.5, cold_ranker=r, exclude_items=[[21]])
+    assert far.item_ids[0, 1] != 21 and far.item_ids[0, 0] == 11
+
+
+def test_nearest_of_keeps_listed_on_ties_and_never_keeps_an_empty_slot():
+    from index.candidates import _nearest_of
+
+    kept, chosen = _nearest_of(np.array([0.9, 0.2]), np.array([0.5, 0.1]))
+    assert kept.tolist() == [0] and chosen.tolist() == [0]
+    kept, chosen = _nearest_of(np.array([0.5, 0.4]), np.array([0.4]))
+    assert kept.tolist() == [0, 1] and chosen.tolist() == []  # a tie goes to the listed product
+    kept, chosen = _nearest_of(np.array([-np.inf, -np.inf]), np.array([0.3]))
+    assert kept.tolist() == [] and chosen.tolist() == [0]
