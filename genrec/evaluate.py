@@ -262,30 +262,41 @@ class GenerativeModel:
     def recommend(self, queries: Examples, k: int, exclude: Sequence[np.ndarray] | None = None,
                   exclude_history: bool = False) -> np.ndarray:
         """Top ``k`` per query; the retailer index removes unstocked products and, if asked, history items."""
+        return self.recommend_lists(queries, [k], exclude_history)[k]
+
+    def recommend_lists(self, queries: Examples, ks: Sequence[int], exclude_history: bool = False) -> dict[int, np.ndarray]:
+        """Top K per query for each K of ``ks`` from one beam search (each list has its own cold-start slots)."""
         histories = [queries.history(i) for i in range(len(queries))]
         retailers = [None if r == NO_RETAILER else int(r) for r in queries.retailer_ids]
-        out = self.retriever.retrieve_arrays(histories, retailers, k, exclude_history=exclude_history)
-        return out.item_ids.astype(np.int64)
+        out = self.retriever.retrieve_lists(histories, retailers, ks, exclude_history=exclude_history)
+        return {k: c.item_ids.astype(np.int64) for k, c in out.items()}
 
 
 @dataclass
 class ModelRun:
     """One model's test lists and the record of how it got them."""
 
-    ranked: np.ndarray  # [n_test, K] item ids
-    within: np.ndarray | None  # [n_within, K] item ids
+    ranked: dict[int, np.ndarray]  # K -> [n_test, K] item ids; one list of the largest K whose prefixes serve all
+    within: dict[int, np.ndarray] | None  # the same for the within-basket queries
     exclude_history: bool
     choices: dict
     timings: dict
 
 
-def _recommend(model, queries: Examples, full: Examples, k: int, exclude_history: bool, data: EvalData,
-               chunk: int = 2048) -> np.ndarray:
-    """A model's top-k lists for ``queries`` (``full``: the same examples with uncapped histories), with,
+def _recommend(model, queries: Examples, full: Examples, k: int, exclude_history: bool, data: EvalData) -> np.ndarray:
+    """A model's top-k lists for ``queries`` (see ``_lists``)."""
+    return _lists(model, queries, full, [k], exclude_history, data)[k]
+
+
+def _lists(model, queries: Examples, full: Examples, ks: Sequence[int], exclude_history: bool, data: EvalData,
+           chunk: int = 2048) -> dict[int, np.ndarray]:
+    """A model's top-K lists for ``queries`` (``full``: the same examples with uncapped histories), with,
     if asked, everything the shopper bought before excluded, and only what its retailer stocks; computed
-    in chunks of rows sharing a retailer."""
-    out = np.full((len(queries), k), PAD_ITEM, np.int64)
+    in chunks of rows sharing a retailer. Our model gives one list per K (its cold-start slots depend on
+    K); a baseline's top K is the first K of its list for the largest K."""
     generative = isinstance(model, GenerativeModel)
+    ks = sorted(set(ks)) if generative else [max(ks)]
+    out = {k: np.full((len(queries), k), PAD_ITEM, np.int64) for k in ks}
     reads = full if getattr(model, "uses_full_history", False) else queries
     for r in np.unique(queries.retailer_ids):
         rows = np.flatnonzero(queries.retailer_ids == r)
@@ -295,10 +306,11 @@ def _recommend(model, queries: Examples, full: Examples, k: int, exclude_history
         for start in range(0, rows.size, chunk):
             sel = rows[start:start + chunk]
             if generative:
-                out[sel] = model.recommend(reads.subset(sel), k, exclude_history=exclude_history)
+                for k, lists in model.recommend_lists(reads.subset(sel), ks, exclude_history).items():
+                    out[k][sel] = lists
             else:
                 exclude = _exclusions(full.subset(sel), exclude_history, unstocked)
-                out[sel] = model.recommend(reads.subset(sel), k, exclude)
+                out[ks[-1]][sel] = model.recommend(reads.subset(sel), ks[-1], exclude)
     return out
 
 
@@ -337,12 +349,12 @@ def run_model(model, data: EvalData, cfg: EvalConfig, ctx: FitContext) -> ModelR
             val_scores[flag] = _score(lists, tune_full, cfg.tune_metric)
         exclude = val_scores[True] > val_scores[False]
     t1 = time.perf_counter()
-    ranked = _recommend(model, data.test, data.test_full, max(ctx.k_values), exclude, data)
+    ranked = _lists(model, data.test, data.test_full, ctx.k_values, exclude, data)
     rec_s = time.perf_counter() - t1
     within = None
     if data.within_basket is not None:
         w = data.within_basket  # an item already in the cart is never the next one added: always excluded
-        within = _recommend(model, w, w, max(ctx.k_values), True, data)
+        within = _lists(model, w, w, ctx.k_values, True, data)
     choices = dict(getattr(model, "choices", {}) or {})
     choices["exclude_history"] = bool(exclude)
     if val_scores:
@@ -372,27 +384,39 @@ def score_model(run: ModelRun, data: EvalData, k_values: Sequence[int], facets: 
     """(headline metrics incl. candidate quality, {slice name: metrics}) of one model's lists."""
     test = data.test_full
     targets = Targets(test.target_offsets, test.target_items)
-    metrics = rank_metrics(run.ranked, targets, k_values)
+    metrics = _by_k(rank_metrics, run.ranked, targets, k_values)
     if data.split == "last_basket":
         history = Targets(test.history_offsets, test.history_items)
-        metrics.update(rank_metrics(run.ranked, remove_items(targets, history), k_values, prefix="new_"))
-    metrics.update(candidate_quality(run.ranked, facets, k_values))
-    slices = {"cold_start": rank_metrics(run.ranked, _unseen(targets, train_items), k_values)}
+        metrics.update(_by_k(rank_metrics, run.ranked, remove_items(targets, history), k_values, prefix="new_"))
+    metrics.update(_by_k(candidate_quality, run.ranked, facets, k_values))
+    slices = {"cold_start": _by_k(rank_metrics, run.ranked, _unseen(targets, train_items), k_values)}
     if tail.size:
-        slices["tail"] = rank_metrics(run.ranked, keep_items(targets, tail), k_values)
+        slices["tail"] = _by_k(rank_metrics, run.ranked, keep_items(targets, tail), k_values)
     retailers = np.unique(test.retailer_ids)
     if retailers.size > 1 or (retailers.size == 1 and retailers[0] != NO_RETAILER):
         for r in retailers:
             name = "retailer_none" if r == NO_RETAILER else f"retailer_{int(r)}"
-            slices[name] = rank_metrics(run.ranked, targets, k_values, mask=test.retailer_ids == r)
+            slices[name] = _by_k(rank_metrics, run.ranked, targets, k_values, mask=test.retailer_ids == r)
             if data.stock is not None and r != NO_RETAILER:
-                quality = candidate_quality(run.ranked[test.retailer_ids == r], facets, [k_values[0]],
+                first = run.ranked.get(k_values[0], run.ranked[max(run.ranked)])
+                quality = candidate_quality(first[test.retailer_ids == r], facets, [k_values[0]],
                                             allowed=data.stock.get(int(r)))
                 slices[name]["invalid_rate"] = quality["invalid_rate"]
     if run.within is not None:
         w = data.within_basket
-        slices["within_basket"] = rank_metrics(run.within, Targets(w.target_offsets, w.target_items), k_values)
+        slices["within_basket"] = _by_k(rank_metrics, run.within, Targets(w.target_offsets, w.target_items), k_values)
     return metrics, slices
+
+
+def _by_k(fn, lists: dict[int, np.ndarray], against, k_values: Sequence[int], **kw) -> dict:
+    """``fn(list, against, ks)`` (``rank_metrics``, ``candidate_quality``) at each K on the list made for
+    that K, or at every K on the one list whose prefixes serve all."""
+    if len(lists) == 1:
+        return fn(next(iter(lists.values())), against, k_values, **kw)
+    out: dict = {}
+    for k in k_values:
+        out.update(fn(lists[k], against, [k], **kw))
+    return out
 
 
 def _unseen(targets: Targets, train_items: np.ndarray) -> Targets:

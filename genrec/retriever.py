@@ -110,14 +110,26 @@ class Retriever:
         whole batch is one beam search whatever its retailers: each query decodes under its retailer's
         slot of the index's trie forest, so it only gets products that retailer stocks.
         ``exclude_history``: for all queries or one flag per query."""
-        if k < 1:
-            raise DataError(f"k must be >= 1, got {k}")
+        return self.retrieve_lists(histories, retailer_id, [k], exclude_history)[k]
+
+    def retrieve_lists(
+        self,
+        histories: Sequence[Sequence[int]],
+        retailer_id: int | Sequence[int | None] | None = None,
+        ks: Sequence[int] = (10,),
+        exclude_history: bool | Sequence[bool] = False,
+    ) -> dict[int, Candidates]:
+        """``retrieve_arrays`` for several list lengths from one beam search: each K's list has its own
+        cold-start slots, so the top K is what a K-slot carousel shows (not the first K of a longer list)."""
+        ks = sorted({int(k) for k in ks})
+        if not ks or ks[0] < 1:
+            raise DataError(f"k must be >= 1, got {ks}")
         histories = [np.asarray(h, dtype=np.int64).reshape(-1) for h in histories]
         retailers = self._retailers(retailer_id, len(histories))
         if not histories:
-            return empty_candidates(0, k)
+            return {k: empty_candidates(0, k) for k in ks}
         exclude = _per_query(exclude_history, len(histories))
-        return self._decode(self._known_parts(histories), retailers, k, exclude)
+        return self._decode(self._known_parts(histories), retailers, ks, exclude)
 
     def _known_parts(self, histories: list[np.ndarray]) -> list[np.ndarray]:
         """Each history without the items the run has no SID for (one lookup for the whole batch)."""
@@ -138,21 +150,23 @@ class Retriever:
         return [None if v is None or int(v) == NO_RETAILER else int(v) for v in values]
 
     @torch.inference_mode()
-    def _decode(self, histories: list[np.ndarray], retailers: list[int | None], k: int,
-                exclude: np.ndarray) -> Candidates:
-        """One constrained beam search over the batch, each query from its retailer's forest node."""
+    def _decode(self, histories: list[np.ndarray], retailers: list[int | None], ks: list[int],
+                exclude: np.ndarray) -> dict[int, Candidates]:
+        """One constrained beam search over the batch, each query from its retailer's forest node, then
+        each K's list from its beams."""
         start = self.index.start_for(retailers)  # raises DataError for an unknown retailer
         batch = collate(self._queries(histories, retailers), np.arange(len(histories)), PAD, padding_side="left")
         device = next(self.model.parameters()).device
-        width = max(self.beam_width, k)
+        width = max(self.beam_width, ks[-1])
         rows, scores = constrained_beam_search(
             self.model, batch["input_ids"].to(device), batch["attention_mask"].to(device), start.trie, width, width,
             start=start.nodes.to(device), start_depth=start.depth,
         )
+        rows, scores = rows.cpu(), scores.cpu()
         banned = [h if e else None for h, e in zip(histories, exclude.tolist())] if exclude.any() else None
-        return self.index.candidates(rows.cpu(), scores.cpu(), k, retailers, exclude_items=banned,
-                                     cold_share=self.cold_share, cold_ranker=self.cold_ranker,
-                                     last_rows=self._last_rows(histories))
+        last = self._last_rows(histories)
+        return {k: self.index.candidates(rows, scores, k, retailers, exclude_items=banned, cold_share=self.cold_share,
+                                         cold_ranker=self.cold_ranker, last_rows=last) for k in ks}
 
     def _last_rows(self, histories: list[np.ndarray]) -> np.ndarray:
         """Each history's latest item as its SID token row [B, D]; -1 rows for empty histories."""

@@ -236,3 +236,16 @@ def test_cold_start_hold_out_accepts_a_config_train_stride():
     assert cold.size >= 1 and keep.dtype == bool
     plain_keep, _, plain_cold = held_out(h, SequenceConfig(split="last_basket"), 0, 0.0, 0.5)
     assert cold.tolist() == plain_cold.tolist() and keep.tolist() == plain_keep.tolist()
+
+
+def test_each_k_is_scored_on_the_list_made_for_it():
+    """Our model's top K has its own cold-start slots, so recall@K reads the K-list, not a longer list's
+    prefix; one list serves every K by its prefixes."""
+    from genrec.evaluate import _by_k
+    from genrec.metrics import Targets, rank_metrics
+
+    targets = Targets(np.array([0, 1]), np.array([7]))
+    per_k = _by_k(rank_metrics, {1: np.array([[7]]), 2: np.array([[3, 5]])}, targets, [1, 2])
+    assert per_k["recall@1"] == 1.0 and per_k["recall@2"] == 0.0
+    one = _by_k(rank_metrics, {2: np.array([[5, 7]])}, targets, [1, 2])
+    assert one["recall@1"] == 0.0 and one["recall@2"] == 1.0

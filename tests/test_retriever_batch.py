@@ -90,10 +90,12 @@ def test_stock_updates_reach_the_next_mixed_batch(tiny_run):
 
 
 def test_a_product_without_interactions_takes_the_reserved_slot_under_its_prefix(tiny_run):
-    """TIGER's cold-start mixing: a new product (popularity 0) whose codewords equal the best decoded SID's
-    takes the last of k slots when the beams did not list it already; with cold_share 0 nothing changes."""
+    """TIGER's cold-start mixing by prefix (the fallback without a codebook ranker): a new product
+    (popularity 0) whose codewords equal the best decoded SID's takes the last of k slots when the beams
+    did not list it already; with cold_share 0 nothing changes."""
     root, _ = tiny_run
     plain, mixed = (Retriever.from_run(root / "run", beam_width=8, cold_share=share) for share in (0.0, 0.2))
+    mixed.cold_ranker = None
     history = _histories(plain, 1, seed=4)
     before = plain.retrieve_arrays(history, None, k=5)
     row = plain.index.rows_of([before.item_ids[0, 0]])[0][0].copy()
@@ -132,3 +134,49 @@ def test_unknown_retailer_and_mismatched_flags_are_errors(retriever):
     with pytest.raises(DataError, match="2 histories but 3 exclude_history flags"):
         retriever.retrieve_arrays(_histories(retriever, 2, seed=4), None, k=3, exclude_history=[True] * 3)
     assert retriever.retrieve_arrays([], None, k=3).item_ids.shape == (0, 3)
+
+
+def test_lists_for_several_k_come_from_one_search(tiny_run, searches):
+    """``retrieve_lists``: one beam search, a list per K; without cold-start slots the shorter list is the
+    longer one's prefix, and each equals what ``retrieve_arrays`` gives for that K."""
+    root, _ = tiny_run
+    r = Retriever.from_run(root / "run", beam_width=8, cold_share=0.0)
+    histories = _histories(r, 3, seed=5)
+    lists = r.retrieve_lists(histories, None, [5, 3])
+    assert len(searches) == 1 and sorted(lists) == [3, 5]
+    assert (lists[3].item_ids == lists[5].item_ids[:, :3]).all()
+    assert (lists[5].item_ids == r.retrieve_arrays(histories, None, k=5).item_ids).all()
+    with pytest.raises(DataError, match="k must be >= 1"):
+        r.retrieve_lists(histories, None, [0, 5])
+
+
+def test_a_new_product_takes_the_open_slot_only_when_nearer_than_the_listed_one(tiny_run, searches):
+    """Cold-start mixing by SID point: the open last slot goes to the nearest new product only where it
+    lies nearer the query's point than the product listed there."""
+    root, _ = tiny_run
+    plain, mixed = (Retriever.from_run(root / "run", beam_width=8, cold_share=share) for share in (0.0, 0.2))
+    histories = _histories(plain, 6, seed=7)
+    before = plain.retrieve_arrays(histories, None, k=5)
+    rows = plain.index.rows_of(before.item_ids[:, 0])[0].copy()
+    _, dedup_end = plain.tokenizer.level_range(plain.tokenizer.n_levels)
+    rows[:, -1] = dedup_end - 1  # each query's best codewords, an unused disambiguation token
+    new_ids = np.arange(999_000, 999_000 + len(rows))
+    for r in (plain, mixed):
+        r.index.add(new_ids, rows, popularity=np.zeros(len(rows)))
+    listed = plain.retrieve_arrays(histories, None, k=5).item_ids
+    searches.clear()
+    got = mixed.retrieve_arrays(histories, None, k=5).item_ids
+    ranker, beams = mixed.cold_ranker, searches[0]
+    query = ranker.queries(beams["rows"].numpy().astype(np.int64), beams["scores"].numpy().astype(np.float64),
+                           mixed._last_rows(mixed._known_parts(histories)))
+    points = lambda ids: ranker.points(mixed.index.rows_of(ids)[0])  # noqa: E731
+    forest = mixed.index._stock_forest()
+    cold = np.unique(forest.item_ids[forest.cold_positions])  # the new products and any never bought
+    assert np.isin(new_ids, cold).all()
+    sims = query @ points(cold).T
+    for b in range(len(histories)):
+        assert got[b, :4].tolist() == listed[b, :4].tolist()
+        fresh = [i for i in np.argsort(-sims[b], kind="stable") if cold[i] not in listed[b]]
+        nearer = sims[b, fresh[0]] > float(query[b] @ points(listed[b, 4:5])[0])
+        assert got[b, 4] == (cold[fresh[0]] if nearer else listed[b, 4])
+    assert (got != listed).any()  # the check above is not vacuous
