@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         ap.error(f"--jobs must be >= 1, got {args.jobs}")
     budget = {} if args.train_budget is None else {b: {"time_budget_s": args.train_budget} for b in TRAINED_BASELINES}
-    ecfg = EvalConfig(cold_start_fraction=args.cold_start or None, max_test=args.max_test, baseline_options=budget)
+    ecfg = EvalConfig(cold_start_fraction=args.cold_start or None, max_test=args.max_test, baseline_options=budget,
+                      cold_share=cfg.cold_start.share)  # the config's, also for runs built before it had one
     out = Path(args.out) if args.out else workdir / f"{cfg.name}-seed{args.seed}.json"
     if args.rescore:
         result = rescore(data, seeded(cfg, args.seed), args.seed, workdir, ecfg, out)

@@ -53,7 +53,7 @@ class EvalConfig:
     within_basket_max: int = 5000  # most within-basket queries scored (seeded sample)
     cold_start_fraction: float | None = None  # TIGER cold-start protocol: share of test items made unseen; None off
     beam_width: int = 20  # the generative model's beam
-    cold_share: float | None = None  # genrec's share of K open to never-trained products (TIGER's epsilon); None: the retriever's
+    cold_share: float | None = None  # genrec's share of K open to never-trained products (TIGER's epsilon); None: the run config's
     device: str = "cpu"  # torch device for the generative model and neural baselines
     baseline_options: dict = field(default_factory=dict)  # name -> constructor overrides, e.g. {"itemknn": {"rounds": 1}}
     fit_options: dict = field(default_factory=dict)  # name -> FitContext.options (e.g. epochs in quick runs)
@@ -249,11 +249,11 @@ class GenerativeModel:
     uses_full_history = True  # the retriever caps histories to the decoder's max_items itself
 
     def __init__(self, run: Path, beam_width: int, device: str, cold_share: float | None) -> None:
-        from genrec.retriever import DEFAULT_COLD_SHARE, Retriever
+        from genrec.retriever import Retriever
 
-        share = DEFAULT_COLD_SHARE if cold_share is None else cold_share
-        self.retriever = Retriever.from_run(run, beam_width=beam_width, device=device, cold_share=share)
-        self.choices = {"beam_width": beam_width, "max_items": self.retriever.max_items, "cold_share": share}
+        self.retriever = Retriever.from_run(run, beam_width=beam_width, device=device, cold_share=cold_share)
+        self.choices = {"beam_width": beam_width, "max_items": self.retriever.max_items,
+                        "cold_share": self.retriever.cold_share}
 
     def fit(self, train: Examples, validation: Examples, ctx: FitContext) -> "GenerativeModel":
         """Already trained (``genrec train``): nothing to do."""

@@ -14,22 +14,24 @@ import torch
 from genrec.beam_search import constrained_beam_search
 from genrec.decoder import decoder_meta, inference_dtype, load_decoder
 from genrec.pipeline import INDEX_DIR, MODEL_DIR, TOKENIZER_FILE
+from genrec.runconfig import load_run_config
+from genrec.semid_run import CONFIG_FILE
 from genrec.sequences import NO_RETAILER, query_examples
 from genrec.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
 from index.candidates import cold_slots, empty_candidates
-from index.cold import ColdRanker
+from index.cold import ColdRanker, ColdStartConfig
 from index.retailer_index import Candidates, RetailerIndex
 from semid.catalog import DataError
 from semid.store import codebook_version, load_codebook
 from semid.tokenizer import BOS, PAD, SIDTokenizer
 
 
-# TIGER's epsilon: the last 20% of each list (at least one slot) is open to products never interacted with in
-# training; each open slot keeps its listed product unless a new one lies nearer the query's SID point
-# (index.cold). Amazon Beauty seed 0 (TIGER's cold-start hold-out): cold-start recall@10 0.0562 against
-# 0.0321 by SID prefix at 10% (the earlier default) and semantic-kNN's 0.0449, while overall recall@10
-# goes 0.0697 -> 0.0700 (0.0707 with no mixing); 0 turns it off.
-DEFAULT_COLD_SHARE = 0.2
+# TIGER's epsilon (run config ``cold_start.share``): the last 20% of each list (at least one slot) is open
+# to products never interacted with in training; each open slot keeps its listed product unless a new one
+# lies nearer the query's SID point (index.cold). Amazon Beauty seed 0 (TIGER's cold-start hold-out):
+# cold-start recall@10 0.0562 against 0.0321 by SID prefix at 10% (the earlier default) and semantic-kNN's
+# 0.0449, while overall recall@10 goes 0.0697 -> 0.0700 (0.0707 with no mixing); 0 turns it off.
+DEFAULT_COLD_SHARE = ColdStartConfig().share
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,11 @@ class Retriever:
 
     @classmethod
     def from_run(cls, run: str | Path, beam_width: int = 20, device: str = "cpu",
-                 cold_share: float = DEFAULT_COLD_SHARE, dtype: str = "float32") -> "Retriever":
+                 cold_share: float | None = None, dtype: str = "float32") -> "Retriever":
         """Load a run folder written by ``genrec train``; every part must share one codebook version.
         ``cold_share``: the share of each list open to products never interacted with in training, those
-        whose SIDs' codebook points lie nearest the query's (TIGER's cold-start mixing, ``index.cold``).
+        whose SIDs' codebook points lie nearest the query's (TIGER's cold-start mixing, ``index.cold``);
+        None: the run config's ``cold_start.share``.
         ``dtype``: the decoder's weights, ``float32``, ``bfloat16`` or ``auto`` (``genrec.decoder.inference_dtype``)."""
         run = Path(run)
         version = codebook_version(run)
@@ -76,10 +79,12 @@ class Retriever:
         model = load_decoder(run / MODEL_DIR, codebook_version=version).to(device, inference_dtype(dtype, device))
         weights = run / MODEL_DIR / "model.safetensors"
         model_version = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else None
+        cold = _cold_start_config(run)
         ranker = ColdRanker.from_codewords(load_codebook(run).codewords(),
                                            [tokenizer.level_range(lv)[0] for lv in range(tokenizer.n_levels)],
-                                           tokenizer.vocab_size)
-        return cls(model, tokenizer, index, beam_width, model_version, cold_share, ranker)
+                                           tokenizer.vocab_size, cold.history_weight)
+        share = cold.share if cold_share is None else cold_share
+        return cls(model, tokenizer, index, beam_width, model_version, share, ranker)
 
     def known(self, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Which item ids the run has SIDs for."""
@@ -187,6 +192,12 @@ class Retriever:
             query_examples(histories, self.max_items, ids if use.any() else None),
             self.item_tokens, BOS, self.tokenizer.encode_retailer if use.any() else None, with_targets=False,
         )
+
+
+def _cold_start_config(run: Path) -> ColdStartConfig:
+    """The run config's ``cold_start`` section (its defaults for a run folder without a config)."""
+    path = run / CONFIG_FILE
+    return load_run_config(path).cold_start if path.is_file() else ColdStartConfig()
 
 
 def _per_query(flag: bool | Sequence[bool], n: int) -> np.ndarray:

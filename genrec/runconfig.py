@@ -8,6 +8,7 @@ from pathlib import Path
 from genrec.decoder import DecoderConfig
 from genrec.sequences import SequenceConfig
 from genrec.train import TrainConfig
+from index.cold import ColdStartConfig
 from semid.config import ConfigError, from_dict, load_yaml
 from semid.embeddings import EmbeddingConfig
 from semid.train import SemIDConfig
@@ -23,6 +24,7 @@ class RunConfig:
     sequence: SequenceConfig = field(default_factory=SequenceConfig)  # events -> histories and splits
     decoder: DecoderConfig = field(default_factory=DecoderConfig)  # the transformer
     train: TrainConfig = field(default_factory=TrainConfig)  # the decoder's training recipe
+    cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)  # list slots open to new products
 
 
 def load_run_config(path: str | Path) -> RunConfig:

@@ -14,8 +14,24 @@ from typing import Sequence
 import numpy as np
 
 from semid.catalog import DataError
+from semid.config import ConfigError
 
 HISTORY_WEIGHT = 0.3  # share of the latest history item in the query point (the rest: the decoded beams)
+
+
+@dataclass
+class ColdStartConfig:
+    """How much of each list is open to new products, and how a query's point is made (run config
+    section ``cold_start``)."""
+
+    share: float = 0.2  # TIGER's epsilon: ceil(share * K) last slots open to new products; 0 turns it off
+    history_weight: float = HISTORY_WEIGHT
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.share < 1.0:
+            raise ConfigError(f"cold_start.share must lie in [0, 1), got {self.share}")
+        if not 0.0 <= self.history_weight <= 1.0:
+            raise ConfigError(f"cold_start.history_weight must lie in [0, 1], got {self.history_weight}")
 
 
 @dataclass(frozen=True)

@@ -114,3 +114,26 @@ def test_nearest_of_keeps_listed_on_ties_and_never_keeps_an_empty_slot():
     assert kept.tolist() == [0, 1] and chosen.tolist() == []  # a tie goes to the listed product
     kept, chosen = _nearest_of(np.array([-np.inf, -np.inf]), np.array([0.3]))
     assert kept.tolist() == [] and chosen.tolist() == [0]
+
+
+def test_cold_start_section_of_the_run_config_sets_the_retrievers_share(tiny_run, tmp_path):
+    import copy
+    import shutil
+
+    from genrec.retriever import Retriever
+    from genrec.runconfig import load_run_config
+    from semid.config import ConfigError, save_yaml
+
+    root, shared_cfg = tiny_run
+    cfg = copy.deepcopy(shared_cfg)  # the fixture's config serves other tests too
+    assert Retriever.from_run(root / "run").cold_share == cfg.cold_start.share == 0.2
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    cfg.cold_start.share, cfg.cold_start.history_weight = 0.0, 0.5
+    save_yaml(cfg, run / "config.yaml")
+    r = Retriever.from_run(run)
+    assert r.cold_share == 0.0 and r.cold_ranker.history_weight == 0.5
+    assert Retriever.from_run(run, cold_share=0.1).cold_share == 0.1  # an explicit share wins
+    (tmp_path / "bad.yaml").write_text("cold_start:\n  share: 1.5\n")
+    with pytest.raises(ConfigError, match="cold_start.share"):
+        load_run_config(tmp_path / "bad.yaml")
