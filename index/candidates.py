@@ -106,17 +106,23 @@ def mix_cold(out: Candidates, forest: StockForest, decoded: np.ndarray, scores: 
             pos = pos[chosen]
         if not pos.size:
             continue
-        first = k - reserve if tail is not None else k - pos.size
-        if kept.size:  # kept listed products move up, in order; the slots after the new ones are emptied
-            listed = np.arange(first, k)[kept]
-            for name in ("item_ids", "scores", "sids", "from_beam"):
-                getattr(out, name)[b, first:first + kept.size] = getattr(out, name)[b, listed]
-        empty = empty_candidates(1, k)
-        for name in ("item_ids", "scores", "sids", "from_beam"):
-            getattr(out, name)[b, first + kept.size:] = getattr(empty, name)[0, first + kept.size:]
-        at = np.arange(first + kept.size, first + kept.size + pos.size)
-        base = float(np.min(out.scores[b, : at[0]], initial=0.0)) if at[0] else 0.0
-        _place(out, forest, np.full(pos.size, b), at, pos, base - 1.0 - np.arange(pos.size), False)
+        _rewrite_tail(out, forest, b, k - reserve if tail is not None else k - pos.size, kept, pos)
+
+
+_FIELDS = ("item_ids", "scores", "sids", "from_beam")
+
+
+def _rewrite_tail(out: Candidates, forest: StockForest, b: int, first: int, kept: np.ndarray,
+                  pos: np.ndarray) -> None:
+    """Query ``b``'s slots from ``first`` on: its listed products at offsets ``kept`` (in order), then the
+    new products at forest positions ``pos``, scoring just below the list; any slot left over is empty."""
+    for name in _FIELDS:
+        field = getattr(out, name)
+        field[b, first:first + kept.size] = field[b, first + kept]
+        field[b, first + kept.size:] = getattr(empty_candidates(1, 1), name)[0, 0]
+    at = np.arange(first + kept.size, first + kept.size + pos.size)
+    base = float(np.min(out.scores[b, : at[0]], initial=0.0)) if at[0] else 0.0
+    _place(out, forest, np.full(pos.size, b), at, pos, base - 1.0 - np.arange(pos.size), False)
 
 
 def _nearest_of(listed: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
