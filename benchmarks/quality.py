@@ -114,16 +114,21 @@ def _absorb(result: dict, futures: dict[str, Future], order: list[str]) -> dict:
             print(f"  {name} failed in its worker: {e!r}", file=sys.stderr, flush=True)
             result.setdefault("failed", {})[name] = repr(e)
             continue
-        for key in ("models", "choices", "timings"):
-            result[key][name] = part[key][name]
-        for slice_name, per_model in part["slices"].items():
-            if name in per_model:
-                result["slices"].setdefault(slice_name, {})[name] = per_model[name]
+        _take_rows(result, part, name)
     rank = {name: i for i, name in enumerate(order)}
     result["models"] = dict(sorted(result["models"].items(), key=lambda kv: rank.get(kv[0], len(rank))))
     for slice_name, per_model in result["slices"].items():
         result["slices"][slice_name] = dict(sorted(per_model.items(), key=lambda kv: rank.get(kv[0], len(rank))))
     return result
+
+
+def _take_rows(result: dict, part: dict, name: str) -> None:
+    """Put model ``name``'s rows of ``part`` (metrics, choices, timings, slices) into ``result``."""
+    for key in ("models", "choices", "timings"):
+        result[key][name] = part[key][name]
+    for slice_name, per_model in part["slices"].items():
+        if name in per_model:
+            result["slices"].setdefault(slice_name, {})[name] = per_model[name]
 
 
 def rescore(data: Path, cfg: RunConfig, seed: int, workdir: Path, ecfg: EvalConfig, out: Path) -> dict:
@@ -135,11 +140,9 @@ def rescore(data: Path, cfg: RunConfig, seed: int, workdir: Path, ecfg: EvalConf
     old = json.loads(out.read_text())
     new = evaluate(data, run, [], seed=seed, config=ecfg,
                    progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
-    old["models"][GENREC] = new["models"][GENREC]
-    old["choices"][GENREC] = new["choices"][GENREC]
-    old["timings"][GENREC] = {**new["timings"][GENREC], "train_s": old["timings"][GENREC].get("train_s")}
-    for slice_name, per_model in new["slices"].items():
-        old["slices"].setdefault(slice_name, {})[GENREC] = per_model[GENREC]
+    train_s = old["timings"][GENREC].get("train_s")
+    _take_rows(old, new, GENREC)
+    old["timings"][GENREC]["train_s"] = train_s
     old["config"]["rescored"] = time.strftime("%Y-%m-%d %H:%M:%S")
     return old
 

@@ -169,7 +169,7 @@ class Retriever:
         )
         rows, scores = rows.cpu(), scores.cpu()
         banned = [h if e else None for h, e in zip(histories, exclude.tolist())] if exclude.any() else None
-        last = self._last_rows(histories)
+        last = self._last_rows(histories) if self.cold_share > 0 and self.cold_ranker is not None else None
         return {k: self.index.candidates(rows, scores, k, retailers, exclude_items=banned, cold_share=self.cold_share,
                                          cold_ranker=self.cold_ranker, last_rows=last) for k in ks}
 

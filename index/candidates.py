@@ -116,10 +116,11 @@ def _rewrite_tail(out: Candidates, forest: StockForest, b: int, first: int, kept
                   pos: np.ndarray) -> None:
     """Query ``b``'s slots from ``first`` on: its listed products at offsets ``kept`` (in order), then the
     new products at forest positions ``pos``, scoring just below the list; any slot left over is empty."""
+    empty = empty_candidates(1, 1)
     for name in _FIELDS:
         field = getattr(out, name)
         field[b, first:first + kept.size] = field[b, first + kept]
-        field[b, first + kept.size:] = getattr(empty_candidates(1, 1), name)[0, 0]
+        field[b, first + kept.size:] = getattr(empty, name)[0, 0]
     at = np.arange(first + kept.size, first + kept.size + pos.size)
     base = float(np.min(out.scores[b, : at[0]], initial=0.0)) if at[0] else 0.0
     _place(out, forest, np.full(pos.size, b), at, pos, base - 1.0 - np.arange(pos.size), False)
@@ -156,6 +157,7 @@ def _cold_by_point(queries: np.ndarray, forest: StockForest, slots: np.ndarray, 
         members = np.flatnonzero(slots == slot)
         rows = forest.rows_at(cold[lo:hi])
         best = top_cold(ranker, queries[members], rows, min(int(hi - lo), take))
+        # the same arithmetic as _tail_similarity, so a new product whose point equals a listed one's ties it
         sims = np.einsum("bd,btd->bt", queries[members], ranker.points(rows[best]))
         found.update(zip(members.tolist(), cold[lo + best]))
         near.update(zip(members.tolist(), sims))
