@@ -32,8 +32,8 @@ import numpy as np
 
 from genrec.dataset import Dataset, read_dataset
 from genrec.cli import configure_logging
-from genrec.evaluate import GENREC, EvalConfig, evaluate, evaluate_baseline, format_table, training_events
-from genrec.pipeline import train_run
+from genrec.evaluate import GENREC, EvalConfig, evaluate, evaluate_baseline, format_table, training_dataset
+from genrec.pipeline import build_serving_parts, train_run
 from genrec.runconfig import RunConfig, load_run_config
 from genrec.semid_run import build_semids
 from genrec.sequences import SequenceConfig, build_histories, resolve_split
@@ -56,12 +56,14 @@ def seeded(cfg: RunConfig, seed: int) -> RunConfig:
 
 
 def training_copy(data: Path, out: Path, seq_cfg: SequenceConfig, seed: int, ecfg: EvalConfig) -> Path:
-    """Write ``data`` minus what the harness holds out for ``seed`` to ``out`` (once): the run trains on it."""
-    if (out / "events.parquet").is_file():
+    """Write ``data`` minus what the harness holds out for ``seed``, its cold-start items dated as launched
+    after the log (``training_dataset``), to ``out`` (once; a copy from before the dating gets it): the run
+    trains on it."""
+    if (out / "events.parquet").is_file() and read_dataset(out).meta.get("launch_dated"):
         return out
-    ds = read_dataset(data)
-    events = training_events(ds.events, seq_cfg, seed, ecfg.within_basket_share, ecfg.cold_start_fraction)
-    Dataset(ds.items, events, ds.assortment, {**ds.meta, "heldout_for_seed": seed}).write(out, overwrite=True)
+    ds = training_dataset(read_dataset(data), seq_cfg, seed, ecfg.within_basket_share, ecfg.cold_start_fraction)
+    ds.meta["launch_dated"] = True
+    ds.write(out, overwrite=True)
     return out
 
 
@@ -115,11 +117,16 @@ def _absorb(result: dict, futures: dict[str, Future], order: list[str]) -> dict:
             result.setdefault("failed", {})[name] = repr(e)
             continue
         _take_rows(result, part, name)
-    rank = {name: i for i, name in enumerate(order)}
-    result["models"] = dict(sorted(result["models"].items(), key=lambda kv: rank.get(kv[0], len(rank))))
+    result["models"] = _ordered(result["models"], order)
     for slice_name, per_model in result["slices"].items():
-        result["slices"][slice_name] = dict(sorted(per_model.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+        result["slices"][slice_name] = _ordered(per_model, order)
     return result
+
+
+def _ordered(rows: dict, order: list[str]) -> dict:
+    """``rows`` with the models of ``order`` first, in that order, then the rest as they were."""
+    rank = {name: i for i, name in enumerate(order)}
+    return dict(sorted(rows.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
 
 def _take_rows(result: dict, part: dict, name: str) -> None:
@@ -131,18 +138,33 @@ def _take_rows(result: dict, part: dict, name: str) -> None:
             result["slices"].setdefault(slice_name, {})[name] = per_model[name]
 
 
-def rescore(data: Path, cfg: RunConfig, seed: int, workdir: Path, ecfg: EvalConfig, out: Path) -> dict:
-    """Score our trained run of ``seed`` again (after a change to retrieval, not to training) and put its
-    rows in place of the old ones in the seed's JSON ``out``; the baselines' rows are kept as they were."""
-    run = workdir / f"{cfg.name}-seed{seed}" / "run"
+def rescore(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, ecfg: EvalConfig, out: Path,
+            models: list[str] = (GENREC,)) -> dict:
+    """Score ``models`` of a finished seed again and put their rows in place of the old ones (or of a
+    failed worker's missing row) in the seed's JSON ``out``; every other row is kept as it was. Ours
+    (``genrec``) after a change to retrieval, not to training (the run's index is rebuilt first); a
+    baseline to fill a row its worker lost."""
+    root = workdir / f"{cfg.name}-seed{seed}"
+    run = root / "run"
     if not out.is_file() or not (run / "decoder").is_dir():
         raise SystemExit(f"--rescore: needs a finished seed: {out} and a trained decoder in {run}")
     old = json.loads(out.read_text())
-    new = evaluate(data, run, [], seed=seed, config=ecfg,
-                   progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    if GENREC in models:
+        seq_cfg = dataclasses.replace(cfg.sequence, split=split)
+        build_serving_parts(training_copy(data, root / "data", seq_cfg, seed, ecfg), cfg, run)
+    new = evaluate(data, run, [m for m in models if m != GENREC], seed=seed, config=ecfg,
+                   progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True), score_run=GENREC in models)
     train_s = old["timings"][GENREC].get("train_s")
-    _take_rows(old, new, GENREC)
+    for name in models:
+        _take_rows(old, new, name)
+        old.get("failed", {}).pop(name, None)
+    if not old.get("failed", True):
+        del old["failed"]
     old["timings"][GENREC]["train_s"] = train_s
+    order = [GENREC] + [b for split in BASELINES_BY_SPLIT.values() for b in split.split(",")]
+    old["models"] = _ordered(old["models"], order)
+    for slice_name, per_model in old["slices"].items():
+        old["slices"][slice_name] = _ordered(per_model, order)
     old["config"]["rescored"] = time.strftime("%Y-%m-%d %H:%M:%S")
     return old
 
@@ -233,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-budget", type=float, default=None,
                     help="seconds each trained baseline may train (its best validation checkpoint is kept)")
     ap.add_argument("--rescore", action="store_true",
-                    help="score this seed's trained run again and replace only its rows in the seed's JSON")
+                    help="score this seed's run again (or, with --baselines, those models: genrec names ours) and "
+                         "replace only their rows in the seed's JSON")
     ap.add_argument("--jobs", type=int, default=2,
                     help="processes: the trained baselines fit in jobs - 1 workers while the decoder trains (1: in turn)")
     args = ap.parse_args(argv)
@@ -261,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                       cold_share=cfg.cold_start.share)  # the config's, also for runs built before it had one
     out = Path(args.out) if args.out else workdir / f"{cfg.name}-seed{args.seed}.json"
     if args.rescore:
-        result = rescore(data, seeded(cfg, args.seed), args.seed, workdir, ecfg, out)
+        models = args.baselines.split(",") if args.baselines else [GENREC]
+        result = rescore(data, seeded(cfg, args.seed), split, args.seed, workdir, ecfg, out, models)
         out.write_text(json.dumps(result, indent=2))
         print(format_table(result))
         return 0

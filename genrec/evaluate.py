@@ -25,10 +25,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from genrec.baselines import BASELINES, FitContext, make_baseline, train_sequences
 from genrec.baselines.base import PAD_ITEM, tuning_subset
-from genrec.dataset import read_dataset
+from genrec.dataset import Dataset, read_dataset
 from genrec.metrics import ItemFacets, Targets, candidate_quality, keep_items, rank_metrics, remove_items
 from genrec.sequences import NO_RETAILER, Examples, Histories, SequenceConfig, build_histories, make_splits, \
     resolve_split
@@ -209,15 +210,36 @@ def training_events(events: pa.Table, seq_cfg: SequenceConfig | None = None, see
                     within_basket_share: float = 0.1, cold_start_fraction: float | None = None) -> pa.Table:
     """``events`` without what the harness holds out for this seed and these settings (``held_out``): what
     a run must be trained on for its numbers to be leak-free. The rows keep their original order."""
+    return _training_rows(events, seq_cfg, seed, within_basket_share, cold_start_fraction)[0]
+
+
+def training_dataset(ds: Dataset, seq_cfg: SequenceConfig | None = None, seed: int = 0,
+                     within_basket_share: float = 0.1, cold_start_fraction: float | None = None) -> Dataset:
+    """The dataset a run must be trained on (``training_events``), its catalog dated as the cold-start
+    protocol has it: the cold-start items launch after the log ends, and every product whose
+    ``first_seen`` is unknown is listed from its start. The index then pools only the launched ones as new,
+    not products that merely went unbought in this sample (``pipeline.established_items``)."""
+    events, cold = _training_rows(ds.events, seq_cfg, seed, within_basket_share, cold_start_fraction)
+    ts = ds.events.column("ts")
+    start, end = pc.min(ts).as_py(), pc.max(ts).as_py()
+    first_seen = pc.fill_null(ds.items.column("first_seen"), start).to_numpy(zero_copy_only=False).copy()
+    first_seen[np.isin(ds.items.column("item_id").to_numpy(), cold)] = end + 1
+    items = ds.items.set_column(ds.items.column_names.index("first_seen"), "first_seen", pa.array(first_seen))
+    return Dataset(items, events, ds.assortment, {**ds.meta, "heldout_for_seed": seed})
+
+
+def _training_rows(events: pa.Table, seq_cfg: SequenceConfig | None, seed: int, within_basket_share: float,
+                   cold_start_fraction: float | None) -> tuple[pa.Table, np.ndarray]:
+    """``training_events`` and the cold-start items of the protocol (empty when off)."""
     seq_cfg = seq_cfg or SequenceConfig()
     histories = build_histories(events)
     seq_cfg = dataclasses.replace(seq_cfg, split=resolve_split(histories, seq_cfg.split))
-    keep, _, _ = held_out(histories, seq_cfg, seed, within_basket_share, cold_start_fraction)
+    keep, _, cold = held_out(histories, seq_cfg, seed, within_basket_share, cold_start_fraction)
     cols = {n: events.column(n).to_numpy() for n in ("user_id", "session_id", "ts", "position")}
     order = np.lexsort((cols["position"], cols["session_id"], cols["ts"], cols["user_id"]))  # build_histories' order
     row_keep = np.zeros(events.num_rows, bool)
     row_keep[order] = keep
-    return events.filter(pa.array(row_keep))
+    return events.filter(pa.array(row_keep)), cold
 
 
 def tail_items(items: pa.Table, sequences: Examples, share: float) -> np.ndarray:
@@ -428,6 +450,13 @@ def _unseen(targets: Targets, train_items: np.ndarray) -> Targets:
 # ---------------------------------------------------------------------------------------------- entry point
 
 
+# Where shoppers re-buy (baskets), a re-buy is a right answer: the trained baselines must not mask the history
+# in their own early stopping and lists; the harness chooses on validation whether lists skip it (run_model).
+_KEEP_HISTORY = {"mask_history": False}
+SPLIT_FIT_OPTIONS = {"last_basket": {"sasrec_ce": _KEEP_HISTORY, "sasrec_bce": _KEEP_HISTORY,
+                                     "two_tower": _KEEP_HISTORY}}
+
+
 def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: Sequence[int] | None = None,
              seed: int = 0, config: EvalConfig | None = None,
              progress: Callable[[str], None] | None = None, score_run: bool = True) -> dict:
@@ -461,7 +490,8 @@ def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: S
     for name in names:
         ctx = FitContext(item_ids=data_.catalog, items=data_.items, run=None if run is None else Path(run), seed=seed,
                          device=cfg.device, k_values=ks, max_items=cfg.baseline_max_items, tune_metric=cfg.tune_metric,
-                         tune_examples=cfg.tune_examples, options=dict(cfg.fit_options.get(name, {})),
+                         tune_examples=cfg.tune_examples,
+                         options={**SPLIT_FIT_OPTIONS.get(data_.split, {}).get(name, {}), **cfg.fit_options.get(name, {})},
                          sequences=data_.sequences)
         model = GenerativeModel(Path(run), cfg.beam_width, cfg.device, cfg.cold_share) if name == GENREC else \
             make_baseline(name, **cfg.baseline_options.get(name, {}))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from genrec.dataset import Dataset, read_dataset
 from genrec.runconfig import RunConfig
@@ -55,6 +56,21 @@ def training_popularity(ds: Dataset, cfg: RunConfig) -> tuple[np.ndarray, np.nda
     return ids, counts.astype(np.float64)
 
 
+def established_items(ds: Dataset, ids: np.ndarray) -> np.ndarray:
+    """Per product of ``ids``: whether the catalog lists it from the start of the interaction log
+    (``first_seen`` at or before the earliest event). One of those with no training interactions is
+    unpopular, not new, so it stays out of the cold-start pool; an unknown ``first_seen`` says nothing."""
+    first_seen = ds.items.column("first_seen")
+    if first_seen.null_count == len(first_seen) or ds.events.num_rows == 0:
+        return np.zeros(ids.size, bool)
+    start = pc.min(ds.events.column("ts")).as_py()
+    listed = pc.fill_null(pc.less_equal(first_seen, start), False).to_numpy(zero_copy_only=False)
+    catalog = ds.items.column("item_id").to_numpy()
+    order = np.argsort(catalog)
+    at = order[np.minimum(np.searchsorted(catalog, ids, sorter=order), catalog.size - 1)]
+    return listed[at] & (catalog[at] == ids)
+
+
 def build_index(run: Path, ds: Dataset, cfg: RunConfig, item_tokens: ItemTokens, tok: SIDTokenizer) -> RetailerIndex:
     """Every product with its token row, SID string and training popularity, plus who stocks what."""
     sids = read_sids(run, expected_version=tok.codebook_version)
@@ -65,11 +81,22 @@ def build_index(run: Path, ds: Dataset, cfg: RunConfig, item_tokens: ItemTokens,
     where = np.searchsorted(pop_ids, ids)
     hit = (where < pop_ids.size) & (pop_ids[np.minimum(where, pop_ids.size - 1)] == ids)
     popularity[hit] = pop[where[hit]]
-    index.add(ids, item_tokens.tokens, popularity=popularity, sids=sids.column("sid").to_numpy(zero_copy_only=False))
+    index.add(ids, item_tokens.tokens, popularity=popularity, sids=sids.column("sid").to_numpy(zero_copy_only=False),
+              established=established_items(ds, ids))
     if ds.assortment is not None:
         index.add(ds.assortment.column("item_id").to_numpy(), retailer_ids=ds.assortment.column("retailer_id").to_numpy())
     index.save(run / INDEX_DIR)
     return index
+
+
+def build_serving_parts(data: Path, cfg: RunConfig, run: Path) -> tuple[Dataset, SIDTokenizer, ItemTokens]:
+    """The run's tokenizer and retailer index from its SIDs and ``data`` (written into the run), with the
+    dataset and item tokens they were built from; cheap, so a change to the index needs no retraining."""
+    ds = read_dataset(data)
+    tok = build_tokenizer(run, ds, cfg)
+    item_tokens = ItemTokens.from_sids(read_sids(run, expected_version=tok.codebook_version), tok)
+    build_index(run, ds, cfg, item_tokens, tok)
+    return ds, tok, item_tokens
 
 
 def train_run(data: Path, cfg: RunConfig, run: Path, resume: bool = True) -> TrainResult:
@@ -77,9 +104,6 @@ def train_run(data: Path, cfg: RunConfig, run: Path, resume: bool = True) -> Tra
     if not (run / "sids.parquet").is_file():
         build_semids(data, cfg, run)
     record_dataset(run, data)
-    ds = read_dataset(data)
-    tok = build_tokenizer(run, ds, cfg)
-    item_tokens = ItemTokens.from_sids(read_sids(run, expected_version=tok.codebook_version), tok)
-    build_index(run, ds, cfg, item_tokens, tok)
+    ds, tok, item_tokens = build_serving_parts(data, cfg, run)
     return train_decoder(ds.events, item_tokens, tok, cfg.decoder, cfg.train, run / DECODER_DIR,
                          seq_cfg=cfg.sequence, resume=resume)

@@ -81,11 +81,12 @@ def mix_cold(out: Candidates, forest: StockForest, decoded: np.ndarray, scores: 
              banned: np.ndarray, share: float, ranker: ColdRanker | None = None,
              last_rows: np.ndarray | None = None) -> None:
     """TIGER's cold-start mixing, in place: up to ``cold_slots`` of each query's last slots are open to
-    products its slot holds that had no training interactions (the decoder never learnt to generate their
-    SIDs); those placed score just below the list they join. With a ``ranker`` (``index.cold``) the open
-    slots hold whichever lie nearest the query's SID point, the listed products there or the nearest new
-    ones (``last_rows``: each query's latest history item, [B, D], -1 rows for none). Without one, new
-    products under a decoded SID's codewords, else all but its last codeword, take the open slots."""
+    new products its slot holds (no training interactions and not established, ``StockForest.build``: the
+    decoder never learnt to generate their SIDs); those placed score just below the list they join. With
+    a ``ranker`` (``index.cold``) the open slots hold whichever lie nearest the query's SID point, the
+    listed products there or the nearest new ones (``last_rows``: each query's latest history item, [B, D],
+    -1 rows for none). Without one, new products under a decoded SID's codewords, else all but its last
+    codeword, take the open slots."""
     reserve = cold_slots(out.item_ids.shape[1], share)
     if not reserve or not forest.cold_positions.size:
         return

@@ -1,4 +1,4 @@
-"""Which new products (no training interactions) a query's cold-start slots go to, from Semantic IDs alone.
+"""Which new products a query's cold-start slots go to, from Semantic IDs alone.
 
 The decoder never learnt to generate a new product's SID, but every SID names a point of the codebook's
 latent space: the sum of its codewords. ``ColdRanker`` ranks a query's new products by the cosine between

@@ -1,4 +1,4 @@
-"""The retailer index on disk: a folder of items.parquet (item_id, tokens, sid, popularity), stock.parquet
+"""The retailer index on disk: a folder of items.parquet (item_id, tokens, sid, popularity, established), stock.parquet
 (retailer_id, item_id) and index.json (format, codebook version, sizes), each written atomically."""
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class IndexFiles:
     rows: np.ndarray | None  # [n, L+1] int64 token rows (None when the catalog is empty)
     popularity: np.ndarray  # [n] float64
     sids: np.ndarray  # [n] object
+    established: np.ndarray  # [n] bool (all False for an index saved before the column existed)
     stock: np.ndarray  # [m, 2] int64 (retailer_id, item_id)
     meta: dict  # index.json
 
@@ -41,6 +42,7 @@ def write_index(
     sids: np.ndarray,
     stock: np.ndarray,
     meta: dict,
+    established: np.ndarray | None = None,
 ) -> Path:
     """Write the index to folder ``path``; ``meta`` gets the format fields added."""
     path = Path(path)
@@ -54,6 +56,7 @@ def write_index(
             "tokens": tokens,
             "sid": pa.array(sids.tolist(), pa.string()),
             "popularity": pa.array(popularity, pa.float64()),
+            "established": pa.array(np.zeros(ids.size, bool) if established is None else established, pa.bool_()),
         }
     )
     stock_table = pa.table(
@@ -87,6 +90,8 @@ def read_index(path: str | Path, codebook_version: str | None = None) -> IndexFi
         rows=rows,
         popularity=items.column("popularity").to_numpy().astype(np.float64),
         sids=np.asarray(items.column("sid").to_pylist(), dtype=object),
+        established=(items.column("established").to_numpy(zero_copy_only=False).astype(bool)
+                     if "established" in items.column_names else np.zeros(items.num_rows, bool)),
         stock=pairs,
         meta=meta,
     )

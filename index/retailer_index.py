@@ -1,5 +1,5 @@
 """SID -> products, partitioned by retailer. The index holds the catalog (item id, token row, SID string,
-popularity) and which retailer stocks what. Decoding and ranking go through one lazily built trie forest
+popularity, whether it is established) and which retailer stocks what. Decoding and ranking go through one lazily built trie forest
 over every retailer's stock and the whole catalog (``index.forest``), so a batch mixing retailers is one
 beam search in which each query can only spell SIDs its retailer stocks; ``trie_for`` builds one
 retailer's own trie on request (for checks and tools). Adding or removing products or stock drops the
@@ -40,6 +40,7 @@ class RetailerIndex:
         self._ids = np.zeros(0, np.int64)  # catalog, sorted by item id
         self._rows = np.zeros((0, tokens_per_item or 0), np.int64)
         self._pop = np.zeros(0, np.float64)
+        self._established = np.zeros(0, bool)  # listed before the training log began: no interactions = unpopular, not new
         self._sids = np.zeros(0, object)
         self._stock = np.zeros((0, 2), np.int64)  # (retailer_id, item_id), sorted, unique
         self._retailers = np.zeros(0, np.int64)  # every retailer ever given stock
@@ -90,15 +91,19 @@ class RetailerIndex:
         retailer_ids: int | Sequence[int] | np.ndarray | None = None,
         popularity: float | Sequence[float] | np.ndarray | None = None,
         sids: Sequence[str] | np.ndarray | None = None,
+        established: bool | Sequence[bool] | np.ndarray | None = None,
     ) -> None:
         """Add or update products (rows are required for products not yet in the catalog) and, with
-        ``retailer_ids`` (one per row, or one for all), record that those retailers stock them. Popularity
-        and SID strings are kept when not given (0 and the joined token ids for new products)."""
+        ``retailer_ids`` (one per row, or one for all), record that those retailers stock them. Popularity,
+        SID strings and ``established`` are kept when not given (0, the joined token ids and False for new
+        products). ``established``: listed before the training log began, so a product without training
+        interactions is unpopular, not new: it is kept out of the cold-start pool (``mix_cold``)."""
         ids = _int_array(item_ids, "item_ids")
         n = ids.size
         rows = None if token_rows is None else self._check_rows(token_rows, n)
         pop = None if popularity is None else _broadcast(popularity, n, np.float64, "popularity")
         sid = None if sids is None else _broadcast(sids, n, object, "sids")
+        est = None if established is None else _broadcast(established, n, bool, "established")
         uniq, last = _last_occurrence(ids)
         if rows is not None:
             _check_consistent(ids, rows, uniq, last)
@@ -107,6 +112,7 @@ class RetailerIndex:
             None if rows is None else rows[last],
             None if pop is None else pop[last],
             None if sid is None else sid[last],
+            None if est is None else est[last],
         )
         if retailer_ids is not None:
             self._add_stock(_broadcast(retailer_ids, n, np.int64, "retailer_ids"), ids)
@@ -121,6 +127,7 @@ class RetailerIndex:
             self._forest = None
             self._ids, self._rows = self._ids[~gone], self._rows[~gone]
             self._pop, self._sids = self._pop[~gone], self._sids[~gone]
+            self._established = self._established[~gone]
             self._stock = self._stock[~stock_gone]
             return int(gone.sum())
         key = self._key(retailer_id)
@@ -192,7 +199,8 @@ class RetailerIndex:
             "retailers": self._retailers.tolist(),
             "n_items": len(self),
         }
-        return write_index(path, self._ids, self._rows, self._pop, self._sids, self._stock, meta)
+        return write_index(path, self._ids, self._rows, self._pop, self._sids, self._stock, meta,
+                           self._established)
 
     @classmethod
     def load(cls, path: str | Path, codebook_version: str | None = None) -> "RetailerIndex":
@@ -201,7 +209,8 @@ class RetailerIndex:
         meta = files.meta
         index = cls(meta.get("tokens_per_item"), meta.get("vocab_size"), meta.get("codebook_version"))
         if files.rows is not None:
-            index.add(files.ids, files.rows, popularity=files.popularity, sids=files.sids)
+            index.add(files.ids, files.rows, popularity=files.popularity, sids=files.sids,
+                      established=files.established)
         if files.stock.size:
             index.add(files.stock[:, 1], retailer_ids=files.stock[:, 0])
         index._retailers = np.union1d(index._retailers, np.asarray(meta.get("retailers", []), np.int64))
@@ -239,15 +248,14 @@ class RetailerIndex:
         found[found] = self._ids[pos[found]] == ids[found]
         return pos, found
 
-    def _merge_catalog(
-        self, ids: np.ndarray, rows: np.ndarray | None, pop: np.ndarray | None, sid: np.ndarray | None
-    ) -> None:
+    def _merge_catalog(self, ids: np.ndarray, rows: np.ndarray | None, pop: np.ndarray | None,
+                       sid: np.ndarray | None, est: np.ndarray | None) -> None:
         """Update known products in place and append new ones (kept sorted by id)."""
         pos, found = self._find(ids)
         new = ~found
         if new.any() and rows is None:
             raise DataError(f"index.add: token_rows are required for new products, e.g. {ids[new][:5].tolist()}")
-        if rows is not None or pop is not None or sid is not None:
+        if rows is not None or pop is not None or sid is not None or est is not None:
             self._forest = None
         if rows is not None:
             self._rows[pos[found]] = rows[found]
@@ -257,6 +265,8 @@ class RetailerIndex:
             self._pop[pos[found]] = pop[found]
         if sid is not None:
             self._sids[pos[found]] = sid[found]
+        if est is not None:
+            self._established[pos[found]] = est[found]
         if new.any():
             new_sid = _default_sids(rows[new]) if sid is None else sid[new]
             new_pop = np.zeros(int(new.sum())) if pop is None else pop[new]
@@ -266,6 +276,8 @@ class RetailerIndex:
             self._rows = np.concatenate([self._rows, rows[new]])[order]
             self._pop = np.concatenate([self._pop, new_pop])[order]
             self._sids = np.concatenate([self._sids, new_sid])[order]
+            new_est = np.zeros(int(new.sum()), bool) if est is None else est[new]
+            self._established = np.concatenate([self._established, new_est])[order]
 
     def _add_stock(self, retailers: np.ndarray, ids: np.ndarray) -> None:
         """Record (retailer, product) pairs; the products must be in the catalog."""
@@ -322,7 +334,7 @@ class RetailerIndex:
             if self.tokens_per_item is None:
                 raise DataError("index: empty (no products added yet)")
             self._forest = StockForest.build(self._ids, self._rows, self._pop, self._sids, self._stock,
-                                             self._retailers, self.vocab_size)
+                                             self._retailers, self.vocab_size, self._established)
         return self._forest
 
     def _rows_for_keys(self, keys: np.ndarray | torch.Tensor | Sequence[str]) -> np.ndarray:

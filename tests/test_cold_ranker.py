@@ -137,3 +137,33 @@ def test_cold_start_section_of_the_run_config_sets_the_retrievers_share(tiny_run
     (tmp_path / "bad.yaml").write_text("cold_start:\n  share: 1.5\n")
     with pytest.raises(ConfigError, match="cold_start.share"):
         load_run_config(tmp_path / "bad.yaml")
+
+
+def test_established_products_stay_out_of_the_cold_pool_and_the_flag_survives_a_save(tmp_path):
+    """A product listed before the log began with no interactions is unpopular, not new: never mixed in."""
+    ix, r = _index(), _ranker()
+    beams, scores = np.array([[[2, 4, 7], [1, 4, 7]]]), np.array([[-0.1, -2.0]])
+    assert ix.candidates(beams, scores, k=3, cold_share=0.3, cold_ranker=r).item_ids[0, 2] == 21
+    ix.add([21], established=True)
+    assert ix.candidates(beams, scores, k=3, cold_share=0.3, cold_ranker=r).item_ids[0, 2] != 21
+    ix.save(tmp_path / "ix")
+    again = RetailerIndex.load(tmp_path / "ix")
+    assert again.candidates(beams, scores, k=3, cold_share=0.3, cold_ranker=r).item_ids[0, 2] != 21
+    ix.add([20, 22, 23], established=True)  # nothing new left: the list is as without mixing
+    np.testing.assert_array_equal(ix.candidates(beams, scores, k=3, cold_share=0.3, cold_ranker=r).item_ids,
+                                  ix.candidates(beams, scores, k=3).item_ids)
+    with pytest.raises(DataError, match="established"):
+        ix.add([20, 21], established=[True])
+
+
+def test_an_index_saved_before_the_established_column_loads_with_every_product_unestablished(tmp_path):
+    import pyarrow.parquet as pq
+
+    ix = _index()
+    ix.add([20], established=True)
+    ix.save(tmp_path / "ix")
+    items = pq.read_table(tmp_path / "ix" / "items.parquet")
+    pq.write_table(items.drop_columns(["established"]), tmp_path / "ix" / "items.parquet")
+    beams, scores = np.array([[[1, 4, 7]]]), np.array([[-0.1]])
+    old = RetailerIndex.load(tmp_path / "ix").candidates(beams, scores, k=3, cold_share=0.3, cold_ranker=_ranker())
+    assert old.item_ids[0, 2] == 20  # nearest to "x", new again without the flag

@@ -249,3 +249,41 @@ def test_each_k_is_scored_on_the_list_made_for_it():
     assert per_k["recall@1"] == 1.0 and per_k["recall@2"] == 0.0
     one = _by_k(rank_metrics, {2: np.array([[5, 7]])}, targets, [1, 2])
     assert one["recall@1"] == 0.0 and one["recall@2"] == 1.0
+
+
+def test_training_dataset_dates_the_cold_start_items_as_launched_after_the_log(seq_data):
+    """Only the protocol's cold-start items are new to the index built on the training copy; a product that
+    was merely never bought is listed from the start (established), and a known later launch is kept."""
+    from genrec.dataset import read_dataset
+    from genrec.evaluate import training_dataset
+    from genrec.pipeline import established_items
+
+    path, _ = seq_data
+    ds = read_dataset(path)
+    first = pa.array([None] * 39 + [7], pa.int64())  # item 39: a launch the catalog already dates
+    items = ds.items.set_column(ds.items.column_names.index("first_seen"), "first_seen", first)
+    ds = Dataset(items, ds.events)
+    seq_cfg = SequenceConfig(split="leave_one_out")
+    train = training_dataset(ds, seq_cfg, seed=3, cold_start_fraction=0.2)
+    assert train.events.equals(training_events(ds.events, seq_cfg, seed=3, cold_start_fraction=0.2))
+    cold = held_out(build_histories(ds.events), seq_cfg, 3, 0.1, 0.2)[2]
+    dated = train.items.column("first_seen").to_numpy()
+    end = int(pa.compute.max(ds.events.column("ts")).as_py())
+    ids = np.arange(40)
+    assert (dated[cold] == end + 1).all()
+    others = ~np.isin(ids, cold) & (ids != 39)
+    assert (dated[others] == 0).all() and (39 in cold or dated[39] == 7)
+    established = established_items(train, ids)
+    assert not established[cold].any() and established[others].all() and not established[39]
+    assert not established_items(read_dataset(path), ids).any()  # no dates known: nothing is established
+
+
+def test_trained_baselines_may_list_re_buys_on_baskets(tmp_path):
+    """On baskets a re-buy is a right answer: SASRec keeps history items in its lists (every one of the 30
+    items fits a 50-list, so recall@50 is 1) unless the harness chooses to exclude them."""
+    _basket_dataset().write(tmp_path / "ds")
+    quick = {"sasrec_ce": {"max_epochs": 1, "dim": 8}}
+    kept = evaluate(tmp_path / "ds", None, ["sasrec_ce"], config=EvalConfig(fit_options=quick, exclude_history="never"))
+    assert kept["models"]["sasrec_ce"]["recall@50"] == 1.0
+    cut = evaluate(tmp_path / "ds", None, ["sasrec_ce"], config=EvalConfig(fit_options=quick, exclude_history="always"))
+    assert cut["models"]["sasrec_ce"]["recall@50"] < 1.0

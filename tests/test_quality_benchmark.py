@@ -117,3 +117,22 @@ def test_rescore_replaces_only_our_rows(quality, quick_seed, tmp_path):
     assert "rescored" in again["config"]
     with pytest.raises(SystemExit, match="needs a finished seed"):
         quality.main(["--quick", "--seed", "5", "--workdir", str(work), "--rescore"])
+
+
+def test_rescore_fills_a_failed_workers_row(quality, quick_seed, tmp_path):
+    """``--rescore --baselines NAME`` scores only that baseline and puts its row where a worker lost it."""
+    result, work = quick_seed
+    out = tmp_path / "seed0.json"
+    lost = copy.deepcopy(result)
+    for table in [lost["models"], lost["choices"], lost["timings"], *lost["slices"].values()]:
+        table.pop("itemknn", None)
+    lost["failed"] = {"itemknn": "BrokenProcessPool('killed')"}
+    lost["models"]["genrec"]["recall@10"] = 0.5  # ours must stay as it was
+    out.write_text(json.dumps(lost))
+    argv = ["--quick", "--seed", "0", "--workdir", str(work), "--out", str(out), "--rescore", "--baselines", "itemknn"]
+    assert quality.main(argv) == 0
+    again = json.loads(out.read_text())
+    assert again["models"]["itemknn"] == pytest.approx(result["models"]["itemknn"])
+    assert list(again["models"]) == list(result["models"])  # the refilled row back in its place
+    assert again["models"]["genrec"]["recall@10"] == 0.5
+    assert "failed" not in again and "itemknn" in again["slices"]["cold_start"]
