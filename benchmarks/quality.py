@@ -47,6 +47,7 @@ BASELINES_BY_SPLIT = {
 QUICK_BASELINES = "popular,itemknn,semantic_knn"
 # baselines that train a network (minutes to tens of minutes each): these go to worker processes
 TRAINED_BASELINES = ("sasrec_ce", "sasrec_bce", "two_tower")
+LAUNCH_DATING = 3  # version of training_dataset's catalog dating: a training copy made under another is redone
 
 
 def seeded(cfg: RunConfig, seed: int) -> RunConfig:
@@ -59,10 +60,10 @@ def training_copy(data: Path, out: Path, seq_cfg: SequenceConfig, seed: int, ecf
     """Write ``data`` minus what the harness holds out for ``seed``, its cold-start items dated as launched
     after the log (``training_dataset``), to ``out`` (once; a copy from before the dating gets it): the run
     trains on it."""
-    if (out / "events.parquet").is_file() and read_dataset(out).meta.get("launch_dated"):
+    if (out / "events.parquet").is_file() and read_dataset(out).meta.get("launch_dating") == LAUNCH_DATING:
         return out
     ds = training_dataset(read_dataset(data), seq_cfg, seed, ecfg.within_basket_share, ecfg.cold_start_fraction)
-    ds.meta["launch_dated"] = True
+    ds.meta["launch_dating"] = LAUNCH_DATING
     ds.write(out, overwrite=True)
     return out
 

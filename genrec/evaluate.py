@@ -216,15 +216,16 @@ def training_events(events: pa.Table, seq_cfg: SequenceConfig | None = None, see
 def training_dataset(ds: Dataset, seq_cfg: SequenceConfig | None = None, seed: int = 0,
                      within_basket_share: float = 0.1, cold_start_fraction: float | None = None) -> Dataset:
     """The dataset a run must be trained on (``training_events``), its catalog dated as the cold-start
-    protocol has it: the cold-start items launch after the log ends, and every product whose
-    ``first_seen`` is unknown is listed from its start. The index then pools only the launched ones as new,
-    not products that merely went unbought in this sample (``pipeline.established_items``)."""
+    protocol has it: the cold-start items launch after the log ends; every other product whose
+    ``first_seen`` is unknown was listed from its start, as in production, where the catalog a model trains
+    beside is established and only what is added later is new. The index then pools only launches as new
+    (``pipeline.established_items``), never products that merely went unbought in training, whether bought
+    later or never: knowing which would leak the test period."""
     events, cold = _training_rows(ds.events, seq_cfg, seed, within_basket_share, cold_start_fraction)
-    ts = ds.events.column("ts")
-    start, end = pc.min(ts).as_py(), pc.max(ts).as_py()
-    first_seen = pc.fill_null(ds.items.column("first_seen"), start).to_numpy(zero_copy_only=False).copy()
-    first_seen[np.isin(ds.items.column("item_id").to_numpy(), cold)] = end + 1
-    items = ds.items.set_column(ds.items.column_names.index("first_seen"), "first_seen", pa.array(first_seen))
+    ts, ids = ds.events.column("ts"), ds.items.column("item_id").to_numpy()
+    dated = pc.fill_null(ds.items.column("first_seen"), pa.scalar(pc.min(ts).as_py(), pa.int64()))
+    dated = pc.if_else(pa.array(np.isin(ids, cold)), pa.scalar(pc.max(ts).as_py() + 1, pa.int64()), dated)
+    items = ds.items.set_column(ds.items.column_names.index("first_seen"), "first_seen", dated)
     return Dataset(items, events, ds.assortment, {**ds.meta, "heldout_for_seed": seed})
 
 

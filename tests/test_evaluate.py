@@ -252,30 +252,28 @@ def test_each_k_is_scored_on_the_list_made_for_it():
 
 
 def test_training_dataset_dates_the_cold_start_items_as_launched_after_the_log(seq_data):
-    """Only the protocol's cold-start items are new to the index built on the training copy; a product that
-    was merely never bought is listed from the start (established), and a known later launch is kept."""
+    """Only what the cold-start protocol launches (and what the catalog itself dates later) is new to the
+    index built on the training copy: every other product, bought in training, later or never, is listed
+    from the start, so one without training interactions is established and stays out of the pool."""
     from genrec.dataset import read_dataset
     from genrec.evaluate import training_dataset
     from genrec.pipeline import established_items
 
     path, _ = seq_data
     ds = read_dataset(path)
-    first = pa.array([None] * 39 + [7], pa.int64())  # item 39: a launch the catalog already dates
-    items = ds.items.set_column(ds.items.column_names.index("first_seen"), "first_seen", first)
-    ds = Dataset(items, ds.events)
+    items = _items(41).append_column("first_seen", pa.array([None] * 39 + [7, None], pa.int64()))
+    ds = Dataset(items, ds.events)  # 39: a launch the catalog dates; 40: never bought
     seq_cfg = SequenceConfig(split="leave_one_out")
     train = training_dataset(ds, seq_cfg, seed=3, cold_start_fraction=0.2)
     assert train.events.equals(training_events(ds.events, seq_cfg, seed=3, cold_start_fraction=0.2))
     cold = held_out(build_histories(ds.events), seq_cfg, 3, 0.1, 0.2)[2]
     dated = train.items.column("first_seen").to_numpy()
     end = int(pa.compute.max(ds.events.column("ts")).as_py())
-    ids = np.arange(40)
-    assert (dated[cold] == end + 1).all()
-    others = ~np.isin(ids, cold) & (ids != 39)
-    assert (dated[others] == 0).all() and (39 in cold or dated[39] == 7)
-    established = established_items(train, ids)
+    others = ~np.isin(np.arange(41), cold) & (np.arange(41) != 39)
+    assert (dated[cold] == end + 1).all() and (dated[others] == 0).all() and (39 in cold or dated[39] == 7)
+    established = established_items(train, np.arange(41))
     assert not established[cold].any() and established[others].all() and not established[39]
-    assert not established_items(read_dataset(path), ids).any()  # no dates known: nothing is established
+    assert not established_items(read_dataset(path), np.arange(40)).any()  # no dates known: nothing is established
 
 
 def test_trained_baselines_may_list_re_buys_on_baskets(tmp_path):
