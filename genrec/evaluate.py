@@ -458,6 +458,11 @@ SPLIT_FIT_OPTIONS = {"last_basket": {"sasrec_ce": _KEEP_HISTORY, "sasrec_bce": _
                                      "two_tower": _KEEP_HISTORY}}
 
 
+def _fit_options(cfg: EvalConfig, split: str, name: str) -> dict:
+    """Baseline ``name``'s fit options: the split's defaults, then the config's."""
+    return {**SPLIT_FIT_OPTIONS.get(split, {}).get(name, {}), **cfg.fit_options.get(name, {})}
+
+
 def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: Sequence[int] | None = None,
              seed: int = 0, config: EvalConfig | None = None,
              progress: Callable[[str], None] | None = None, score_run: bool = True) -> dict:
@@ -491,8 +496,7 @@ def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: S
     for name in names:
         ctx = FitContext(item_ids=data_.catalog, items=data_.items, run=None if run is None else Path(run), seed=seed,
                          device=cfg.device, k_values=ks, max_items=cfg.baseline_max_items, tune_metric=cfg.tune_metric,
-                         tune_examples=cfg.tune_examples,
-                         options={**SPLIT_FIT_OPTIONS.get(data_.split, {}).get(name, {}), **cfg.fit_options.get(name, {})},
+                         tune_examples=cfg.tune_examples, options=_fit_options(cfg, data_.split, name),
                          sequences=data_.sequences)
         model = GenerativeModel(Path(run), cfg.beam_width, cfg.device, cfg.cold_share) if name == GENREC else \
             make_baseline(name, **cfg.baseline_options.get(name, {}))

@@ -1,5 +1,6 @@
-"""The retailer index on disk: a folder of items.parquet (item_id, tokens, sid, popularity, established), stock.parquet
-(retailer_id, item_id) and index.json (format, codebook version, sizes), each written atomically."""
+"""The retailer index on disk: a folder of items.parquet (item_id, tokens, sid, popularity, established),
+stock.parquet (retailer_id, item_id) and index.json (format, codebook version, sizes), each written
+atomically."""
 from __future__ import annotations
 
 import json

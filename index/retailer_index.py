@@ -1,9 +1,9 @@
 """SID -> products, partitioned by retailer. The index holds the catalog (item id, token row, SID string,
-popularity, whether it is established) and which retailer stocks what. Decoding and ranking go through one lazily built trie forest
-over every retailer's stock and the whole catalog (``index.forest``), so a batch mixing retailers is one
-beam search in which each query can only spell SIDs its retailer stocks; ``trie_for`` builds one
-retailer's own trie on request (for checks and tools). Adding or removing products or stock drops the
-forest: the next query rebuilds it, no retraining."""
+popularity, whether it is established) and which retailer stocks what. Decoding and ranking go through
+one lazily built trie forest over every retailer's stock and the whole catalog (``index.forest``), so a
+batch mixing retailers is one beam search in which each query can only spell SIDs its retailer stocks;
+``trie_for`` builds one retailer's own trie on request (for checks and tools). Adding or removing products
+or stock drops the forest: the next query rebuilds it, no retraining."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,7 +40,7 @@ class RetailerIndex:
         self._ids = np.zeros(0, np.int64)  # catalog, sorted by item id
         self._rows = np.zeros((0, tokens_per_item or 0), np.int64)
         self._pop = np.zeros(0, np.float64)
-        self._established = np.zeros(0, bool)  # listed before the training log began: no interactions = unpopular, not new
+        self._established = np.zeros(0, bool)  # listed before the log began: unpopular, not new
         self._sids = np.zeros(0, object)
         self._stock = np.zeros((0, 2), np.int64)  # (retailer_id, item_id), sorted, unique
         self._retailers = np.zeros(0, np.int64)  # every retailer ever given stock
