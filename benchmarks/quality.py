@@ -118,16 +118,19 @@ def _absorb(result: dict, futures: dict[str, Future], order: list[str]) -> dict:
             result.setdefault("failed", {})[name] = repr(e)
             continue
         _take_rows(result, part, name)
-    result["models"] = _ordered(result["models"], order)
-    for slice_name, per_model in result["slices"].items():
-        result["slices"][slice_name] = _ordered(per_model, order)
-    return result
+    return _reorder(result, order)
 
 
-def _ordered(rows: dict, order: list[str]) -> dict:
-    """``rows`` with the models of ``order`` first, in that order, then the rest as they were."""
+def _reorder(result: dict, order: list[str]) -> dict:
+    """``result`` with the models of ``order`` first, in that order, in its table and every slice."""
     rank = {name: i for i, name in enumerate(order)}
-    return dict(sorted(rows.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+
+    def ordered(rows: dict) -> dict:
+        return dict(sorted(rows.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+
+    result["models"] = ordered(result["models"])
+    result["slices"] = {name: ordered(per_model) for name, per_model in result["slices"].items()}
+    return result
 
 
 def _take_rows(result: dict, part: dict, name: str) -> None:
@@ -162,12 +165,8 @@ def rescore(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, ec
     if not old.get("failed", True):
         del old["failed"]
     old["timings"][GENREC]["train_s"] = train_s
-    order = [GENREC] + [b for split in BASELINES_BY_SPLIT.values() for b in split.split(",")]
-    old["models"] = _ordered(old["models"], order)
-    for slice_name, per_model in old["slices"].items():
-        old["slices"][slice_name] = _ordered(per_model, order)
     old["config"]["rescored"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    return old
+    return _reorder(old, [GENREC] + BASELINES_BY_SPLIT[split].split(","))
 
 
 def merge(results: list[dict]) -> dict:

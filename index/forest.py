@@ -59,11 +59,11 @@ class StockForest:
         stock: np.ndarray,
         retailers: np.ndarray,
         vocab_size: int | None,
-        established: np.ndarray | None = None,
+        established: np.ndarray,
     ) -> "StockForest":
-        """From the catalog (ascending ``ids`` with their token rows, popularity, SID strings) and the stock
-        pairs (retailer_id, item_id) of the known ``retailers`` (ascending). New products (the cold-start
-        pool): no training interactions and not ``established`` (listed before the training log began)."""
+        """From the catalog (ascending ``ids`` with their token rows, popularity, SID strings, established
+        flags) and the stock pairs (retailer_id, item_id) of the known ``retailers`` (ascending). New products
+        (the cold-start pool): no training interactions and not ``established`` (listed before the log began)."""
         slot = np.concatenate([np.full(ids.size, CATALOG_SLOT), 1 + np.searchsorted(retailers, stock[:, 0])])
         idx = np.concatenate([np.arange(ids.size), np.searchsorted(ids, stock[:, 1])])
         n_slots = 1 + retailers.size
@@ -87,7 +87,7 @@ class StockForest:
             pair_pos=key_order,
             sid_order=sid_order,
             sorted_sids=sid_text[sid_order],
-            cold_positions=np.flatnonzero((popularity[idx] == 0) & ~_flags(established, ids.size)[idx]),
+            cold_positions=np.flatnonzero((popularity[idx] == 0) & ~established[idx]),
             catalog_rows=rows,
             catalog_pos=idx,
         )
@@ -154,8 +154,3 @@ class StockForest:
         found = self.sorted_sids[at] == wanted
         pos[found] = self.sid_order[at[found]]
         return pos, found
-
-
-def _flags(values: np.ndarray | None, n: int) -> np.ndarray:
-    """A bool per catalog product (all False when not given)."""
-    return np.zeros(n, bool) if values is None else np.asarray(values, bool)

@@ -43,7 +43,7 @@ def write_index(
     sids: np.ndarray,
     stock: np.ndarray,
     meta: dict,
-    established: np.ndarray | None = None,
+    established: np.ndarray,
 ) -> Path:
     """Write the index to folder ``path``; ``meta`` gets the format fields added."""
     path = Path(path)
@@ -57,7 +57,7 @@ def write_index(
             "tokens": tokens,
             "sid": pa.array(sids.tolist(), pa.string()),
             "popularity": pa.array(popularity, pa.float64()),
-            "established": pa.array(np.zeros(ids.size, bool) if established is None else established, pa.bool_()),
+            "established": pa.array(established, pa.bool_()),
         }
     )
     stock_table = pa.table(
