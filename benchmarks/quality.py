@@ -170,10 +170,12 @@ def rescore(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, ec
 
 
 def merge(results: list[dict]) -> dict:
-    """Mean and standard deviation (over seeds) of every metric of every model, headline and slices."""
+    """Mean and standard deviation (over seeds) of every metric of every model, headline and slices. A model
+    missing from some seeds (a row not filled yet) is averaged over the seeds that have it; ``n`` says how
+    many."""
     def combine(tables: list[dict]) -> dict:
         out = {}
-        for model in tables[0]:
+        for model in _union(tables):
             rows = [t[model] for t in tables if model in t]
             metrics = [m for m in rows[0] if all(isinstance(r.get(m), (int, float)) for r in rows)]
             out[model] = {m: {"mean": float(np.mean([r[m] for r in rows])), "std": float(np.std([r[m] for r in rows])),
@@ -181,46 +183,72 @@ def merge(results: list[dict]) -> dict:
         return out
 
     slices = sorted({s for r in results for s in r.get("slices", {})})
+    timings = [{m: t for m, t in r["timings"].items() if isinstance(t, dict)} for r in results]
     return {
         "seeds": [r.get("config", {}).get("seed") for r in results],
         "models": combine([r["models"] for r in results]),
         "slices": {s: combine([r["slices"][s] for r in results if s in r.get("slices", {})]) for s in slices},
         "protocol": results[0].get("protocol", {}),
-        "timings": {model: {k: float(np.mean([r["timings"][model][k] for r in results]))
-                            for k in results[0]["timings"][model]}
-                    for model in results[0]["timings"] if isinstance(results[0]["timings"][model], dict)},
+        "timings": {model: {k: float(np.mean(v)) for k, v in _per_key([t[model] for t in timings if model in t]).items()}
+                    for model in _union(timings)},
     }
 
 
+def _union(tables: list[dict]) -> list[str]:
+    """The keys of several dicts, each once, in order of first appearance."""
+    return list(dict.fromkeys(key for table in tables for key in table))
+
+
+def _per_key(rows: list[dict]) -> dict[str, list[float]]:
+    """The numeric values of each key over the dicts that have it."""
+    out: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, (int, float)):
+                out.setdefault(key, []).append(value)
+    return out
+
+
 def format_merged(merged: dict, dataset: str | None) -> str:
-    """The merged table: mean +- std per model, then our model's ratio to each row (> 1: we are ahead)."""
+    """The merged table: mean +- std per model, then our model's ratio to each row (> 1: we are ahead). Where
+    the harness scored items new to the shopper (basket data), a second block shows those. A model with
+    fewer seeds than the rest says how many it has."""
     ks = merged["protocol"].get("k_values") or [10]
     cols = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
+    seeds = len(merged["seeds"])
     lines = [f"seeds: {merged['seeds']}"]
-    lines += _rows("models", merged["models"], cols, dataset == "amazon-beauty")
+    lines += _rows("models", merged["models"], cols, seeds, dataset == "amazon-beauty")
+    new = [f"new_{c}" for c in cols]
+    if any(c in metrics for metrics in merged["models"].values() for c in new):
+        lines += [""] + _rows("new to the shopper", merged["models"], new, seeds, False)
     for name, table in merged["slices"].items():
-        lines += [""] + _rows(f"slice: {name}", table, cols, False)
+        lines += [""] + _rows(f"slice: {name}", table, cols, seeds, False)
     return "\n".join(lines)
 
 
-def _rows(title: str, table: dict, cols: list[str], quote_tiger: bool) -> list[str]:
-    """One block: a model per row, mean +- std per metric, and ours / theirs on the headline metric."""
+def _rows(title: str, table: dict, cols: list[str], seeds: int, quote_tiger: bool) -> list[str]:
+    """One block: a model per row, mean +- std per metric, and ours / theirs on the block's last metric."""
     head = cols[-1]
     ours = table.get(GENREC, {}).get(head, {}).get("mean")
-    lines = [f"{title:<22}" + "".join(f"{c:>20}" for c in cols) + f"{'ours/this ' + head:>22}"]
+    lines = [f"{title:<22}" + "".join(f"{c:>20}" for c in cols) + f"{'ours/this ' + head:>26}"]
     for model, metrics in table.items():
-        cells = "".join(f"{_cell(metrics.get(c)):>20}" for c in cols)
+        cells = "".join(f"{_cell(metrics.get(c), seeds):>20}" for c in cols)
         theirs = metrics.get(head, {}).get("mean")
-        lines.append(f"{model:<22}{cells}{_ratio(ours, theirs):>22}")
+        lines.append(f"{model:<22}{cells}{_ratio(ours, theirs):>26}")
     if quote_tiger:
         cells = "".join(f"{TIGER_BEAUTY.get(c, float('nan')):>20.4f}" for c in cols)
-        lines.append(f"{'TIGER (quoted)':<22}{cells}{_ratio(ours, TIGER_BEAUTY.get(head)):>22}")
+        lines.append(f"{'TIGER (quoted)':<22}{cells}{_ratio(ours, TIGER_BEAUTY.get(head)):>26}")
     return lines
 
 
-def _cell(value: dict | None) -> str:
-    """``mean +- std`` of one metric, or a dash."""
-    return "-" if not value else f"{value['mean']:.4f} +- {value['std']:.4f}"
+def _cell(value: dict | None, seeds: int) -> str:
+    """``mean +- std`` of one metric, ``value (n=1)`` where fewer seeds than ``seeds`` have it, or a dash."""
+    if not value:
+        return "-"
+    if value["n"] < seeds:
+        return f"{value['mean']:.4f} (n={value['n']})" if value["n"] == 1 else \
+            f"{value['mean']:.4f}+-{value['std']:.4f} n={value['n']}"
+    return f"{value['mean']:.4f} +- {value['std']:.4f}"
 
 
 def _ratio(ours: float | None, theirs: float | None) -> str:

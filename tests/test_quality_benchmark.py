@@ -62,6 +62,28 @@ def test_merge_gives_mean_and_std_over_seeds(quality, quick_seed, capsys):
     assert "+-" in out and "ours/this" in out and "TIGER" not in out  # quoted only for Amazon Beauty
 
 
+def test_merge_keeps_a_model_some_seeds_lack_and_says_how_many_seeds_it_has(quality, quick_seed):
+    result, _ = quick_seed
+    other = copy.deepcopy(result)
+    other["config"]["seed"] = 1
+    for table in (other["models"], other["timings"], *other["slices"].values()):
+        table.pop("itemknn", None)
+    merged = quality.merge([other, result])  # the seed with the row second: its models still count
+    assert merged["models"]["itemknn"]["recall@10"]["n"] == 1
+    assert merged["models"]["genrec"]["recall@10"]["n"] == 2
+    assert "itemknn" in merged["timings"] and "itemknn" in merged["slices"]["cold_start"]
+    text = quality.format_merged(merged, None)
+    row = next(line for line in text.splitlines() if line.startswith("itemknn"))
+    assert "(n=1)" in row and "+-" not in row
+
+
+def test_merge_shows_new_to_shopper_recall_where_the_harness_scored_it(quality, quick_seed):
+    result, _ = quick_seed
+    assert "new_recall@10" in result["models"]["genrec"]  # the quick world is basket data
+    text = quality.format_merged(quality.merge([result, result]), None)
+    assert "new to the shopper" in text and "new_recall@10" in text
+
+
 def test_tiger_row_is_quoted_for_beauty(quality, quick_seed):
     merged = quality.merge([quick_seed[0]])
     text = quality.format_merged(merged, "amazon-beauty")
