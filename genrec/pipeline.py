@@ -2,7 +2,6 @@
 the run has none), the tokenizer, the retailer index, and the trained decoder."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pyarrow.compute as pc
 from genrec.dataset import Dataset, read_dataset
 from genrec.runconfig import RunConfig
 from genrec.semid_run import build_semids, record_dataset
-from genrec.sequences import build_histories, make_splits, resolve_split
+from genrec.sequences import split_events
 from genrec.tokens import ItemTokens
 from genrec.train import TrainResult, train_decoder
 from index.retailer_index import RetailerIndex
@@ -49,9 +48,7 @@ def build_tokenizer(run: Path, ds: Dataset, cfg: RunConfig) -> SIDTokenizer:
 
 def training_popularity(ds: Dataset, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
     """Interactions per product in the training part of the split only (held-out items never count)."""
-    histories = build_histories(ds.events)
-    seq = dataclasses.replace(cfg.sequence, split=resolve_split(histories, cfg.sequence.split))
-    train = make_splits(histories, cfg.decoder.max_items, seq).train
+    train = split_events(ds.events, cfg.decoder.max_items, cfg.sequence)[0].train
     ids, counts = np.unique(train.target_items, return_counts=True)
     return ids, counts.astype(np.float64)
 

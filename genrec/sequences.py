@@ -8,6 +8,7 @@ numpy arrays (offsets + flat values), built without per-event Python loops.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -132,6 +133,13 @@ def resolve_split(histories: Histories, split: Split) -> Literal["leave_one_out"
     if split not in ("leave_one_out", "last_basket"):
         raise DataError(f"split must be leave_one_out, last_basket or auto, got {split!r}")
     return split
+
+
+def split_events(events: pa.Table, max_items: int, cfg: SequenceConfig) -> tuple[Splits, SequenceConfig]:
+    """The events' histories cut by ``make_splits``, with the config's split resolved (``auto``)."""
+    histories = build_histories(events)
+    cfg = dataclasses.replace(cfg, split=resolve_split(histories, cfg.split))
+    return make_splits(histories, max_items, cfg), cfg
 
 
 def make_splits(histories: Histories, max_items: int, cfg: SequenceConfig | None = None) -> Splits:

@@ -31,7 +31,7 @@ from transformers import PreTrainedModel
 
 from genrec.beam_search import constrained_beam_search
 from genrec.decoder import DecoderConfig, LabelledLoss, build_decoder, decoder_config, save_decoder
-from genrec.sequences import Examples, SequenceConfig, build_histories, make_splits, resolve_split
+from genrec.sequences import Examples, SequenceConfig, split_events
 from genrec.threads import torch_threads
 from genrec.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
 from index.trie import PrefixTrie
@@ -527,10 +527,7 @@ def train_decoder(
 
     ``tokenizer`` is the run's ``semid.tokenizer.SIDTokenizer`` (vocabulary, retailer tokens, codebook
     version). The saved decoder records the sequence settings (split, retailer token) a Retriever needs."""
-    seq_cfg = seq_cfg or SequenceConfig()
-    histories = build_histories(events)
-    seq_cfg = dataclasses.replace(seq_cfg, split=resolve_split(histories, seq_cfg.split))
-    splits = make_splits(histories, decoder_cfg.max_items, seq_cfg)
+    splits, seq_cfg = split_events(events, decoder_cfg.max_items, seq_cfg or SequenceConfig())
     retailer = retailer_token_fn(tokenizer, seq_cfg.retailer_token)
     train = tokenize_examples(splits.train, item_tokens, BOS, retailer)
     evaluator = (build_evaluator(train_cfg, splits.validation, item_tokens, tokenizer.vocab_size, retailer)

@@ -39,7 +39,7 @@ def save_codebook(
     state = model.state_dict()
     version = weights_version(state)
     meta = {"format": FORMAT, "codebook_version": version, "method": model.cfg.method}
-    _atomic(run / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata=meta))
+    atomic_write(run / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata=meta))
     config = {"format": FORMAT, "codebook_version": version, "input_dim": model.input_dim, "config": to_dict(model.cfg)}
     _write_json(run / CONFIG_FILE, config)
     if sids is not None:
@@ -87,7 +87,7 @@ def write_sids(run: str | Path, sids: pa.Table, version: str) -> Path:
     """Write ``sids.parquet`` stamped with ``version``."""
     table = sids.cast(SID_SCHEMA).replace_schema_metadata({b"codebook_version": version.encode()})
     path = Path(run) / SIDS_FILE
-    _atomic(path, lambda p: pq.write_table(table, p))
+    atomic_write(path, lambda p: pq.write_table(table, p))
     return path
 
 
@@ -109,7 +109,7 @@ def read_sids(run: str | Path, expected_version: str | None = None) -> pa.Table:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    _atomic(path, lambda p: Path(p).write_text(json.dumps(data, indent=2, default=_jsonable)))
+    atomic_write(path, lambda p: Path(p).write_text(json.dumps(data, indent=2, default=_jsonable)))
 
 
 def _jsonable(value):
@@ -120,8 +120,9 @@ def _jsonable(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _atomic(path: Path, write) -> None:
-    """Write via a temporary sibling and rename, so a crash never leaves a half-written artifact."""
+def atomic_write(path: Path, write) -> Path:
+    """Call ``write`` on a temporary sibling of ``path``, then rename it into place, so a crash never leaves
+    a half-written artifact."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
@@ -129,3 +130,4 @@ def _atomic(path: Path, write) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+    return path

@@ -9,7 +9,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from semid.catalog import DataError
+from semid.store import atomic_write
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -73,7 +73,7 @@ class PartStore:
             raise DataError(f"{self.out}: output exists (pass overwrite to replace it)")
         else:
             self.dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, lambda p: p.write_text(json.dumps(manifest, indent=2, sort_keys=True)))
+            atomic_write(path, lambda p: p.write_text(json.dumps(manifest, indent=2, sort_keys=True)))
         for stale in [*self.dir.glob(".*.tmp*"), *self.out.parent.glob(f".{self.out.name}.tmp*")]:
             stale.unlink(missing_ok=True)  # left by a killed attempt
         return len(list(self.dir.glob("part-*.parquet")))
@@ -83,7 +83,7 @@ class PartStore:
         meta = {STATS_KEY: json.dumps(stats, sort_keys=True).encode()}
         table = table.cast(OUTPUT_SCHEMA).replace_schema_metadata(meta)
         one_group = max(table.num_rows, 1)
-        return _atomic_write(self.part(index), lambda p: pq.write_table(table, p, row_group_size=one_group))
+        return atomic_write(self.part(index), lambda p: pq.write_table(table, p, row_group_size=one_group))
 
     def merge(self, n_chunks: int, manifest: dict) -> dict:
         """Concatenate parts 0..n_chunks-1 into ``out`` (streaming, atomic), sum their counts, remove the
@@ -106,7 +106,7 @@ class PartStore:
                     for g in range(part.num_row_groups):
                         writer.write_table(part.read_row_group(g).cast(schema))
 
-        _atomic_write(self.out, write)
+        atomic_write(self.out, write)
         shutil.rmtree(self.dir)
         self.lock_path.unlink(missing_ok=True)
         self.unlock()
@@ -142,13 +142,3 @@ class PartStore:
             )
 
 
-def _atomic_write(path: Path, write) -> Path:
-    """Call ``write`` on a temporary sibling of ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
