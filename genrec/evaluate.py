@@ -463,6 +463,21 @@ def _fit_options(cfg: EvalConfig, split: str, name: str) -> dict:
     return {**SPLIT_FIT_OPTIONS.get(split, {}).get(name, {}), **cfg.fit_options.get(name, {})}
 
 
+def make_model(name: str, run: Path | None, cfg: EvalConfig):
+    """Our run (``genrec``) behind the harness's interface, or a fresh baseline with the config's options."""
+    if name == GENREC:
+        return GenerativeModel(Path(run), cfg.beam_width, cfg.device, cfg.cold_share)
+    return make_baseline(name, **cfg.baseline_options.get(name, {}))
+
+
+def fit_context(data: EvalData, run: Path | None, cfg: EvalConfig, seed: int, ks: Sequence[int], name: str) -> FitContext:
+    """What model ``name`` may know besides the examples: the catalog, the run, the seed, how to tune."""
+    return FitContext(item_ids=data.catalog, items=data.items, run=None if run is None else Path(run), seed=seed,
+                      device=cfg.device, k_values=tuple(ks), max_items=cfg.baseline_max_items,
+                      tune_metric=cfg.tune_metric, tune_examples=cfg.tune_examples,
+                      options=_fit_options(cfg, data.split, name), sequences=data.sequences)
+
+
 def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: Sequence[int] | None = None,
              seed: int = 0, config: EvalConfig | None = None,
              progress: Callable[[str], None] | None = None, score_run: bool = True) -> dict:
@@ -494,14 +509,8 @@ def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: S
                                  "catalog_items": int(data_.catalog.size)}}
     names = ([GENREC] if run is not None and score_run else []) + list(baselines)
     for name in names:
-        ctx = FitContext(item_ids=data_.catalog, items=data_.items, run=None if run is None else Path(run), seed=seed,
-                         device=cfg.device, k_values=ks, max_items=cfg.baseline_max_items, tune_metric=cfg.tune_metric,
-                         tune_examples=cfg.tune_examples, options=_fit_options(cfg, data_.split, name),
-                         sequences=data_.sequences)
-        model = GenerativeModel(Path(run), cfg.beam_width, cfg.device, cfg.cold_share) if name == GENREC else \
-            make_baseline(name, **cfg.baseline_options.get(name, {}))
         say(f"{name}: fitting and ranking")
-        out = run_model(model, data_, cfg, ctx)
+        out = run_model(make_model(name, run, cfg), data_, cfg, fit_context(data_, run, cfg, seed, ks, name))
         metrics, slices = score_model(out, data_, ks, facets, train_items, tail)
         result["models"][name] = metrics
         for slice_name, values in slices.items():
