@@ -1,14 +1,32 @@
 """Shared fixtures: where the real data lives (skip when absent), the real imports done once per test
-session, and a writer for small csv / text files, plain or gzip."""
+session, a writer for small csv / text files, plain or gzip, and the repository's scripts as modules."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script("benchmarks/quality.py")``: a repository script imported as a module (registered in
+    sys.modules under its own name, so its dataclasses resolve)."""
+    def load(relative: str):
+        path = REPO / relative
+        spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture

@@ -4,10 +4,6 @@ every item, batched = one at a time under left padding, history exclusion, both 
 shared-prompt tree and one cache row per beam), and argument checks."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -219,13 +215,9 @@ def test_trie_vocab_larger_than_model_is_refused():
         constrained_beam_search(model, ids, attn, trie, beam_width=2, num_return=1)
 
 
-def test_decode_benchmark_runs_in_random_model_mode(capsys, monkeypatch):
+def test_decode_benchmark_runs_in_random_model_mode(capsys, load_script):
     """benchmarks/decode.py stays runnable: a miniature random-model run agrees with generate."""
-    path = Path(__file__).parents[1] / "benchmarks" / "decode.py"
-    spec = importlib.util.spec_from_file_location("decode_benchmark", path)
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, bench)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/decode.py")
     argv = ["--random-model", "--items", "300", "--levels", "3", "--codebook", "8", "--d-model", "16",
             "--layers", "1", "--heads", "2", "--history", "4", "--queries", "6", "--hf-queries", "4",
             "--batch", "3", "--beam", "4", "--k", "3", "--repeats", "1"]

@@ -238,11 +238,9 @@ def test_products_without_co_purchases_borrow_their_text_neighbours_vectors():
     np.testing.assert_allclose(near_c, [[0, 0, 1]], atol=1e-6)
 
 
-def test_refresh_script_migrates_a_run_built_without_imputation(world, tmp_path):
+def test_refresh_script_migrates_a_run_built_without_imputation(world, tmp_path, load_script):
     """scripts/refresh_uncovered_sids.py: in a copy of a collaborative run whose products without
     co-purchases had a zero part, those products get a borrowed part and new SIDs; nothing else changes."""
-    import importlib.util
-
     from genrec.pipeline import train_run
     from genrec.retriever import Retriever
     from semid.store import read_sids
@@ -257,10 +255,7 @@ def test_refresh_script_migrates_a_run_built_without_imputation(world, tmp_path)
     bare = ~np.any(old_vecs[:, 16:] != 0, axis=1)
     assert 0 < bare.sum() < ids.size
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "refresh_uncovered_sids.py"
-    spec = importlib.util.spec_from_file_location("refresh_uncovered_sids", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/refresh_uncovered_sids.py")
     assert script.refresh(tmp_path / "old", tmp_path / "new") == bare.sum()
 
     _, new_vecs = read_embeddings(tmp_path / "new" / EMBEDDINGS_FILE)

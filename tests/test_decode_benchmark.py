@@ -2,18 +2,10 @@
 ``genrec train`` writes them, and our search agrees with generate on the run's own trie."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
-
-def test_decode_benchmark_runs_on_a_trained_run(tiny_run, monkeypatch, capsys):
+def test_decode_benchmark_runs_on_a_trained_run(tiny_run, capsys, load_script):
     root, _ = tiny_run
-    path = Path(__file__).parents[1] / "benchmarks" / "decode.py"
-    spec = importlib.util.spec_from_file_location("decode_benchmark_run", path)
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, bench)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/decode.py")
     argv = ["--run", str(root / "run"), "--history", "4", "--queries", "6", "--hf-queries", "4", "--batch", "3",
             "--beam", "4", "--k", "3", "--repeats", "1"]
     assert bench.main(argv) == 0

@@ -1,21 +1,13 @@
 """benchmarks/gap.py: per-pair hits and SID-prefix reach on hand-made lists, and one run end to end."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gap.py"
-
 
 @pytest.fixture(scope="module")
-def gap():
-    spec = importlib.util.spec_from_file_location("gap_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def gap(load_script):
+    return load_script("benchmarks/gap.py")
 
 
 def test_pair_hits_count_each_target_of_a_basket(gap):

@@ -3,21 +3,14 @@ seeds into mean +- standard deviation with ratios and the quoted TIGER row."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "quality.py"
-
 
 @pytest.fixture(scope="module")
-def quality():
-    spec = importlib.util.spec_from_file_location("quality_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def quality(load_script):
+    return load_script("benchmarks/quality.py")
 
 
 @pytest.fixture(scope="module")
