@@ -242,12 +242,11 @@ def _rows(title: str, table: dict, cols: list[str], seeds: int, quote_tiger: boo
 
 
 def _cell(value: dict | None, seeds: int) -> str:
-    """``mean +- std`` of one metric, ``value (n=1)`` where fewer seeds than ``seeds`` have it, or a dash."""
+    """``mean +- std`` of one metric, ``mean (n=N)`` where only N of the ``seeds`` have it, or a dash."""
     if not value:
         return "-"
     if value["n"] < seeds:
-        return f"{value['mean']:.4f} (n={value['n']})" if value["n"] == 1 else \
-            f"{value['mean']:.4f}+-{value['std']:.4f} n={value['n']}"
+        return f"{value['mean']:.4f} (n={value['n']})"
     return f"{value['mean']:.4f} +- {value['std']:.4f}"
 
 
