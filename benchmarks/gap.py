@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     configure_logging()
     run = Path(args.run)
+    run_cfg = load_run_config(run / "config.yaml")
     cfg = EvalConfig(cold_start_fraction=args.cold_start or None, max_test=args.max_test,
-                     cold_share=load_run_config(run / "config.yaml").cold_start.share)
-    data = build_eval_data(Path(args.data), load_run_config(run / "config.yaml").sequence, cfg, args.seed)
+                     cold_share=run_cfg.cold_start.share)
+    data = build_eval_data(Path(args.data), run_cfg.sequence, cfg, args.seed)
     ks = K_BY_SPLIT[data.split]
     k = ks[-1] if data.split == "leave_one_out" else ks[1]
     lists, retriever = {}, None
@@ -93,14 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     print("### by history length\n")
     print("\n".join(by_bucket(length, LENGTH_EDGES, hits)) + "\n")
     item_tokens = retriever.item_tokens
-    rows = lambda ids: _token_rows(item_tokens, ids)  # noqa: E731
     owner = np.repeat(np.arange(len(test)), np.diff(offsets))
-    target_rows = rows(targets)
+    target_rows = _token_rows(item_tokens, targets)
+    list_rows = {n: _token_rows(item_tokens, lists[n])[owner] for n in lists}  # [pairs, K, D], once per model
+    lost = ~ours & theirs
     print("### top K reaches the target's SID prefix\n")
     print("| tokens | ours | theirs | ours, on pairs only theirs hit |\n|---|---|---|---|")
     for depth in range(1, item_tokens.tokens_per_item):
-        reach = {n: reaches_prefix(rows(lists[n])[owner], target_rows, depth) for n in lists}
-        lost = ~ours & theirs
+        reach = {n: reaches_prefix(list_rows[n], target_rows, depth) for n in lists}
         print(f"| {depth} | {reach[GENREC].mean():.4f} | {reach[args.baseline].mean():.4f} | "
               f"{reach[GENREC][lost].mean() if lost.any() else float('nan'):.4f} |")
     return 0
