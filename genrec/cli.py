@@ -75,7 +75,7 @@ def _cmd_semid_eval(args: argparse.Namespace) -> None:
     from genrec.semid_run import evaluate_semids, write_json
     from semid.intrinsic import format_intrinsic
 
-    metrics = evaluate_semids(Path(args.run), seed=args.seed)
+    metrics = evaluate_semids(Path(args.run), seed=args.seed, data=Path(args.data) if args.data else None)
     print(format_intrinsic(metrics))
     if args.out:
         write_json(metrics, Path(args.out))
@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     sev.add_argument("--run", required=True, help="run folder")
     sev.add_argument("--out", default=None, help="metrics JSON to write")
     sev.add_argument("--seed", type=int, default=0, help="seed of the fixed pair sample")
+    sev.add_argument("--data", default=None,
+                     help="dataset whose held-out purchases measure co-purchase sharing (default: the run's own)")
     sev.set_defaults(func=_cmd_semid_eval)
     asg = ssub.add_parser("assign", help="SIDs for new products without retraining (cold start)")
     asg.add_argument("--run", required=True, help="run folder")

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from genrec.baselines.base import item_columns, ragged_rows, train_sequences
+from genrec.baselines.base import catalog_rows, ragged_rows, train_sequences
 from genrec.sequences import Examples, SequenceConfig, build_histories, make_splits
 from semid.catalog import DataError
 from semid.embeddings import l2_normalize
@@ -140,10 +140,9 @@ def _item_rows(item_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Row of each of ``ids`` in the (any order) catalog ``item_ids``; an id outside it is a DataError."""
     if item_ids.size == 0:
         raise DataError("collab_embeddings: the catalog is empty")
-    order = np.argsort(item_ids, kind="stable")
-    cols = item_columns(item_ids[order], ids)
-    if (cols < 0).any():
-        missing = np.unique(ids[cols < 0])
+    rows = catalog_rows(item_ids, ids)
+    if (rows < 0).any():
+        missing = np.unique(ids[rows < 0])
         raise DataError(f"events.parquet: {missing.size} item_id values not in the catalog, "
                         f"e.g. {missing[:5].tolist()}")
-    return order[cols]
+    return rows

@@ -12,14 +12,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from genrec.baselines.base import catalog_rows
 from genrec.collab import collab_embeddings, combine, fill_missing, impute_from_text
 from genrec.dataset import read_dataset
-from genrec.runconfig import RunConfig
+from genrec.runconfig import RunConfig, load_run_config
+from genrec.sequences import split_events
 from semid.catalog import DataError, read_items
 from semid.churn import carry_over_sids, migration_table, sid_churn
 from semid.config import save_yaml
 from semid.embeddings import embed_items, read_embeddings, write_embeddings
-from semid.intrinsic import codebook_health, collisions, intrinsic_metrics
+from semid.intrinsic import codebook_health, collisions, copurchase_sharing, intrinsic_metrics
 from semid.sids import assign_sids, codes_matrix, extend_sids
 from semid.store import load_codebook, read_sids, save_codebook, write_sids
 from semid.train import SemIDModel, train_codebook
@@ -144,20 +146,53 @@ def load_run_items(run: Path) -> tuple[pa.Table, np.ndarray]:
     return items, vectors
 
 
-def evaluate_semids(run: Path, seed: int = 0) -> dict:
-    """Intrinsic metrics of the run's codebook over its own catalog."""
+def evaluate_semids(run: Path, seed: int = 0, data: Path | None = None) -> dict:
+    """Intrinsic metrics of the run's codebook over its own catalog and, where the run's dataset (or
+    ``data``) can be read, how often its held-out next purchases share a prefix with the one before."""
     model = load_codebook(run)
     items, vectors = load_run_items(run)
     sids = _aligned_sids(run, model, items)
-    return intrinsic_metrics(
+    codes = codes_matrix(sids)
+    metrics = intrinsic_metrics(
         vectors,
-        codes_matrix(sids),
+        codes,
         sids.column("dedup").to_numpy(),
         items.column("category_path"),
         model.codebook_sizes,
         reconstruction_error=model.reconstruction_error(vectors),
         seed=seed,
     )
+    source = _events_source(run, data)
+    if source is not None:
+        cfg = load_run_config(run / CONFIG_FILE)
+        left, right = (catalog_rows(items.column("item_id").to_numpy(), ids)
+                       for ids in heldout_pairs(read_dataset(source).events, cfg))
+        known = (left >= 0) & (right >= 0)
+        metrics.update(copurchase_sharing(codes, left[known], right[known], seed))
+    return metrics
+
+
+def heldout_pairs(events: pa.Table, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(last product of the history, product bought next) item ids of every validation target: purchases
+    the codebook's co-purchase part never saw, and that picking a codebook on them does not touch the test."""
+    splits, _ = split_events(events, cfg.decoder.max_items, cfg.sequence)
+    val = splits.validation
+    last = val.history_items[val.history_offsets[1:] - 1]
+    return np.repeat(last, np.diff(val.target_offsets)), val.target_items
+
+
+def _events_source(run: Path, data: Path | None) -> Path | None:
+    """``data``, else the run's recorded dataset when it is still there (None: no co-purchase metrics)."""
+    if data is not None:
+        return Path(data)
+    try:
+        source = run_dataset(run)
+    except DataError:
+        return None
+    if not (source / "events.parquet").is_file():
+        log.warning("%s: its dataset %s is gone; co-purchase sharing left out (pass --data)", run, source)
+        return None
+    return source
 
 
 def _aligned_sids(run: Path, model: SemIDModel, items: pa.Table) -> pa.Table:

@@ -259,6 +259,26 @@ def taxonomy_alignment(codes: np.ndarray, category_paths) -> dict:
     }
 
 
+def copurchase_sharing(codes: np.ndarray, left: np.ndarray, right: np.ndarray, seed: int = 0) -> dict:
+    """Share of (previous product, next product) pairs whose SIDs agree on the first 1..L codewords, beside
+    the same products paired at random (``..._chance``, popularity kept). SIDs that put what is bought next
+    under the prefix of what was bought before leave the decoder less to learn per product. A product
+    followed by itself (a re-buy) says nothing about the codebook and is left out."""
+    left, right = np.asarray(left, np.int64), np.asarray(right, np.int64)
+    keep = left != right
+    left, right = left[keep], right[keep]
+    levels = range(1, codes.shape[1] + 1)
+    if left.size == 0:
+        return {"copurchase_share": None, "copurchase_share_chance": None, "n_copurchase_pairs": 0}
+    depth = shared_depth(codes, left, right)
+    chance = shared_depth(codes, left, np.random.default_rng(seed).permutation(right))
+    return {
+        "copurchase_share": [float((depth >= lvl).mean()) for lvl in levels],
+        "copurchase_share_chance": [float((chance >= lvl).mean()) for lvl in levels],
+        "n_copurchase_pairs": int(left.size),
+    }
+
+
 def intrinsic_metrics(
     embeddings: np.ndarray,
     codes: np.ndarray,
@@ -312,6 +332,9 @@ _ROWS = [  # (label, key, format)
     ("taxonomy align top (l1..)", "taxonomy_alignment_top", "{:.3f}"),
     ("taxonomy align leaf (l1..)", "taxonomy_alignment_leaf", "{:.3f}"),
     ("taxonomy align chance", "taxonomy_alignment_chance", "{:.4f}"),
+    ("co-purchase share (l1..)", "copurchase_share", "{:.3f}"),
+    ("co-purchase chance (l1..)", "copurchase_share_chance", "{:.4f}"),
+    ("co-purchase pairs", "n_copurchase_pairs", "{:d}"),
     ("reconstruction error", "reconstruction_error", "{:.5f}"),
     ("vocab size", "vocab_size", "{:d}"),
     ("compression ratio", "compression_ratio", "{:.1f}"),

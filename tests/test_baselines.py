@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from genrec.baselines import BASELINES, FitContext, make_baseline, train_sequences
-from genrec.baselines.base import (excluded_mask, first_k_allowed, fixed_order_top_k, popularity_ranking,
+from genrec.baselines.base import (catalog_rows, excluded_mask, first_k_allowed, fixed_order_top_k, popularity_ranking,
                                    sparse_top_k, top_k)
 from genrec.sequences import Examples, Histories, SequenceConfig, make_splits, query_examples
 from semid.catalog import DataError
@@ -62,6 +62,12 @@ def test_first_k_allowed_and_excluded_mask():
     mask = excluded_mask(cand, [np.array([6]), np.array([2, 9])])
     assert mask.tolist() == [[False, True, False, False], [False, False, True, False]]
     assert first_k_allowed(cand, ~mask, 2).tolist() == [[5, 7], [1, 3]]
+
+
+def test_catalog_rows_in_any_order_with_absent_ids():
+    catalog = np.array([30, 10, 20])
+    assert catalog_rows(catalog, np.array([20, 30, 99, 10, 20])).tolist() == [2, 0, -1, 1, 2]
+    assert catalog_rows(np.array([], np.int64), np.array([1, 2])).tolist() == [-1, -1]
 
 
 def test_train_sequences_rebuild_each_shoppers_training_items():

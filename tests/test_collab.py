@@ -13,7 +13,7 @@ import pytest
 from genrec.collab import collab_embeddings, combine, cooccurrence, training_sequences
 from genrec.runconfig import RunConfig, load_run_config
 from genrec.semid_run import (EMBEDDINGS_FILE, TEXT_EMBEDDINGS_FILE, assign_new_items, build_semids,
-                              embed_new_items)
+                              embed_new_items, evaluate_semids, heldout_pairs)
 from genrec.sequences import Examples, SequenceConfig
 from semid.catalog import DataError
 from semid.config import ConfigError, from_dict
@@ -223,6 +223,37 @@ def test_run_with_collab_trains_and_assigns_cold_start_sids(world):
     borrowed = embed_new_items(new, cfg, root / "collab")  # the run's text neighbours lend their co-purchases
     np.testing.assert_allclose(np.sum(borrowed[:, 16:] ** 2, axis=1), 0.4, rtol=1e-4)
     np.testing.assert_allclose(borrowed[:, :16], new_vecs[:, :16])
+
+
+def test_heldout_pairs_are_each_validation_target_after_the_last_history_item(world):
+    _, cfg = world
+    loo = copy.deepcopy(cfg)
+    loo.sequence.split = "leave_one_out"  # validation: the second-last item after the ones before it
+    left, right = heldout_pairs(events_table([[1, 2, 3, 4, 5], [7, 8, 9], [6, 6]]), loo)
+    assert (left.tolist(), right.tolist()) == ([3, 7], [4, 8])  # [6, 6] has no history before its target
+    baskets = copy.deepcopy(cfg)
+    baskets.sequence.split = "last_basket"  # validation: the second-last basket after the baskets before it
+    left, right = heldout_pairs(events_table([[1, 2, 3, 4, 5, 6]], basket=2), baskets)
+    assert (left.tolist(), right.tolist()) == ([2, 2], [3, 4])
+
+
+def test_semid_eval_measures_copurchase_sharing(world, tmp_path, caplog):
+    root, base = world
+    shares = {}
+    for weight in (0.0, 0.9):
+        cfg = copy.deepcopy(base)
+        cfg.embedding.collab_weight, cfg.embedding.collab_dim = weight, 8
+        build_semids(root / "data", cfg, tmp_path / f"w{weight}")
+        m = evaluate_semids(tmp_path / f"w{weight}")
+        assert m["n_copurchase_pairs"] > 500 and len(m["copurchase_share"]) == len(m["copurchase_share_chance"]) == 3
+        shares[weight] = m["copurchase_share"]
+    # co-purchase vectors put what is bought next under the prefix of what was bought before
+    assert shares[0.9][0] > shares[0.0][0]
+    moved = tmp_path / "w0.9"
+    (moved / "dataset.json").write_text('{"path": "%s"}' % (tmp_path / "gone"))
+    assert "copurchase_share" not in evaluate_semids(moved)  # its dataset is gone: left out, with a warning
+    assert "dataset" in caplog.text and "gone" in caplog.text
+    assert evaluate_semids(moved, data=root / "data")["copurchase_share"] == shares[0.9]
 
 
 def test_products_without_co_purchases_borrow_their_text_neighbours_vectors():

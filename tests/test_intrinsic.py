@@ -16,6 +16,7 @@ from semid.intrinsic import (
     PairSample,
     average_ranks,
     compare_intrinsic,
+    copurchase_sharing,
     format_intrinsic,
     intrinsic_metrics,
     nearest_neighbours,
@@ -106,6 +107,22 @@ def test_taxonomy_alignment_hand_computed():
     # all pairs of labelled products: tops x,x,y,y,y -> (1 + 3) / 10
     assert m["taxonomy_alignment_chance"] == pytest.approx(4 / 10)
     assert pair_agreement(np.array([0, 0]), np.array([-1, -1])) is None
+
+
+def test_copurchase_sharing_hand_computed():
+    codes = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]])
+    # pairs share 2, 1 and 0 leading codewords; the re-buy (1 -> 1) is left out
+    m = copurchase_sharing(codes, np.array([0, 0, 0, 1]), np.array([1, 2, 3, 1]), seed=0)
+    assert m["n_copurchase_pairs"] == 3
+    assert m["copurchase_share"] == pytest.approx([2 / 3, 1 / 3, 0.0])
+    # chance pairs the same products at random: every share a fraction of the 3 pairs, never above 1
+    assert len(m["copurchase_share_chance"]) == 3
+    assert all(v * 3 == pytest.approx(round(v * 3)) for v in m["copurchase_share_chance"])
+    # a catalog of one code: every pair shares everything, at chance too
+    same = copurchase_sharing(np.zeros((4, 2), np.int64), np.array([0, 1]), np.array([2, 3]))
+    assert same["copurchase_share"] == same["copurchase_share_chance"] == [1.0, 1.0]
+    empty = copurchase_sharing(codes, np.array([2]), np.array([2]))
+    assert empty == {"copurchase_share": None, "copurchase_share_chance": None, "n_copurchase_pairs": 0}
 
 
 def test_ranks_and_spearman_match_definitions():

@@ -135,6 +135,16 @@ def item_columns(catalog: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
     return np.where(catalog[pos_c] == item_ids, pos_c, -1).astype(np.int64)
 
 
+def catalog_rows(catalog: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+    """Row of each id in ``catalog`` (any order, unique ids); -1 where absent."""
+    catalog = np.asarray(catalog, dtype=np.int64)
+    if catalog.size == 0:
+        return np.full(np.shape(item_ids), -1, dtype=np.int64)
+    order = np.argsort(catalog, kind="stable")
+    cols = item_columns(catalog[order], item_ids)
+    return np.where(cols >= 0, order[np.maximum(cols, 0)], -1)
+
+
 def train_sequences(train: Examples) -> Examples:
     """Each shopper's whole training sequence rebuilt from its training windows (history = the sequence,
     no targets): the first window's context followed by every window's targets, windows oldest first."""
