@@ -166,8 +166,9 @@ def evaluate_semids(run: Path, seed: int = 0, data: Path | None = None) -> dict:
     if source is not None:
         start = time.perf_counter()
         cfg = load_run_config(run / CONFIG_FILE)
-        left, right = (catalog_rows(items.column("item_id").to_numpy(), ids)
-                       for ids in heldout_pairs(read_dataset(source).events, cfg))
+        rows = catalog_rows(items.column("item_id").to_numpy(),
+                            np.stack(heldout_pairs(read_dataset(source).events, cfg)))
+        left, right = rows
         known = (left >= 0) & (right >= 0)
         metrics.update(copurchase_sharing(codes, left[known], right[known], seed))
         log.info("co-purchase sharing over %d held-out purchases of %s (%.1fs)", metrics["n_copurchase_pairs"],
