@@ -68,7 +68,10 @@ def constrained_beam_search(
     if was_training:  # eval() walks every module: only when there is a mode to change
         model.eval()
     try:
-        stepper_cls = _TreeSteps if shared_prompt else _ExpandSteps
+        if getattr(model, "is_item_decoder", False):
+            stepper_cls = _ItemSteps
+        else:
+            stepper_cls = _TreeSteps if shared_prompt else _ExpandSteps
         stepper = stepper_cls(model, input_ids, attention_mask.to(device=device, dtype=torch.long), beam_width, steps)
         logp = stepper.prompt()
         width = logp.shape[-1]
@@ -98,6 +101,29 @@ def constrained_beam_search(
         if was_training:
             model.train()
     return _finish(rows.view(batch, beam_width, steps), scores.view(batch, beam_width), num_return)
+
+
+class _ItemSteps:
+    """An item-level decoder (``genrec.item_decoder``): the item stack runs once per query; each step runs
+    only the small depth stack over every beam's state and codeword prefix (no cache to reorder)."""
+
+    def __init__(self, model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, width: int, steps: int):
+        if steps != model.config.tokens_per_item:
+            raise DataError(f"beam search: an item decoder spells whole SIDs ({model.config.tokens_per_item} "
+                            f"tokens), not {steps}")
+        self.model, self.ids, self.attn = model, ids, attn
+
+    def prompt(self) -> torch.Tensor:
+        """Each query's state after its history; log-probs of the first codeword [B, V]."""
+        self.state = self.model.encode(self.ids, self.attn)
+        self.prefix = self.ids.new_zeros(self.state.shape[0], 0)
+        return self.model.next_logp(self.state, self.prefix)
+
+    def feed(self, parent: torch.Tensor, token: torch.Tensor, t: int) -> torch.Tensor:
+        """Follow the selected beams, append their codewords; log-probs of the next codeword [B*W, V]."""
+        self.state = self.state[parent]
+        self.prefix = torch.cat([self.prefix[parent], token[:, None]], dim=1)
+        return self.model.next_logp(self.state, self.prefix)
 
 
 class _ExpandSteps:

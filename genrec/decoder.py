@@ -10,7 +10,9 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, Sequence
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
+from genrec.item_decoder import ItemDecoder, ItemDecoderConfig
 from semid.catalog import DataError
 from semid.config import from_dict, to_dict
 
@@ -33,7 +36,9 @@ class CodebookMismatchError(DataError):
 class DecoderConfig:
     """Size and shape of the decoder; ``max_items`` is the history cap the model is trained and served with."""
 
-    arch: Literal["llama", "gpt2"] = "llama"  # LlamaForCausalLM (RoPE, RMSNorm, SwiGLU) or GPT2LMHeadModel
+    # token level: LlamaForCausalLM (RoPE, RMSNorm, SwiGLU) or GPT2LMHeadModel over the flattened SID tokens;
+    # item: one position per history item and a depth decoder for the codewords (genrec.item_decoder)
+    arch: Literal["llama", "gpt2", "item"] = "llama"
     d_model: int = 128  # hidden size
     n_layers: int = 4  # transformer blocks
     n_heads: int = 4  # attention heads (d_model must divide by it)
@@ -42,12 +47,18 @@ class DecoderConfig:
     max_items: int = 20  # history cap in items (most recent kept), training and serving
     tie_embeddings: bool = True  # share input embedding and LM head weights (fewer parameters for a small vocab)
     rope_theta: float = 10000.0  # llama rotary base
+    depth_layers: int = 2  # item: layers of the codeword (depth) decoder
+    memorize: bool = False  # item: an embedding per item seen in training, added to its input (new items have none)
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
             raise DataError(f"decoder: d_model {self.d_model} must be a multiple of n_heads {self.n_heads}")
         if min(self.d_model, self.n_layers, self.n_heads, self.d_ff, self.max_items) < 1:
             raise DataError("decoder: d_model, n_layers, n_heads, d_ff and max_items must be >= 1")
+        if self.arch not in ("llama", "gpt2", "item"):
+            raise DataError(f"decoder: arch must be 'llama', 'gpt2' or 'item', got {self.arch!r}")
+        if self.depth_layers < 1:
+            raise DataError(f"decoder: depth_layers must be >= 1, got {self.depth_layers}")
         if not 0.0 <= self.dropout < 1.0:
             raise DataError(f"decoder: dropout must lie in [0, 1), got {self.dropout}")
 
@@ -63,8 +74,12 @@ def build_decoder(
     pad_id: int = 0,
     bos_id: int = 1,
     codebook_version: str | None = None,
+    level_offsets: Sequence[int] | None = None,
+    memorised: np.ndarray | None = None,
 ) -> PreTrainedModel:
-    """A freshly initialised causal LM with the SID vocabulary (seed torch first for reproducible weights)."""
+    """A freshly initialised decoder over the SID vocabulary (seed torch first for reproducible weights).
+    The item arch also needs ``level_offsets`` (first token id of each SID level, then the end of the last:
+    ``SIDTokenizer.level_range``) and, with ``memorize``, the token rows of the items seen in training."""
     meta = {
         "codebook_version": codebook_version,
         "decoder": to_dict(cfg),
@@ -88,8 +103,25 @@ def build_decoder(
         )
         model = GPT2LMHeadModel(config)
     else:
-        raise DataError(f"decoder: arch must be 'llama' or 'gpt2', got {cfg.arch!r}")
+        model = _build_item_decoder(cfg, vocab_size, tokens_per_item, level_offsets, memorised)
     setattr(model.config, META_KEY, meta)
+    return model
+
+
+def _build_item_decoder(cfg: DecoderConfig, vocab_size: int, tokens_per_item: int,
+                        level_offsets: Sequence[int] | None, memorised: np.ndarray | None) -> ItemDecoder:
+    if level_offsets is None or len(level_offsets) != tokens_per_item + 1:
+        raise DataError(f"decoder: the item arch needs {tokens_per_item + 1} level offsets, got {level_offsets}")
+    rows = np.zeros((0, tokens_per_item), np.int64) if memorised is None else np.asarray(memorised, np.int64)
+    memo = np.unique(rows, axis=0) if cfg.memorize else rows[:0]
+    config = ItemDecoderConfig(
+        vocab_size=vocab_size, level_offsets=level_offsets, d_model=cfg.d_model, n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads, d_ff=cfg.d_ff, depth_layers=cfg.depth_layers, dropout=cfg.dropout,
+        max_items=cfg.max_items, memo_size=len(memo),
+    )
+    model = ItemDecoder(config)
+    if len(memo):
+        model.set_memorised(memo)
     return model
 
 
@@ -145,7 +177,7 @@ def load_decoder(path: str | Path, codebook_version: str | None = None) -> PreTr
             f"{codebook_version!r}; its token ids would name other products. Retrain the decoder on these SIDs."
         )
     arch = from_dict(DecoderConfig, meta["decoder"], "decoder").arch
-    cls = LlamaForCausalLM if arch == "llama" else GPT2LMHeadModel
+    cls = {"llama": LlamaForCausalLM, "gpt2": GPT2LMHeadModel, "item": ItemDecoder}[arch]
     with _quiet():
         model = cls.from_pretrained(path)
     model.eval()
@@ -187,6 +219,26 @@ class LabelledLoss(nn.Module):
         logits = self.model.get_output_embeddings()(hidden[:, :-1][keep])
         n = keep.sum()
         return F.cross_entropy(logits.float(), target[keep], reduction="sum") / n.clamp(min=1), n
+
+
+def training_loss(model: PreTrainedModel, embed_dropout: float = 0.0) -> nn.Module:
+    """The module the trainer optimises: (input_ids, attention_mask, position_ids, labels) -> (loss, n).
+    The item decoder computes its own loss; a causal LM is wrapped in ``LabelledLoss``."""
+    if getattr(model, "is_item_decoder", False):
+        return ItemLoss(model)
+    return LabelledLoss(model, embed_dropout)
+
+
+class ItemLoss(nn.Module):
+    """The item decoder under the trainer's interface (``model`` attribute, loss and labelled count)."""
+
+    def __init__(self, model: ItemDecoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(input_ids, attention_mask, labels)
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

@@ -40,6 +40,9 @@ UNCAPPED = 1 << 40  # a history cap no shopper reaches
 K_BY_SPLIT = {"leave_one_out": (5, 10), "last_basket": (10, 20, 50)}
 
 
+POPULARITY_BANDS = ((1, 5), (5, 10), (10, 50), (50, None))  # training purchases of the target: [lo, hi)
+
+
 @dataclass
 class EvalConfig:
     """Harness settings; every default is the protocol of the results table."""
@@ -403,8 +406,10 @@ def _jsonable(value):
 
 
 def score_model(run: ModelRun, data: EvalData, k_values: Sequence[int], facets: ItemFacets,
-                train_items: np.ndarray, tail: np.ndarray) -> tuple[dict, dict]:
-    """(headline metrics incl. candidate quality, {slice name: metrics}) of one model's lists."""
+                train_items: np.ndarray, tail: np.ndarray, train_counts: np.ndarray | None = None
+                ) -> tuple[dict, dict]:
+    """(headline metrics incl. candidate quality, {slice name: metrics}) of one model's lists;
+    ``train_counts`` (training purchases of each of ``train_items``) adds one slice per popularity band."""
     test = data.test_full
     targets = Targets(test.target_offsets, test.target_items)
     metrics = _by_k(rank_metrics, run.ranked, targets, k_values)
@@ -415,6 +420,9 @@ def score_model(run: ModelRun, data: EvalData, k_values: Sequence[int], facets: 
     slices = {"cold_start": _by_k(rank_metrics, run.ranked, _unseen(targets, train_items), k_values)}
     if tail.size:
         slices["tail"] = _by_k(rank_metrics, run.ranked, keep_items(targets, tail), k_values)
+    if train_counts is not None:
+        for name, band in popularity_bands(train_items, train_counts).items():
+            slices[name] = _by_k(rank_metrics, run.ranked, keep_items(targets, band), k_values)
     retailers = np.unique(test.retailer_ids)
     if retailers.size > 1 or (retailers.size == 1 and retailers[0] != NO_RETAILER):
         for r in retailers:
@@ -440,6 +448,13 @@ def _by_k(fn, lists: dict[int, np.ndarray], against, k_values: Sequence[int], **
     for k in k_values:
         out.update(fn(lists[k], against, [k], **kw))
     return out
+
+
+def popularity_bands(train_items: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Training items by how often they were bought in training (``POPULARITY_BANDS``): where a generative
+    model over shared SID prefixes is expected to lose to one that memorises items (the rare bands)."""
+    return {f"bought_{lo}_{hi - 1}" if hi else f"bought_{lo}+": train_items[(counts >= lo) & ((counts < hi) if hi else True)]
+            for lo, hi in POPULARITY_BANDS}
 
 
 def _unseen(targets: Targets, train_items: np.ndarray) -> Targets:
@@ -501,7 +516,7 @@ def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: S
     say(f"split {data_.split}: {len(data_.train)} training windows, {len(data_.validation)} validation, "
         f"{len(data_.test)} test examples ({time.perf_counter() - t0:.1f}s)")
     facets = ItemFacets.from_items(data_.items)
-    train_items = np.unique(data_.sequences.history_items)
+    train_items, train_counts = np.unique(data_.sequences.history_items, return_counts=True)
     tail = tail_items(data_.items, data_.sequences, cfg.tail_share)
     result: dict = {"models": {}, "slices": {}, "choices": {}, "timings": {},
                     "protocol": {**data_.protocol, "k_values": list(ks), "tune_metric": cfg.tune_metric,
@@ -511,7 +526,7 @@ def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: S
     for name in names:
         say(f"{name}: fitting and ranking")
         out = run_model(make_model(name, run, cfg), data_, cfg, fit_context(data_, run, cfg, seed, ks, name))
-        metrics, slices = score_model(out, data_, ks, facets, train_items, tail)
+        metrics, slices = score_model(out, data_, ks, facets, train_items, tail, train_counts)
         result["models"][name] = metrics
         for slice_name, values in slices.items():
             result["slices"].setdefault(slice_name, {})[name] = values

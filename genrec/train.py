@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from genrec.beam_search import constrained_beam_search
-from genrec.decoder import DecoderConfig, LabelledLoss, build_decoder, decoder_config, save_decoder
+from genrec.decoder import DecoderConfig, build_decoder, decoder_config, save_decoder, training_loss
 from genrec.sequences import Examples, SequenceConfig, split_events
 from genrec.threads import torch_threads
 from genrec.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
@@ -193,7 +193,7 @@ class DecoderTrainer:
         set_seed(cfg.seed)
         model = self.build_model()
         embed_dropout = decoder_config(model).dropout if decoder_config(model).arch == "llama" else 0.0
-        wrapper = LabelledLoss(model, embed_dropout)
+        wrapper = training_loss(model, embed_dropout)
         optimizer = torch.optim.AdamW(_param_groups(wrapper, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2))
         self.steps_per_epoch = self._batches_per_process(0)
         planned = cfg.max_epochs * self.steps_per_epoch
@@ -527,7 +527,10 @@ def train_decoder(
 
     ``tokenizer`` is the run's ``semid.tokenizer.SIDTokenizer`` (vocabulary, retailer tokens, codebook
     version). The saved decoder records the sequence settings (split, retailer token) a Retriever needs."""
-    splits, seq_cfg = split_events(events, decoder_cfg.max_items, seq_cfg or SequenceConfig())
+    seq_cfg = seq_cfg or SequenceConfig()
+    if decoder_cfg.arch == "item" and seq_cfg.train_stride is None:  # loss at every position: one window per cap
+        seq_cfg = dataclasses.replace(seq_cfg, train_stride=decoder_cfg.max_items)
+    splits, seq_cfg = split_events(events, decoder_cfg.max_items, seq_cfg)
     retailer = retailer_token_fn(tokenizer, seq_cfg.retailer_token)
     train = tokenize_examples(splits.train, item_tokens, BOS, retailer)
     evaluator = (build_evaluator(train_cfg, splits.validation, item_tokens, tokenizer.vocab_size, retailer)
@@ -535,9 +538,13 @@ def train_decoder(
     log.info("decoder training: %d sequences (%d tokens, %d labelled), %d validation examples, split %s",
              len(train), train.tokens.size, train.n_labels, len(splits.validation), seq_cfg.split)
 
+    seen = np.unique(np.r_[splits.train.history_items, splits.train.target_items])
+    levels = [tokenizer.level_range(lv)[0] for lv in range(tokenizer.tokens_per_item)]
+
     def build() -> PreTrainedModel:
         return build_decoder(decoder_cfg, tokenizer.vocab_size, tokenizer.tokens_per_item, PAD, BOS,
-                             tokenizer.codebook_version)
+                             tokenizer.codebook_version, [*levels, tokenizer.level_range(tokenizer.n_levels)[1]],
+                             item_tokens.tokens[item_tokens.rows(seen, "training")])
 
     extra = {"sequence": to_dict(seq_cfg), "retailer_token": retailer is not None}
     trainer = DecoderTrainer(train_cfg, build, train, out, evaluator, PAD, extra)

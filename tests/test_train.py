@@ -45,11 +45,14 @@ def _config(**kw) -> TrainConfig:
 
 def _trainer(out, cfg: TrainConfig, dropout: float = 0.1, with_eval: bool = True, arch: str = "llama"):
     tok, items, splits = _world()
-    dcfg = DecoderConfig(arch=arch, d_model=32, n_layers=1, n_heads=2, d_ff=64, max_items=4, dropout=dropout)
+    dcfg = DecoderConfig(arch=arch, d_model=32, n_layers=1, n_heads=2, d_ff=64, max_items=4, dropout=dropout,
+                         memorize=arch == "item")
     evaluator = RecallEvaluator(splits.validation.subset(np.arange(40)), items, BOS, PAD, k=5, beam_width=5,
                                 vocab_size=tok.vocab_size) if with_eval else None
+    levels = [*(tok.level_range(lv)[0] for lv in range(tok.tokens_per_item)), tok.level_range(tok.n_levels)[1]]
     return DecoderTrainer(
-        cfg, lambda: build_decoder(dcfg, tok.vocab_size, tok.tokens_per_item, codebook_version="cb-test"),
+        cfg, lambda: build_decoder(dcfg, tok.vocab_size, tok.tokens_per_item, codebook_version="cb-test",
+                                   level_offsets=levels, memorised=items.tokens),
         tokenize_examples(splits.train, items, BOS), out, evaluator, pad_id=PAD, model_extra={"retailer_token": False},
     )
 
@@ -58,9 +61,10 @@ def _weights(path):
     return load_file(str(path / "model.safetensors"))
 
 
-def test_training_learns_the_pattern_and_saves_the_best_decoder(tmp_path):
+@pytest.mark.parametrize("arch", ["llama", "item"])
+def test_training_learns_the_pattern_and_saves_the_best_decoder(tmp_path, arch):
     cfg = _config(lr=5e-3, batch_size=16, max_epochs=6, patience=20, checkpoint_every=0)
-    tr = _trainer(tmp_path, cfg, dropout=0.0)
+    tr = _trainer(tmp_path, cfg, dropout=0.0, arch=arch)
     tr.setup()
     result = tr.train()
     tr.cleanup()
@@ -73,9 +77,10 @@ def test_training_learns_the_pattern_and_saves_the_best_decoder(tmp_path):
     assert decoder_meta(model)["retailer_token"] is False
 
 
-def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("arch", ["llama", "item"])
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, arch):
     cfg = _config(lr=5e-3, warmup_steps=3, batch_size=48, max_epochs=3, checkpoint_every=3)
-    full = _trainer(tmp_path / "full", cfg)
+    full = _trainer(tmp_path / "full", cfg, arch=arch)
     full.setup()
     reference = full.train()
 
@@ -83,14 +88,14 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path):
         if step == 8:  # mid-epoch 1 (5 batches per epoch), two steps after the checkpoint at step 6
             raise Interrupt("power cut")
 
-    first = _trainer(tmp_path / "cut", cfg)
+    first = _trainer(tmp_path / "cut", cfg, arch=arch)
     first.setup()
     with pytest.raises(Interrupt):
         first.train(step_callback=crash)
     state = json.loads((tmp_path / "cut" / CHECKPOINT_DIR / "trainer_state.json").read_text())["state"]
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (6, 1, 1)
 
-    second = _trainer(tmp_path / "cut", cfg)
+    second = _trainer(tmp_path / "cut", cfg, arch=arch)
     second.setup(resume=True)
     resumed = second.train()
     assert resumed.steps == reference.steps and resumed.history == reference.history
@@ -153,7 +158,8 @@ def test_no_training_targets_is_an_error(tmp_path):
         DecoderTrainer(TrainConfig(), lambda: None, tokenize_examples(splits.train, items, BOS), tmp_path)
 
 
-def test_train_decoder_end_to_end_with_retailer_tokens(tmp_path):
+@pytest.mark.parametrize("arch", ["llama", "item"])
+def test_train_decoder_end_to_end_with_retailer_tokens(tmp_path, arch):
     from semid.sids import assign_sids
 
     from genrec.train import RESULT_FILE, train_decoder
@@ -169,13 +175,14 @@ def test_train_decoder_end_to_end_with_retailer_tokens(tmp_path):
     tok = SIDTokenizer.from_sids(sids, [4, 4], retailer_ids=[0, 1, 2], codebook_version="cb-e2e")
     items = ItemTokens.from_sids(sids, tok)
     cfg = _config(batch_size=16, max_epochs=2, eval_k=5, eval_beam_width=5)
-    result = train_decoder(ev, items, tok, DC(d_model=16, n_layers=1, n_heads=2, d_ff=32, max_items=3), cfg, tmp_path)
+    dcfg = DC(arch=arch, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_items=3, memorize=arch == "item")
+    result = train_decoder(ev, items, tok, dcfg, cfg, tmp_path)
     assert result.steps > 0 and result.monitor == "recall@5"
     meta = decoder_meta(tmp_path / MODEL_DIR)
     assert meta["retailer_token"] is True and meta["sequence"]["split"] == "last_basket"
     assert meta["codebook_version"] == "cb-e2e"
     assert json.loads((tmp_path / RESULT_FILE).read_text())["steps"] == result.steps
-    again = train_decoder(ev, items, tok, DC(d_model=16, n_layers=1, n_heads=2, d_ff=32, max_items=3), cfg, tmp_path)
+    again = train_decoder(ev, items, tok, dcfg, cfg, tmp_path)
     assert again.steps == result.steps and again.history == result.history  # finished run: resume is a no-op
 
 
