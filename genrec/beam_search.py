@@ -116,7 +116,7 @@ class _ItemSteps:
     def prompt(self) -> torch.Tensor:
         """Each query's state after its history; log-probs of the first codeword [B, V]."""
         self.state = self.model.encode(self.ids, self.attn)
-        self.prefix = self.ids.new_zeros(self.state.shape[0], 0)
+        self.prefix = self.ids.new_zeros(self.state.state.shape[0], 0)
         return self.model.next_logp(self.state, self.prefix)
 
     def feed(self, parent: torch.Tensor, token: torch.Tensor, t: int) -> torch.Tensor:

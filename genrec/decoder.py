@@ -49,6 +49,7 @@ class DecoderConfig:
     rope_theta: float = 10000.0  # llama rotary base
     depth_layers: int = 2  # item: layers of the codeword (depth) decoder
     memorize: bool = False  # item: an embedding per item seen in training, added to its input (new items have none)
+    depth_memory: bool = False  # item: the depth decoder also cross-attends to every item state so far
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -117,7 +118,7 @@ def _build_item_decoder(cfg: DecoderConfig, vocab_size: int, tokens_per_item: in
     config = ItemDecoderConfig(
         vocab_size=vocab_size, level_offsets=level_offsets, d_model=cfg.d_model, n_layers=cfg.n_layers,
         n_heads=cfg.n_heads, d_ff=cfg.d_ff, depth_layers=cfg.depth_layers, dropout=cfg.dropout,
-        max_items=cfg.max_items, memo_size=len(memo),
+        max_items=cfg.max_items, memo_size=len(memo), depth_memory=cfg.depth_memory,
     )
     model = ItemDecoder(config)
     if len(memo):

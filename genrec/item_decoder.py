@@ -16,6 +16,7 @@ retailer forests and exclusions work unchanged. Saved as a transformers folder (
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -25,6 +26,32 @@ from torch import nn
 from transformers import GPT2Config, GPT2Model, PretrainedConfig, PreTrainedModel
 
 IGNORE = -100
+
+
+@dataclass
+class Memory:
+    """What the depth stack reads for each row: the state after the history [M, d] and, with
+    ``depth_memory``, every item state so far [M, S, d] with its mask [M, S] (S: positions)."""
+
+    state: torch.Tensor
+    states: torch.Tensor | None = None
+    seen: torch.Tensor | None = None
+
+    def __getitem__(self, rows: torch.Tensor) -> "Memory":
+        """The rows ``rows`` (e.g. each beam's query)."""
+        if self.states is None:
+            return Memory(self.state[rows])
+        return Memory(self.state[rows], self.states[rows], self.seen[rows])
+
+    def repeat_interleave(self, n: int) -> "Memory":
+        """Each row ``n`` times in a row."""
+        rows = torch.arange(self.state.shape[0], device=self.state.device).repeat_interleave(n)
+        return self[rows]
+
+    @property
+    def width(self) -> int:
+        """Memory positions per row (1 without item states): the cost of a row in the depth stack."""
+        return 1 if self.states is None else int(self.states.shape[1])
 
 
 class ItemDecoderConfig(PretrainedConfig):
@@ -44,6 +71,7 @@ class ItemDecoderConfig(PretrainedConfig):
         dropout: float = 0.2,
         max_items: int = 50,
         memo_size: int = 0,  # items with a memorisation embedding (0: none)
+        depth_memory: bool = False,  # the depth stack also cross-attends to the item states so far
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -52,15 +80,17 @@ class ItemDecoderConfig(PretrainedConfig):
         self.d_model, self.n_layers, self.n_heads, self.d_ff = int(d_model), int(n_layers), int(n_heads), int(d_ff)
         self.depth_layers, self.dropout, self.max_items = int(depth_layers), float(dropout), int(max_items)
         self.memo_size = int(memo_size)
+        self.depth_memory = bool(depth_memory)
 
     @property
     def tokens_per_item(self) -> int:
         """D: codeword levels plus the disambiguation level."""
         return len(self.level_offsets) - 1
 
-    def stack(self, n_layers: int, n_positions: int) -> GPT2Config:
-        """A GPT-2 block stack of this width (no vocabulary of its own: it reads embeddings)."""
-        return GPT2Config(
+    def stack(self, n_layers: int, n_positions: int, cross: bool = False) -> GPT2Config:
+        """A GPT-2 block stack of this width (no vocabulary of its own: it reads embeddings); ``cross``: each
+        block also attends to a memory (the item states)."""
+        return GPT2Config(add_cross_attention=cross,
             vocab_size=1, n_embd=self.d_model, n_inner=self.d_ff, n_layer=n_layers, n_head=self.n_heads,
             n_positions=n_positions, resid_pdrop=self.dropout, embd_pdrop=self.dropout, attn_pdrop=self.dropout,
             bos_token_id=None, eos_token_id=None,
@@ -82,7 +112,7 @@ class ItemDecoder(PreTrainedModel):
         self.register_buffer("memo_keys", torch.zeros(config.memo_size, dtype=torch.long))
         self.items = GPT2Model(config.stack(config.n_layers, config.max_items + 2))
         self.bridge = nn.Linear(d, d)
-        self.depth = GPT2Model(config.stack(config.depth_layers, config.tokens_per_item + 1))
+        self.depth = GPT2Model(config.stack(config.depth_layers, config.tokens_per_item + 1, config.depth_memory))
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -151,26 +181,34 @@ class ItemDecoder(PreTrainedModel):
         positions = (last - (n_inputs[:, None] - j)).clamp(min=0, max=last)
         return self.items(inputs_embeds=x, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Each query's state after its whole history [B, d] (what the depth decoder starts from)."""
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Memory:
+        """Each query's state after its whole history [B, d] (what the depth decoder starts from), with the
+        states so far and their mask where the depth stack reads them (``depth_memory``)."""
         codes, n_items, context, _ = self.split_items(input_ids, attention_mask)
         codes, n_items, _ = _keep_latest(codes, n_items, self.config.max_items)
         states = self.item_states(codes, n_items, context)
-        return states[torch.arange(states.shape[0], device=states.device), n_items]
+        last = states[torch.arange(states.shape[0], device=states.device), n_items]
+        if not self.config.depth_memory:
+            return Memory(last)
+        seen = torch.arange(states.shape[1], device=states.device)[None] <= n_items[:, None]
+        return Memory(last, states, seen)
 
     # ----- the depth stack ------------------------------------------------------------------------------
 
-    def depth_hidden(self, state: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
-        """Depth-stack outputs [M, t+1, d] for states [M, d] and codeword prefixes [M, t]."""
-        x = torch.cat([self.bridge(state)[:, None], self.codes(prefix)], dim=1)
-        return self.depth(inputs_embeds=x, use_cache=False).last_hidden_state
+    def depth_hidden(self, memory: Memory, prefix: torch.Tensor) -> torch.Tensor:
+        """Depth-stack outputs [M, t+1, d] for states [M, d] (and their item states) and codeword prefixes [M, t]."""
+        x = torch.cat([self.bridge(memory.state)[:, None], self.codes(prefix)], dim=1)
+        extra = {}
+        if self.config.depth_memory:
+            extra = {"encoder_hidden_states": memory.states, "encoder_attention_mask": memory.seen.long()}
+        return self.depth(inputs_embeds=x, use_cache=False, **extra).last_hidden_state
 
     def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
         """Logits over level ``level``'s token range (tied to the codeword embeddings)."""
         lo, hi = self.config.level_offsets[level], self.config.level_offsets[level + 1]
         return hidden @ self.codes.weight[lo:hi].T
 
-    def next_logp(self, state: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+    def next_logp(self, state: Memory, prefix: torch.Tensor) -> torch.Tensor:
         """Log-probs [M, vocab] of the next codeword after ``prefix`` [M, t]: normalised within level t's
         range, -inf elsewhere (so a trie mask over the whole vocabulary applies as is)."""
         level = prefix.shape[1]
@@ -192,7 +230,10 @@ class ItemDecoder(PreTrainedModel):
         if b.numel() == 0:  # nothing to predict: a zero that still reaches every parameter's graph
             return states.sum() * 0.0, torch.zeros((), dtype=torch.long, device=states.device)
         target = codes[b, j]  # [M, D]
-        hidden = self.depth_hidden(states[b, j], target[:, :-1])
+        memory = Memory(states[b, j])
+        if self.config.depth_memory:  # the states up to and including the predicting one
+            memory = Memory(states[b, j], states[b], torch.arange(states.shape[1], device=b.device)[None] <= j[:, None])
+        hidden = self.depth_hidden(memory, target[:, :-1])
         loss = hidden.new_zeros((), dtype=torch.float32)
         for level in range(target.shape[1]):
             logits = self.level_logits(hidden[:, level], level).float()
@@ -225,35 +266,36 @@ def _keep_latest(codes: torch.Tensor, n_items: torch.Tensor, keep: int, labelled
 
 
 @torch.no_grad()
-def catalog_log_probs(model: ItemDecoder, states: torch.Tensor, rows: torch.Tensor, chunk: int = 1 << 16
+def catalog_log_probs(model: ItemDecoder, states: Memory | torch.Tensor, rows: torch.Tensor, chunk: int = 1 << 16
                       ) -> torch.Tensor:
     """Exact log-probability of every catalog SID for every query: [B, N] for states [B, d] and token rows
     [N, D] (an infinitely wide beam). Level by level, the depth stack runs once per distinct prefix of
     that level and query (a few thousand per level), never once per product, in chunks of ``chunk``
     (query, prefix) pairs."""
-    B, (N, D) = states.shape[0], rows.shape
-    total = states.new_zeros(B, N, dtype=torch.float32)
+    memory = states if isinstance(states, Memory) else Memory(states)
+    B, (N, D) = memory.state.shape[0], rows.shape
+    total = memory.state.new_zeros(B, N, dtype=torch.float32)
     for level in range(D):
         if level == 0:
             prefixes, inverse = rows[:1, :0], torch.zeros(N, dtype=torch.long, device=rows.device)
         else:
             prefixes, inverse = torch.unique(rows[:, :level], dim=0, return_inverse=True)  # [P, level]
         lo = model.config.level_offsets[level]
-        logp = _prefix_log_probs(model, states, prefixes, level, chunk)  # [B, P, level width]
+        logp = _prefix_log_probs(model, memory, prefixes, level, chunk)  # [B, P, level width]
         total += logp[:, inverse, rows[:, level] - lo]
     return total
 
 
-def _prefix_log_probs(model: ItemDecoder, states: torch.Tensor, prefixes: torch.Tensor, level: int, chunk: int
+def _prefix_log_probs(model: ItemDecoder, memory: Memory, prefixes: torch.Tensor, level: int, chunk: int
                       ) -> torch.Tensor:
     """Level ``level``'s log-probs after each prefix, for every query: [B, P, width of the level]."""
-    B, P = states.shape[0], prefixes.shape[0]
-    per = max(1, chunk // max(P, 1))  # queries per chunk
+    B, P = memory.state.shape[0], prefixes.shape[0]
+    per = max(1, chunk // max(P * memory.width, 1))  # queries per chunk
     parts = []
     for s in range(0, B, per):
-        st = states[s : s + per]
-        q = st.shape[0]
-        hidden = model.depth_hidden(st.repeat_interleave(P, 0), prefixes.repeat(q, 1))[:, -1]
+        part = memory[torch.arange(s, min(s + per, B), device=memory.state.device)]
+        q = part.state.shape[0]
+        hidden = model.depth_hidden(part.repeat_interleave(P), prefixes.repeat(q, 1))[:, -1]
         parts.append(torch.log_softmax(model.level_logits(hidden, level).float(), -1).view(q, P, -1))
     return torch.cat(parts)
 

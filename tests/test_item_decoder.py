@@ -10,7 +10,7 @@ import torch
 
 from genrec.beam_search import constrained_beam_search
 from genrec.decoder import DecoderConfig, build_decoder, decoder_config, load_decoder, save_decoder, training_loss
-from genrec.item_decoder import IGNORE, catalog_log_probs, exact_top
+from genrec.item_decoder import IGNORE, Memory, catalog_log_probs, exact_top
 from genrec.tokens import TokenizedExamples, collate
 from index.trie import PrefixTrie
 from semid.catalog import DataError
@@ -29,10 +29,10 @@ def _catalog(n: int = 30, seed: int = 0) -> np.ndarray:
     return rows[rng.permutation(len(rows))[:n]]
 
 
-def _model(seed: int = 0, memorised: np.ndarray | None = None, **kw):
+def _model(seed: int = 0, memorised: np.ndarray | None = None, depth_memory: bool = False, **kw):
     torch.manual_seed(seed)
     cfg = DecoderConfig(arch="item", d_model=32, n_layers=2, n_heads=2, d_ff=64, max_items=6, dropout=0.0,
-                        memorize=memorised is not None, **kw)
+                        memorize=memorised is not None, depth_memory=depth_memory, **kw)
     return build_decoder(cfg, VOCAB, D, PAD, BOS, "cb-1", OFFSETS, memorised).eval()
 
 
@@ -54,18 +54,19 @@ def _prompts(catalog: np.ndarray, n: int = 5, seed: int = 0, retailer: bool = Fa
     return batch["input_ids"], batch["attention_mask"]
 
 
+@pytest.mark.parametrize("depth_memory", [False, True])
 @pytest.mark.parametrize("retailer", [False, True])
-def test_padding_side_changes_neither_the_loss_nor_the_states(retailer):
+def test_padding_side_changes_neither_the_loss_nor_the_states(retailer, depth_memory):
     catalog = _catalog()
-    model = _model()
+    model = _model(depth_memory=depth_memory)
     seqs = _sequences(catalog, retailer=retailer)
     right, left = (collate(seqs, np.arange(len(seqs)), PAD, side) for side in ("right", "left"))
     with torch.no_grad():
         loss_r, n_r = model(right["input_ids"], right["attention_mask"], right["labels"])
         loss_l, n_l = model(left["input_ids"], left["attention_mask"], left["labels"])
         assert torch.allclose(loss_r, loss_l, atol=1e-5) and int(n_r) == int(n_l) == len(seqs) * D
-        assert torch.allclose(model.encode(right["input_ids"], right["attention_mask"]),
-                              model.encode(left["input_ids"], left["attention_mask"]), atol=1e-5)
+        assert torch.allclose(model.encode(right["input_ids"], right["attention_mask"]).state,
+                              model.encode(left["input_ids"], left["attention_mask"]).state, atol=1e-5)
 
 
 def test_the_loss_covers_labelled_items_only():
@@ -87,9 +88,10 @@ def test_the_loss_covers_labelled_items_only():
     assert int(n_none) == 0
 
 
-def test_beam_search_returns_only_catalog_rows_and_equals_exact_scoring_when_wide():
+@pytest.mark.parametrize("depth_memory", [False, True])
+def test_beam_search_returns_only_catalog_rows_and_equals_exact_scoring_when_wide(depth_memory):
     catalog = _catalog()
-    model = _model()
+    model = _model(depth_memory=depth_memory)
     ids, attn = _prompts(catalog)
     trie = PrefixTrie(torch.as_tensor(catalog), vocab_size=VOCAB)
     rows, scores = constrained_beam_search(model, ids, attn, trie, beam_width=len(catalog), num_return=10)
@@ -110,7 +112,7 @@ def test_exact_scoring_equals_teacher_forcing_and_sums_to_one_over_every_sid():
     fast = catalog_log_probs(model, states, rows, chunk=7)  # chunks smaller than one level's prefixes
     with torch.no_grad():
         for q in range(3):
-            hidden = model.depth_hidden(states[q : q + 1].expand(len(rows), -1), rows[:, :-1])
+            hidden = model.depth_hidden(Memory(states[q : q + 1].expand(len(rows), -1)), rows[:, :-1])
             slow = sum(torch.log_softmax(model.level_logits(hidden[:, lv], lv), -1)[torch.arange(len(rows)),
                                                                                     rows[:, lv] - OFFSETS[lv]]
                        for lv in range(D))
@@ -119,9 +121,10 @@ def test_exact_scoring_equals_teacher_forcing_and_sums_to_one_over_every_sid():
     assert torch.allclose(catalog_log_probs(model, states, grid).exp().sum(1), torch.ones(3), atol=1e-4)
 
 
-def test_batched_decoding_equals_one_query_at_a_time():
+@pytest.mark.parametrize("depth_memory", [False, True])
+def test_batched_decoding_equals_one_query_at_a_time(depth_memory):
     catalog = _catalog()
-    model = _model()
+    model = _model(depth_memory=depth_memory)
     ids, attn = _prompts(catalog, n=4)
     trie = PrefixTrie(torch.as_tensor(catalog), vocab_size=VOCAB)
     rows, scores = constrained_beam_search(model, ids, attn, trie, 6, 4)
@@ -165,7 +168,8 @@ def test_histories_over_the_cap_keep_the_latest_items():
     model = _model()
     long = np.r_[BOS, catalog[:9].reshape(-1)]
     capped = np.r_[BOS, catalog[3:9].reshape(-1)]  # max_items 6
-    states = [model.encode(torch.as_tensor(s)[None], torch.ones(1, len(s), dtype=torch.long)) for s in (long, capped)]
+    states = [model.encode(torch.as_tensor(s)[None], torch.ones(1, len(s), dtype=torch.long)).state
+              for s in (long, capped)]
     assert torch.allclose(states[0], states[1], atol=1e-6)
 
 
@@ -178,3 +182,17 @@ def test_item_arch_needs_the_level_layout_and_whole_sids():
     trie = PrefixTrie(torch.as_tensor(catalog[:, :2]), vocab_size=VOCAB)
     with pytest.raises(DataError, match="whole SIDs"):
         constrained_beam_search(model, ids, attn, trie, 4, 4)
+
+
+def test_the_depth_memory_reads_the_items_before_the_last_state():
+    """With ``depth_memory`` the codeword logits depend on the item states themselves, not only the last."""
+    catalog = _catalog()
+    model = _model(depth_memory=True)
+    ids, attn = _prompts(catalog, n=3)
+    memory = model.encode(ids, attn)
+    prefix = ids.new_zeros(3, 0)
+    other = Memory(memory.state, torch.randn_like(memory.states), memory.seen)
+    assert not torch.allclose(model.next_logp(memory, prefix), model.next_logp(other, prefix))
+    hidden = Memory(memory.state, memory.states, torch.zeros_like(memory.seen))
+    hidden.seen[:, 0] = True  # only the context position visible
+    assert not torch.allclose(model.next_logp(memory, prefix), model.next_logp(hidden, prefix))
