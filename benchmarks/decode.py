@@ -34,6 +34,7 @@ from index.trie import PrefixTrie
 
 PAD, BOS, N_SPECIAL = 0, 1, 5  # the SID tokenizer's layout: <pad> <bos> <eos> <sep> <unk>, then codewords
 
+ITEM = "ours, item-level decoder, constrained"
 Decoded = tuple[torch.Tensor, torch.Tensor, float]  # rows [Q, K, D], log-probs [Q, K], seconds
 Decoder = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # one batch -> rows, log-probs
 
@@ -45,6 +46,7 @@ class Setup:
     model: PreTrainedModel
     rows: np.ndarray  # [n_items, L+1] token rows of the catalog
     description: str
+    item_model: PreTrainedModel | None = None  # random mode: an item-level decoder over the same SIDs
 
 
 def random_setup(args: argparse.Namespace) -> Setup:
@@ -70,7 +72,17 @@ def random_setup(args: argparse.Namespace) -> Setup:
     params = sum(p.numel() for p in model.parameters()) / 1e6
     desc = (f"random Llama d={args.d_model} layers={args.layers} heads={args.heads} ({params:.1f}M params), "
             f"vocab {vocab}; {len(rows):,} random SIDs of {levels}x{size} codes + dedup token")
-    return Setup(model, rows, desc)
+    item = None
+    if args.item_layers:
+        from genrec.decoder import DecoderConfig, build_decoder
+
+        icfg = DecoderConfig(arch="item", d_model=args.d_model, n_layers=args.item_layers, n_heads=2,
+                             d_ff=2 * args.d_model, depth_layers=2, max_items=args.history)
+        item = build_decoder(icfg, vocab, levels + 1, PAD, BOS, None, [*offsets.tolist(), vocab]).eval()
+        iparams = sum(p.numel() for p in item.parameters()) / 1e6
+        desc += (f"\nrandom item-level decoder d={args.d_model}, {args.item_layers} item layers + 2 depth layers "
+                 f"({iparams:.1f}M params)")
+    return Setup(model, rows, desc, item)
 
 
 def run_setup(args: argparse.Namespace) -> Setup:
@@ -108,11 +120,12 @@ def batches(ids: torch.Tensor, attn: torch.Tensor, size: int):
         yield x[:, keep], m[:, keep]
 
 
-def ours(setup: Setup, trie: PrefixTrie, args, constrained: bool, shared_prompt: bool = True) -> Decoder:
-    """Our beam search, as a batch decoder."""
+def ours(setup: Setup, trie: PrefixTrie, args, constrained: bool, shared_prompt: bool = True,
+         model: PreTrainedModel | None = None) -> Decoder:
+    """Our beam search, as a batch decoder (of ``model``, default the token-level one)."""
     def decode(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return constrained_beam_search(setup.model, x, m, trie, args.beam, args.k, constrained=constrained,
-                                       shared_prompt=shared_prompt)
+        return constrained_beam_search(model or setup.model, x, m, trie, args.beam, args.k,
+                                       constrained=constrained, shared_prompt=shared_prompt)
     return decode
 
 
@@ -199,6 +212,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--d-model", type=int, default=128, help="random mode: hidden size")
     p.add_argument("--layers", type=int, default=4, help="random mode: transformer blocks")
     p.add_argument("--heads", type=int, default=4, help="random mode: attention heads")
+    p.add_argument("--item-layers", type=int, default=2,
+                   help="random mode: also time an item-level decoder with this many item layers (0: off)")
     p.add_argument("--repeats", type=int, default=3, help="timing runs of ours per batch (the fastest counts)")
     p.add_argument("--hf-repeats", type=int, default=1, help="timing runs of generate per batch (the fastest counts)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -213,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     setup = run_setup(args) if args.run else random_setup(args)
     setup.model.to(args.device)
+    if setup.item_model is not None:
+        setup.item_model.to(args.device)
     trie = PrefixTrie(setup.rows, vocab_size=setup.model.config.vocab_size)
     ids, attn = make_queries(setup.rows, args.queries, args.history, args.seed)
     ids, attn = ids.to(args.device), attn.to(args.device)
@@ -222,11 +239,14 @@ def main(argv: list[str] | None = None) -> int:
           f"beam {args.beam}, K {args.k}, batch {args.batch}, device {args.device}, threads {torch.get_num_threads()}")
 
     ours(setup, trie, args, True)(*next(batches(ids, attn, args.batch)))  # warm-up
-    got = timed({
+    decoders = {
         "ours, trie-constrained": ours(setup, trie, args, True),
         "ours, unconstrained": ours(setup, trie, args, False),
         "ours, constrained, cache row per beam": ours(setup, trie, args, True, shared_prompt=False),
-    }, ids, attn, args, args.repeats)
+    }
+    if setup.item_model is not None:
+        decoders[ITEM] = ours(setup, trie, args, True, model=setup.item_model)
+    got = timed(decoders, ids, attn, args, args.repeats)
     hf = {"transformers generate + dict-trie fn": hf_generate(setup, dict_trie(setup.rows), args)}
     got |= timed(hf, ids[:n_hf], attn[:n_hf], args, args.hf_repeats)
 
@@ -250,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"top-{args.k} vs generate on {n_hf} queries: identical {cmp['identical']:.1%}, ours at least as good "
           f"at every rank {cmp['not_worse']:.1%}, max |log-prob gap| {cmp['gap']:.1e}")
     print(f"top-{args.k} with vs without the shared-prompt tree: identical {tree_same:.1%}")
+    if ITEM in qps:
+        print(f"item-level decoder vs token-level, both trie-constrained: "
+              f"{qps[ITEM] / qps['ours, trie-constrained']:.1f}x queries/s (bar: >= 3x)")
     return 0
 
 
