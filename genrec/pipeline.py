@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from genrec.dataset import Dataset, read_dataset
+from genrec.memory import MEMORY_FILE, CoPurchaseMemory
 from genrec.runconfig import RunConfig
 from genrec.semid_run import build_semids, record_dataset
 from genrec.sequences import split_events
@@ -93,7 +94,18 @@ def build_serving_parts(data: Path, cfg: RunConfig, run: Path) -> tuple[Dataset,
     tok = build_tokenizer(run, ds, cfg)
     item_tokens = ItemTokens.from_sids(read_sids(run, expected_version=tok.codebook_version), tok)
     build_index(run, ds, cfg, item_tokens, tok)
+    build_memory(run, ds, cfg, item_tokens)
     return ds, tok, item_tokens
+
+
+def build_memory(run: Path, ds: Dataset, cfg: RunConfig, item_tokens: ItemTokens) -> Path | None:
+    """The co-purchase memory (``genrec.memory``) from the training split, when the config weighs it."""
+    path = run / MEMORY_FILE
+    if cfg.memory.weight <= 0:
+        path.unlink(missing_ok=True)
+        return None
+    train = split_events(ds.events, cfg.decoder.max_items, cfg.sequence)[0].train
+    return CoPurchaseMemory.build(train, item_tokens.item_ids, cfg.memory).save(path)
 
 
 def train_run(data: Path, cfg: RunConfig, run: Path, resume: bool = True) -> TrainResult:

@@ -14,6 +14,8 @@ import torch
 from genrec.beam_search import constrained_beam_search
 from genrec.decoder import decoder_meta, inference_dtype, load_decoder
 from genrec.pipeline import INDEX_DIR, MODEL_DIR, TOKENIZER_FILE
+from genrec.item_decoder import pack_rows
+from genrec.memory import MEMORY_FILE, CoPurchaseMemory
 from genrec.runconfig import load_run_config
 from genrec.semid_run import CONFIG_FILE
 from genrec.sequences import NO_RETAILER, query_examples
@@ -48,7 +50,7 @@ class Retriever:
 
     def __init__(self, model, tokenizer: SIDTokenizer, index: RetailerIndex, beam_width: int = 20,
                  model_version: str | None = None, cold_share: float = DEFAULT_COLD_SHARE,
-                 cold_ranker: ColdRanker | None = None) -> None:
+                 cold_ranker: ColdRanker | None = None, memory: CoPurchaseMemory | None = None) -> None:
         meta = decoder_meta(model)
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -63,15 +65,22 @@ class Retriever:
         self.model_version = model_version or str(meta.get("codebook_version"))
         ids = index.item_ids
         self.item_tokens = ItemTokens(ids, index.rows_of(ids)[0])
+        self.memory = memory  # None: the decoder's scores alone
+        if memory is not None:
+            keys = pack_rows(self.item_tokens.tokens, tokenizer.vocab_size)
+            order = np.argsort(keys)
+            self._row_keys, self._row_items = keys[order], self.item_tokens.item_ids[order]
 
     @classmethod
     def from_run(cls, run: str | Path, beam_width: int = 20, device: str = "cpu",
-                 cold_share: float | None = None, dtype: str = "float32") -> "Retriever":
+                 cold_share: float | None = None, dtype: str = "float32",
+                 memory_weight: float | None = None) -> "Retriever":
         """Load a run folder written by ``genrec train``; every part must share one codebook version.
         ``cold_share``: the share of each list open to products never interacted with in training, those
         whose SIDs' codebook points lie nearest the query's (TIGER's cold-start mixing, ``index.cold``);
         None: the run config's ``cold_start.share``.
-        ``dtype``: the decoder's weights, ``float32``, ``bfloat16`` or ``auto`` (``genrec.decoder.inference_dtype``)."""
+        ``dtype``: the decoder's weights, ``float32``, ``bfloat16`` or ``auto`` (``genrec.decoder.inference_dtype``).
+        ``memory_weight``: the co-purchase memory's weight (``genrec.memory``); None: as the run saved it, 0: off."""
         run = Path(run)
         version = codebook_version(run)
         tokenizer = SIDTokenizer.load(run / TOKENIZER_FILE, codebook_version=version)
@@ -84,7 +93,10 @@ class Retriever:
                                            [tokenizer.level_range(lv)[0] for lv in range(tokenizer.n_levels)],
                                            tokenizer.vocab_size, cold.history_weight)
         share = cold.share if cold_share is None else cold_share
-        return cls(model, tokenizer, index, beam_width, model_version, share, ranker)
+        memory = None  # the run's co-purchase memory, written by training when its config weighs one
+        if (run / MEMORY_FILE).is_file() and memory_weight != 0:
+            memory = CoPurchaseMemory.load(run / MEMORY_FILE, weight=memory_weight)
+        return cls(model, tokenizer, index, beam_width, model_version, share, ranker, memory)
 
     def known(self, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Which item ids the run has SIDs for."""
@@ -162,16 +174,28 @@ class Retriever:
         start = self.index.start_for(retailers)  # raises DataError for an unknown retailer
         batch = collate(self._queries(histories, retailers), np.arange(len(histories)), PAD, padding_side="left")
         device = next(self.model.parameters()).device
-        width = max(self.beam_width, ks[-1])
+        width = max(self.beam_width, ks[-1], self.memory.cfg.beam_width if self.memory else 0)
         rows, scores = constrained_beam_search(
             self.model, batch["input_ids"].to(device), batch["attention_mask"].to(device), start.trie, width, width,
             start=start.nodes.to(device), start_depth=start.depth,
         )
         rows, scores = rows.cpu(), scores.cpu()
+        if self.memory is not None:
+            rows, scores = self._rescore(histories, rows, scores)
         banned = [h if e else None for h, e in zip(histories, exclude.tolist())] if exclude.any() else None
         last = self._last_rows(histories) if self.cold_share > 0 and self.cold_ranker is not None else None
         return {k: self.index.candidates(rows, scores, k, retailers, exclude_items=banned, cold_share=self.cold_share,
                                          cold_ranker=self.cold_ranker, last_rows=last) for k in ks}
+
+    def _rescore(self, histories: list[np.ndarray], rows: torch.Tensor, scores: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoded rows re-ranked by the product of the decoder and the co-purchase memory."""
+        keys = pack_rows(rows.numpy(), self.tokenizer.vocab_size)
+        pos = np.minimum(np.searchsorted(self._row_keys, keys), self._row_keys.size - 1)
+        items = np.where((self._row_keys[pos] == keys) & (rows[..., 0].numpy() >= 0), self._row_items[pos], -1)
+        new = self.memory.rescore(histories, items, scores.numpy().astype(np.float64))
+        order = torch.from_numpy(np.argsort(-new, axis=1, kind="stable"))
+        return rows.gather(1, order[..., None].expand_as(rows)), torch.from_numpy(new).float().gather(1, order)
 
     def _last_rows(self, histories: list[np.ndarray]) -> np.ndarray:
         """Each history's latest item as its SID token row [B, D]; -1 rows for empty histories."""

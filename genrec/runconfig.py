@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genrec.decoder import DecoderConfig
+from genrec.memory import MemoryConfig
 from genrec.sequences import SequenceConfig
 from genrec.train import TrainConfig
 from index.cold import ColdStartConfig
@@ -25,6 +26,7 @@ class RunConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)  # the transformer
     train: TrainConfig = field(default_factory=TrainConfig)  # the decoder's training recipe
     cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)  # list slots open to new products
+    memory: MemoryConfig = field(default_factory=MemoryConfig)  # co-purchase re-scoring of the decoded products
 
 
 def load_run_config(path: str | Path) -> RunConfig:

@@ -75,7 +75,7 @@ class ItemKNN:
         self.fallback = popularity_ranking(ctx.item_ids, self.counts)
         max_window = max([self.cfg.start.window, *self.cfg.grid.get("window", ())]) if self.cfg.tune \
             else self.cfg.start.window
-        self.pairs = _pair_counts(seqs, ctx.item_ids, max_window)
+        self.pairs = pair_counts(seqs, ctx.item_ids, max_window)
         self.settings = self._search(tuning_subset(validation, ctx)) if self.cfg.tune else self.cfg.start
         self.sim = self._similarity(self.settings)
         self.choices = asdict(self.settings)
@@ -105,30 +105,41 @@ class ItemKNN:
 
     def _similarity(self, s: KNNSettings) -> sp.csr_matrix:
         """The normalised similarity matrix of settings ``s`` (rows: source item, columns: candidate)."""
-        if s.window < 1 or s.window > len(self.pairs):
-            raise DataError(f"itemknn: window {s.window} outside 1..{len(self.pairs)}")
-        fwd = self.pairs[0].copy()
-        for d in range(2, s.window + 1):
-            fwd = fwd + (s.decay ** (d - 1)) * self.pairs[d - 1]
-        sim = fwd + s.backward * fwd.T if s.backward else fwd
-        c = np.maximum(self.counts, 1.0)
-        return (sp.diags(c ** -s.alpha) @ sim @ sp.diags(c ** -s.gamma)).tocsr()
+        return similarity(self.pairs, self.counts, s)
 
     def recommend(self, queries: Examples, k: int, exclude: Sequence[np.ndarray] | None = None) -> np.ndarray:
         """Top ``k`` items by summed neighbour similarity of the last history items (ties: popularity)."""
         if self.ctx is None or self.sim is None:
             raise DataError("itemknn: recommend called before fit")
-        ctx, s = self.ctx, self.settings
-        rows = ragged_rows(queries.history_offsets)
-        age = queries.history_offsets[1:][rows] - 1 - np.arange(rows.size)
-        cols = item_columns(ctx.item_ids, queries.history_items)
-        keep = (age < s.last_n) & (cols >= 0)
-        weight = s.recency ** age[keep].astype(np.float64)
-        query = sp.csr_matrix((weight, (rows[keep], cols[keep])), shape=(len(queries), ctx.n_items))
-        return sparse_top_k(query @ self.sim, ctx.item_ids, k, exclude, self.fallback)
+        query = query_matrix(queries.history_offsets, queries.history_items, self.ctx.item_ids, self.settings)
+        return sparse_top_k(query @ self.sim, self.ctx.item_ids, k, exclude, self.fallback)
 
 
-def _pair_counts(seqs: Examples, catalog: np.ndarray, max_window: int) -> list[sp.csr_matrix]:
+def similarity(pairs: list[sp.csr_matrix], counts: np.ndarray, s: KNNSettings) -> sp.csr_matrix:
+    """The normalised similarity matrix of settings ``s`` from ``pair_counts`` (rows: source item, columns:
+    candidate) and each item's training count."""
+    if s.window < 1 or s.window > len(pairs):
+        raise DataError(f"itemknn: window {s.window} outside 1..{len(pairs)}")
+    fwd = pairs[0].copy()
+    for d in range(2, s.window + 1):
+        fwd = fwd + (s.decay ** (d - 1)) * pairs[d - 1]
+    sim = fwd + s.backward * fwd.T if s.backward else fwd
+    c = np.maximum(counts, 1.0)
+    return (sp.diags(c ** -s.alpha) @ sim @ sp.diags(c ** -s.gamma)).tocsr()
+
+
+def query_matrix(offsets: np.ndarray, items: np.ndarray, catalog: np.ndarray, s: KNNSettings) -> sp.csr_matrix:
+    """Queries (ragged histories) as sparse rows over ``catalog``: the last ``s.last_n`` items of each,
+    the j-th most recent weighted ``s.recency ** j``; ids outside the catalog are skipped."""
+    rows = ragged_rows(offsets)
+    age = offsets[1:][rows] - 1 - np.arange(rows.size)
+    cols = item_columns(catalog, items)
+    keep = (age < s.last_n) & (cols >= 0)
+    weight = s.recency ** age[keep].astype(np.float64)
+    return sp.csr_matrix((weight, (rows[keep], cols[keep])), shape=(offsets.size - 1, catalog.size))
+
+
+def pair_counts(seqs: Examples, catalog: np.ndarray, max_window: int) -> list[sp.csr_matrix]:
     """For d = 1..max_window, the sparse count matrix of (item, item d steps later) in the sequences."""
     cols = item_columns(catalog, seqs.history_items)
     rows = ragged_rows(seqs.history_offsets)

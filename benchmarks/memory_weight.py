@@ -1,0 +1,92 @@
+"""Choose the co-purchase memory's weight (``genrec.memory``) on validation, then report the test lists of
+the chosen weight beside the decoder alone, on the harness's split (cold-start hold-out, history masked).
+
+The decoder's beam is decoded once per example (``--beam`` products, the memory off); every weight then
+re-ranks those same products, so the sweep costs one decode. The figures are the decoder's own lists
+(no cold-start slots), recall@10 and NDCG@10 over ``--examples`` validation and test users.
+
+    .venv/bin/python benchmarks/memory_weight.py --data data/beauty --run runs/quality/amazon-beauty-seed0/run \\
+        --seed 0 --weights 0,0.5,1,2,4 --examples 5000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from genrec.cli import configure_logging
+from genrec.evaluate import EvalConfig, build_eval_data
+from genrec.memory import CoPurchaseMemory, MemoryConfig
+from genrec.retriever import Retriever
+from genrec.sequences import Examples, SequenceConfig
+
+
+def decode(retriever: Retriever, examples: Examples, beam: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """(histories, products [n, beam], decoder log-probs [n, beam]) with the history excluded."""
+    histories = [examples.history(i) for i in range(len(examples))]
+    out = retriever.retrieve_arrays(histories, k=beam, exclude_history=True)
+    return histories, out.item_ids, out.scores.astype(np.float64)
+
+
+def metrics(items: np.ndarray, scores: np.ndarray, targets: np.ndarray, k: int = 10) -> dict[str, float]:
+    """recall@k and NDCG@k of the lists ``items`` re-ranked by ``scores`` (one target per example)."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(items, order, 1)
+    hit = top == targets[:, None]
+    rank = hit.argmax(1)
+    gain = np.where(hit.any(1), 1.0 / np.log2(rank + 2.0), 0.0)
+    return {f"recall@{k}": float(hit.any(1).mean()), f"ndcg@{k}": float(gain.mean())}
+
+
+def sweep(memory: CoPurchaseMemory, histories, items, scores, targets, weights) -> dict[float, dict]:
+    """Every weight's metrics on one decoded set (dead slots stay last)."""
+    sim = memory.scores(histories, items)
+    out = {}
+    for w in weights:
+        new = np.where(items >= 0, scores + w * np.log(memory.cfg.floor + sim), -np.inf)
+        out[w] = metrics(items, new, targets)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, help="the full dataset (the harness holds out from it)")
+    ap.add_argument("--run", required=True, help="a trained run of that seed's training copy")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weights", default="0,0.25,0.5,1,2,4")
+    ap.add_argument("--beam", type=int, default=50)
+    ap.add_argument("--examples", type=int, default=5000, help="validation and test users (seeded samples)")
+    ap.add_argument("--out", default=None, help="write the figures as JSON here")
+    args = ap.parse_args(argv)
+    configure_logging()
+    weights = [float(w) for w in args.weights.split(",")]
+    ecfg = EvalConfig(cold_start_fraction=0.05, max_test=args.examples)
+    data = build_eval_data(Path(args.data), SequenceConfig(split="leave_one_out"), ecfg, args.seed)
+    rng = np.random.default_rng(args.seed)
+    validation = data.validation.subset(np.sort(rng.permutation(len(data.validation))[: args.examples]))
+    retriever = Retriever.from_run(args.run, beam_width=args.beam, cold_share=0.0, memory_weight=0)
+    memory = CoPurchaseMemory.build(data.train, data.catalog, MemoryConfig(weight=1.0))
+    result = {}
+    for name, examples in (("validation", validation), ("test", data.test)):
+        start = time.perf_counter()
+        histories, items, scores = decode(retriever, examples, args.beam)
+        targets = np.array([examples.targets(i)[0] for i in range(len(examples))])
+        result[name] = sweep(memory, histories, items, scores, targets, weights)
+        print(f"{name}: {len(examples)} users, decoded in {time.perf_counter() - start:.0f}s", file=sys.stderr)
+    best = max(weights, key=lambda w: result["validation"][w]["ndcg@10"])
+    print(f"{'weight':>8}{'val R@10':>10}{'val N@10':>10}{'test R@10':>11}{'test N@10':>11}")
+    for w in weights:
+        v, t = result["validation"][w], result["test"][w]
+        mark = "  <- validation's pick" if w == best else ""
+        print(f"{w:>8g}{v['recall@10']:>10.4f}{v['ndcg@10']:>10.4f}{t['recall@10']:>11.4f}{t['ndcg@10']:>11.4f}{mark}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"weights": weights, "best": best, **result}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

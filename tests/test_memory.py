@@ -1,0 +1,95 @@
+"""The co-purchase memory: its similarity is item-kNN's, it only re-ranks what the decoder decoded, a
+product with no co-purchase keeps its decoder order, it round-trips through safetensors, and a run trained
+with a memory weight serves re-ranked lists of valid, stocked products."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from genrec.baselines.itemknn import KNNSettings, pair_counts, query_matrix, similarity
+from genrec.baselines.base import counts_per_item, train_sequences
+from genrec.memory import MEMORY_FILE, CoPurchaseMemory, MemoryConfig
+from genrec.sequences import Examples
+from semid.catalog import DataError
+from semid.config import ConfigError
+
+
+def _train() -> Examples:
+    """Three shoppers' training windows over items 10..15: 10 -> 11 -> 12 twice, 13 -> 14 once."""
+    histories = [[10], [10], [13]]
+    targets = [[11, 12], [11, 12], [14]]
+    h_off = np.r_[0, np.cumsum([len(h) for h in histories])]
+    t_off = np.r_[0, np.cumsum([len(t) for t in targets])]
+    return Examples(np.arange(3), h_off, np.concatenate(histories), t_off, np.concatenate(targets), np.full(3, -1))
+
+
+CATALOG = np.arange(10, 16)
+
+
+def test_scores_are_item_knn_similarities_of_the_history():
+    cfg = MemoryConfig(weight=1.0)
+    memory = CoPurchaseMemory.build(_train(), CATALOG, cfg)
+    seqs = train_sequences(_train())
+    sim = similarity(pair_counts(seqs, CATALOG, cfg.window), counts_per_item(CATALOG, seqs.history_items), cfg.settings)
+    query = query_matrix(np.array([0, 2]), np.array([10, 11]), CATALOG, cfg.settings)
+    expected = (query @ sim).toarray()[0]
+    cand = np.array([[12, 10, 14, -1, 99]])
+    got = memory.scores([np.array([10, 11])], cand)
+    assert np.allclose(got[0, :3], expected[[2, 0, 4]]) and got[0, 2] == 0.0 and got[0, 0] > 0
+    assert got[0, 3] == 0.0 and got[0, 4] == 0.0  # an empty slot and an unknown product
+
+
+def test_rescoring_lifts_co_purchased_products_and_keeps_the_rest_in_decoder_order():
+    memory = CoPurchaseMemory.build(_train(), CATALOG, MemoryConfig(weight=2.0))
+    cand = np.array([[14, 15, 12]])  # decoder order; 12 follows the history 10, 11
+    logp = np.array([[-1.0, -2.0, -3.0]])
+    new = memory.rescore([np.array([10, 11])], cand, logp)
+    assert np.argmax(new[0]) == 2  # the co-purchased product comes first
+    assert new[0, 0] > new[0, 1]  # no co-purchase for either: the decoder's order stands
+    off = CoPurchaseMemory.build(_train(), CATALOG, MemoryConfig(weight=0.0))
+    assert np.allclose(off.rescore([np.array([10, 11])], cand, logp), logp)
+
+
+def test_save_load_round_trip_and_weight_override(tmp_path):
+    memory = CoPurchaseMemory.build(_train(), CATALOG, MemoryConfig(weight=1.5, window=2))
+    memory.save(tmp_path / MEMORY_FILE)
+    back = CoPurchaseMemory.load(tmp_path / MEMORY_FILE)
+    assert back.cfg == memory.cfg and (back.sim != memory.sim).nnz == 0
+    assert np.array_equal(back.item_ids, memory.item_ids)
+    assert CoPurchaseMemory.load(tmp_path / MEMORY_FILE, weight=0.5).cfg.weight == 0.5
+    with pytest.raises(DataError, match="no co-purchase memory"):
+        CoPurchaseMemory.load(tmp_path / "missing.safetensors")
+
+
+def test_bad_settings_are_config_errors():
+    with pytest.raises(ConfigError):
+        MemoryConfig(weight=-1.0)
+    with pytest.raises(ConfigError):
+        MemoryConfig(floor=0.0)
+    assert MemoryConfig().settings == KNNSettings()  # item-kNN's defaults
+
+
+def test_a_run_trained_with_a_memory_serves_reranked_valid_stocked_products(tmp_path):
+    from genrec.pipeline import train_run
+    from genrec.retriever import Retriever
+    from genrec.synth.tiny import tiny_config, tiny_world
+
+    tiny_world().write(tmp_path / "data")
+    cfg = tiny_config("tiny")
+    cfg = dataclasses.replace(cfg, memory=MemoryConfig(weight=2.0, beam_width=12))
+    train_run(tmp_path / "data", cfg, tmp_path / "run")
+    assert (tmp_path / "run" / MEMORY_FILE).is_file()
+    with_memory = Retriever.from_run(tmp_path / "run", cold_share=0.0)
+    without = Retriever.from_run(tmp_path / "run", cold_share=0.0, memory_weight=0)
+    assert with_memory.memory is not None and without.memory is None
+    catalog = with_memory.item_tokens.item_ids
+    histories = [catalog[:3].tolist(), catalog[5:7].tolist(), catalog[-2:].tolist()]
+    for retailer in [int(with_memory.index.retailers[0]), None]:
+        a = with_memory.retrieve_arrays(histories, retailer_id=retailer, k=8)
+        b = without.retrieve_arrays(histories, retailer_id=retailer, k=8)
+        stocked = set(with_memory.index.stocked(retailer).tolist())
+        assert (a.item_ids >= 0).all() and set(a.item_ids.reshape(-1).tolist()) <= stocked
+        assert (np.sort(a.scores, axis=1)[:, ::-1] == a.scores).all()  # best first
+    assert not np.array_equal(a.item_ids, b.item_ids)  # the memory changed some list
