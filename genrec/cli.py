@@ -170,6 +170,13 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     serve(Path(args.run), from_arguments(args))
 
 
+def _cmd_report(args: argparse.Namespace) -> None:
+    from genrec.report import write_report
+
+    path = write_report(Path(args.run), Path(args.out), seed=args.seed)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from genrec.demo import run_demo
 
@@ -273,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--run", required=True, help="run folder")
     add_serve_arguments(sv)
     sv.set_defaults(func=_cmd_serve)
+
+    rp = sub.add_parser("report", help="a self-contained HTML report of a run (opens from disk)")
+    rp.add_argument("--run", required=True, help="run folder")
+    rp.add_argument("--out", required=True, help="folder to write index.html into")
+    rp.add_argument("--seed", type=int, default=0, help="seed of the pair sample (as genrec semid eval)")
+    rp.set_defaults(func=_cmd_report)
 
     de = sub.add_parser("demo", help="the whole pipeline on the synthetic grocery world")
     de.add_argument("--workdir", default="work/demo", help="folder for the demo's data and run")

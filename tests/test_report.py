@@ -1,0 +1,114 @@
+"""genrec report: the payload read from a run (catalog sorted so every SID prefix is one range, neighbours,
+the similarity curve, the decoder's history written as training happens), and the page itself in headless
+Chromium, loaded from disk: expand a prefix, search a product, open it."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from browser import chrome, screenshot, wait_for
+from genrec.report import write_report
+from genrec.report.data import report_payload
+from genrec.run_history import HISTORY_FILE, append_history, read_history
+
+
+@pytest.fixture(scope="module")
+def report(tiny_run, tmp_path_factory) -> tuple[Path, dict]:
+    root, _ = tiny_run
+    out = tmp_path_factory.mktemp("report")
+    return write_report(root / "run", out), report_payload(root / "run")
+
+
+def test_training_writes_its_history_as_it_goes(tiny_run):
+    root, cfg = tiny_run
+    lines = [json.loads(x) for x in (root / "run" / "decoder" / HISTORY_FILE).read_text().splitlines()]
+    epochs = [r for r in lines if "lr" in r]
+    evals = [r for r in lines if "recall@10" in r]
+    assert [r["epoch"] for r in epochs] == list(range(1, cfg.train.max_epochs + 1))
+    assert all(np.isfinite(r["train_loss"]) and r["train_loss"] > 0 for r in epochs)
+    result = json.loads((root / "run" / "decoder" / "train_result.json").read_text())
+    assert [r for r in result["history"] if "recall@10" in r] == evals  # the same records as the result's
+
+
+def test_read_history_keeps_the_latest_training(tmp_path):
+    for record in ({"epoch": 1, "step": 10, "lr": 1.0, "train_loss": 3.0}, {"epoch": 2, "step": 20, "lr": 1.0},
+                   {"epoch": 1, "step": 10, "lr": 1.0, "train_loss": 2.5},  # --restart: steps go back
+                   {"epoch": 1, "step": 10, "recall@10": 0.2}, {"epoch": 1, "step": 10, "recall@10": 0.3}):
+        append_history(tmp_path, record)
+    (tmp_path / HISTORY_FILE).open("a").write('{"epoch": 2, "st')  # cut short by a kill
+    assert read_history(tmp_path) == [{"epoch": 1, "step": 10, "lr": 1.0, "train_loss": 2.5},
+                                      {"epoch": 1, "step": 10, "recall@10": 0.3}]
+    append_history(tmp_path / "nowhere", {"epoch": 1}, enabled=False)  # other processes write nothing
+    assert read_history(tmp_path / "empty") == []
+
+
+def test_payload_sorts_the_catalog_by_sid(report, tiny_run):
+    _, payload = report
+    cat = payload["catalog"]
+    levels = len(payload["codebook_sizes"])
+    codes = np.asarray(cat["codes"]).reshape(-1, levels)
+    n = codes.shape[0]
+    keys = [tuple(c) for c in codes.tolist()]
+    assert keys == sorted(keys)  # every prefix is one contiguous range
+    table = pq.read_table(tiny_run[0] / "run" / "sids.parquet")
+    sids = dict(zip(table.column("item_id").to_pylist(), table.column("sid").to_pylist()))
+    assert cat["sids"] == [sids[i] for i in cat["ids"]] and len(set(cat["sids"])) == n
+    assert all(s.startswith("_".join(map(str, k))) for s, k in zip(cat["sids"], keys))
+    nn = np.asarray(cat["nn"]).reshape(n, cat["k_nn"])
+    assert cat["k_nn"] == 5 and not (nn == np.arange(n)[:, None]).any()
+    assert sum(payload["level1_counts"]) == n
+    assert len(cat["path"]) == n and max(cat["path"]) < len(cat["paths"])
+    curve = payload["curve"]
+    assert curve["mean_depth"][-1] > curve["mean_depth"][0] + 1  # near pairs share far more levels
+    assert payload["decoder"]["epochs"] and "train_loss" in payload["decoder"]["epochs"][0]
+
+
+def test_report_is_self_contained(report):
+    path, _ = report
+    page = path.read_text()
+    assert not re.search(r"<script[^>]*\ssrc=", page) and "<link" not in page  # scripts and styles inlined
+    assert 1e6 < path.stat().st_size < 10e6
+
+
+def test_report_in_chromium(report, tmp_path):
+    path, payload = report
+    cat = payload["catalog"]
+    levels = len(payload["codebook_sizes"])
+    codes = np.asarray(cat["codes"]).reshape(-1, levels)
+    first = codes[0, 0]
+    children = {tuple(c) for c in codes[codes[:, 0] == first, :2].tolist()}
+    target = len(cat["names"]) // 2
+    name, item_id = cat["names"][target], cat["ids"][target]
+    with chrome() as driver:
+        driver.get(path.as_uri())
+        wait_for(driver, lambda d: d.execute_script("return document.body.dataset.ready"))
+        assert driver.execute_script("return document.body.dataset.ready") == "1"
+        fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert [u for u in fetched if not u.startswith(("file:", "data:", "blob:"))] == []  # no network
+        roots = driver.find_elements("css selector", "#tree > li.node")
+        assert len(roots) == len(set(codes[:, 0].tolist()))
+        assert roots[0].get_attribute("data-size") == str(int((codes[:, 0] == first).sum()))
+        roots[0].find_element("css selector", "button").click()
+        kids = roots[0].find_elements("css selector", ":scope > ul > li.node")
+        assert len(kids) == len(children)
+        assert kids[0].get_attribute("data-prefix") == "_".join(map(str, sorted(children)[0]))
+        assert kids[0].find_element("css selector", ".examples .path").text.startswith("(")
+        assert len(driver.find_elements("css selector", "svg.main-svg")) >= 6  # the plots are drawn
+
+        box = driver.find_element("id", "search-input")
+        box.send_keys(name)
+        hits = wait_for(driver, lambda d: d.find_elements("css selector", "#search-results li[data-item]"))
+        assert str(item_id) in [h.get_attribute("data-item") for h in hits]
+        next(h for h in hits if h.get_attribute("data-item") == str(item_id)).click()
+        sid = wait_for(driver, lambda d: d.find_element("id", "detail-sid")).text
+        assert sid == cat["sids"][target]
+        assert len(driver.find_elements("css selector", "#neighbours li")) == 5
+        siblings = driver.find_elements("css selector", "#siblings li")
+        assert all(s.text.split()[0].startswith("_".join(map(str, codes[target, :-1])) + "_") for s in siblings)
+        driver.find_element("id", "search-section").location_once_scrolled_into_view
+        screenshot(driver, tmp_path / "report.png")
