@@ -177,6 +177,36 @@ def _cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
 
 
+def _cmd_review(args: argparse.Namespace) -> None:
+    if args.review_command == "export":
+        return _cmd_review_export(args)
+    if not args.run:
+        raise DataError("give --run RUN to review its audit (or: genrec review export --db FILE --out FILE)")
+    import uvicorn
+
+    from genrec.review import create_review_app, open_review
+
+    store, summary = open_review(Path(args.run), Path(args.db) if args.db else None, args.min_support, args.top)
+    print(f"review queue {store.path}: {summary['cases']:,} cases, {summary['decisions_current']:,} decisions "
+          f"kept, {summary['decisions_stale']:,} no longer apply (their case changed)")
+    print(f"open http://{args.host}:{args.port}/ (Ctrl-C stops; decisions are saved as they are made)", flush=True)
+    uvicorn.run(create_review_app(store), host=args.host, port=args.port, log_level="warning")
+
+
+def _cmd_review_export(args: argparse.Namespace) -> None:
+    import pyarrow.parquet as pq
+
+    from genrec.review import ReviewStore
+
+    if not Path(args.db).is_file():
+        raise DataError(f"{args.db}: no review database there")
+    table = ReviewStore(Path(args.db)).export()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, args.out)
+    current = sum(table.column("current").to_pylist())
+    print(f"wrote {args.out}: {table.num_rows:,} decisions ({current:,} on the current queue)")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from genrec.demo import run_demo
 
@@ -286,6 +316,19 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", required=True, help="folder to write index.html into")
     rp.add_argument("--seed", type=int, default=0, help="seed of the pair sample (as genrec semid eval)")
     rp.set_defaults(func=_cmd_report)
+
+    rv = sub.add_parser("review", help="review queue of the catalog audit (web app on loopback, SQLite)")
+    rv.add_argument("--run", default=None, help="run folder whose audit to review")
+    rv.add_argument("--db", default=None, help="SQLite file of the decisions (default: RUN/review.sqlite)")
+    rv.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
+    rv.add_argument("--port", type=int, default=8001)
+    rv.add_argument("--min-support", type=int, default=5, help="smallest neighbourhood that may vote")
+    rv.add_argument("--top", type=int, default=None, help="queue only the top N cases")
+    rv.set_defaults(func=_cmd_review)
+    rsub = rv.add_subparsers(dest="review_command")
+    rx = rsub.add_parser("export", help="every decision to a parquet file")
+    rx.add_argument("--db", required=True, help="SQLite file of the decisions")
+    rx.add_argument("--out", required=True, help="parquet file to write")
 
     de = sub.add_parser("demo", help="the whole pipeline on the synthetic grocery world")
     de.add_argument("--workdir", default="work/demo", help="folder for the demo's data and run")
