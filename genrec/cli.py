@@ -103,6 +103,35 @@ def _cmd_semid_audit(args: argparse.Namespace) -> None:
         print(f"  {row['confidence']:.2f}  {row['title']}  [{row['label']}] -> {row['majority_label']}")
 
 
+def _cmd_semid_substitutes(args: argparse.Namespace) -> None:
+    from semid.substitutes import Substitutes
+
+    subs = Substitutes.from_run(Path(args.run))
+    if args.category_share:
+        share = subs.category_share(k=args.k, sample=args.sample, seed=args.seed)
+        print(f"{share['items']:,} sampled products: {share['same_category_share']:.1%} of their top {share['k']} "
+              f"substitutes share their category (nearest by embedding alone: {share['nearest_by_embedding_share']:.1%})")
+    if args.item is None:
+        if not args.category_share:
+            raise DataError("give --item ID (or --category-share)")
+        return
+    stocked = None
+    if args.retailer_id is not None:
+        from index.retailer_index import RetailerIndex
+
+        index = RetailerIndex.load(Path(args.run) / "index")
+        if args.retailer_id not in index.retailers.tolist():
+            raise DataError(f"unknown retailer {args.retailer_id}; known: {index.retailers.tolist()[:50]}")
+        stocked = index.stocked(args.retailer_id)
+    ranked = subs.for_item(args.item, k=args.k, stocked=stocked)
+    row = subs.row_of(args.item)
+    where = "" if args.retailer_id is None else f" stocked by retailer {args.retailer_id}"
+    print(f"{subs.sids[row]}  {subs.titles[row]}  [{subs.categories[row]}]")
+    print(f"substitutes{where}, by shared SID levels then cosine:")
+    for rank, r in enumerate(ranked, 1):
+        print(f"{rank:3d}. level {r['shared_levels']}  cos {r['cosine']:.3f}  {r['sid']:>14}  {r['title']}  [{r['category']}]")
+
+
 def _cmd_semid_churn(args: argparse.Namespace) -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -363,6 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--top", type=int, default=None, help="keep only the top N")
     au.add_argument("--show", type=int, default=10, help="print the first N")
     au.set_defaults(func=_cmd_semid_audit)
+    su = ssub.add_parser("substitutes", help="products ranked by shared SID prefix, then embedding similarity")
+    su.add_argument("--run", required=True, help="run folder")
+    su.add_argument("--item", type=int, default=None, help="the product to find substitutes for")
+    su.add_argument("--k", type=int, default=10, help="how many substitutes")
+    su.add_argument("--retailer-id", type=int, default=None, help="only products this retailer stocks")
+    su.add_argument("--category-share", action="store_true",
+                    help="also print how often the top k share the product's category, over a sample")
+    su.add_argument("--sample", type=int, default=2000, help="products sampled by --category-share")
+    su.add_argument("--seed", type=int, default=0, help="seed of that sample")
+    su.set_defaults(func=_cmd_semid_substitutes)
     ch = ssub.add_parser("churn", help="SID churn between two codebook versions and the migration table")
     ch.add_argument("--old", required=True, help="run folder (or sids.parquet) of the previous codebook")
     ch.add_argument("--new", required=True, help="run folder (or sids.parquet) of the retrained codebook")
