@@ -3,6 +3,7 @@
 reason when no browser or driver is installed; pages are only ever loaded from disk or 127.0.0.1."""
 from __future__ import annotations
 
+import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,9 +51,12 @@ def wait_for(driver, condition, timeout: float = WAIT_S):
 
 
 def screenshot(driver, path: Path) -> Path:
-    """Save a PNG of the page and check it is one."""
+    """Save a PNG of the page and check it is one; with ``$GENREC_SCREENSHOT_DIR`` set, also copy it there
+    (how the README's pictures are made: ``GENREC_SCREENSHOT_DIR=docs pytest tests/test_report.py ...``)."""
     driver.save_screenshot(str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("GENREC_SCREENSHOT_DIR"):
+        shutil.copy(path, Path(os.environ["GENREC_SCREENSHOT_DIR"]) / path.name)
     return path
 
 

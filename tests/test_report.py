@@ -110,5 +110,5 @@ def test_report_in_chromium(report, tmp_path):
         assert len(driver.find_elements("css selector", "#neighbours li")) == 5
         siblings = driver.find_elements("css selector", "#siblings li")
         assert all(s.text.split()[0].startswith("_".join(map(str, codes[target, :-1])) + "_") for s in siblings)
-        driver.find_element("id", "search-section").location_once_scrolled_into_view
+        driver.execute_script("document.getElementById('tree-section').scrollIntoView()")
         screenshot(driver, tmp_path / "report.png")

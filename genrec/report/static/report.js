@@ -100,7 +100,7 @@
     const prefix = prefixOf(lo, d);
     const li = el("li", { cls: "node", "data-prefix": prefix, "data-size": String(hi - lo) });
     const toggle = el("span", { cls: "toggle", text: "▸" });
-    const button = el("button", { type: "button" }, toggle, " ", el("span", { cls: "sid", text: prefix }), el("span", { cls: "size", text: `${(hi - lo).toLocaleString("en")} products` }));
+    const button = el("button", { type: "button" }, toggle, " ", el("span", { cls: "sid", text: prefix }), el("span", { cls: "size", text: `${(hi - lo).toLocaleString("en")} product${hi - lo === 1 ? "" : "s"}` }));
     const picks = [...new Set([0, 1, 2].map(j => lo + Math.floor(j * (hi - lo) / 3)))];
     const examples = el("div", { cls: "examples" });
     picks.forEach((i, j) => { if (j) examples.append(" · "); examples.append(el("span", { cls: "name", text: cat.names[i] }), " ", el("span", { cls: "path", text: "(" + pathOf(i) + ")" })); });
@@ -203,6 +203,7 @@
   } else {
     evalBox.append(el("p", { cls: "note", text: "This run has not been evaluated (no eval.json): run genrec eval --run RUN --out RUN/eval.json." }));
   }
+  document.body.dataset.readyMs = String(Math.round(performance.now()));  // navigation start -> drawn
   document.body.dataset.ready = "1";
 })().catch(err => {
   const p = document.createElement("pre");
