@@ -159,3 +159,40 @@ def test_review_in_chromium_survives_restart(tiny_run, tmp_path):
             screenshot(driver, tmp_path / "review.png")
     notes = {r["item_id"]: r["note"] for r in store.log()}
     assert sorted(notes.values()) == ["checked ambiguous", "checked code_wrong", "checked label_wrong"]
+
+
+def test_two_tabs_never_lose_a_decision(store, tmp_path):
+    """Two tabs loaded the same page: each marks a different case, then the second marks the case the first
+    already decided. Both first decisions land; the stale one is refused with the fresh case shown, and a
+    retry on the fresh case goes through."""
+    with chrome() as driver, serve_app(create_review_app(store)) as url:
+        driver.get(url + "/")
+        wait_for(driver, lambda d: d.execute_script("return document.body.dataset.ready"))
+        first = driver.current_window_handle
+        driver.switch_to.new_window("tab")
+        driver.get(url + "/")
+        wait_for(driver, lambda d: d.execute_script("return document.body.dataset.ready"))
+        second = driver.current_window_handle
+
+        def mark(tab: str, item: int, decision: str) -> object:
+            driver.switch_to.window(tab)
+            card = driver.find_element("css selector", f'article[data-item="{item}"]')
+            card.find_element("css selector", f"button[data-decision={decision}]").click()
+            return card
+
+        mark(first, 1, "code_wrong")
+        wait_for(driver, lambda d: d.find_element("css selector", 'article[data-item="1"]').get_attribute("data-decision"))
+        mark(second, 2, "ambiguous")
+        wait_for(driver, lambda d: d.find_element("css selector", 'article[data-item="2"]').get_attribute("data-decision"))
+        mark(second, 1, "ambiguous")  # this tab still shows case 1 open
+        fresh = wait_for(driver, lambda d: d.find_element("css selector", 'article[data-item="1"]')
+                         if d.find_element("css selector", 'article[data-item="1"]').get_attribute("data-decision")
+                         else False)
+        assert fresh.get_attribute("data-decision") == "code_wrong"  # the other tab's decision, reloaded
+        assert "decided by someone else" in fresh.find_element("css selector", ".error").text
+        assert store.case(1)["decision"]["decision"] == "code_wrong"
+        mark(second, 1, "ambiguous")  # decided again, knowingly, on the fresh case
+        wait_for(driver, lambda d: d.find_element("css selector", 'article[data-item="1"]')
+                 .get_attribute("data-decision") == "ambiguous")
+        screenshot(driver, tmp_path / "two-tabs.png")
+    assert [(r["item_id"], r["decision"]) for r in store.log()] == [(1, "code_wrong"), (2, "ambiguous"), (1, "ambiguous")]
