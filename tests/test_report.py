@@ -112,3 +112,12 @@ def test_report_in_chromium(report, tmp_path):
         assert all(s.text.split()[0].startswith("_".join(map(str, codes[target, :-1])) + "_") for s in siblings)
         driver.execute_script("document.getElementById('tree-section').scrollIntoView()")
         screenshot(driver, tmp_path / "report.png")
+
+
+def test_report_command(tiny_run, tmp_path, capsys):
+    from genrec.cli import main as cli
+
+    assert cli(["report", "--run", str(tiny_run[0] / "run"), "--out", str(tmp_path / "r")]) == 0
+    assert f"wrote {tmp_path / 'r' / 'index.html'}" in capsys.readouterr().out
+    assert cli(["report", "--run", str(tmp_path / "no-run"), "--out", str(tmp_path / "r2")]) == 2
+    assert "genrec: error:" in capsys.readouterr().err and not (tmp_path / "r2").exists()
