@@ -85,21 +85,21 @@ def test_api_key_guards_the_playground_routes(run):
 
 def test_playground_in_chromium(server, run, tmp_path):
     items = pq.read_table(run / "items.parquet")
-    second = items.column("title")[5].as_py()
+    picks = [(EVIL, items.column("item_id")[0].as_py()), (items.column("title")[5].as_py(), items.column("item_id")[5].as_py())]
     with chrome(width=1300, height=1000) as driver:
         driver.get(server.url + "/")
         wait_for(driver, lambda d: d.execute_script("return document.body.dataset.ready"))
         options = [o.get_attribute("value") for o in driver.find_elements("css selector", "#retailer option")]
         assert options == ["", "0", "1"]
-        for query in ("Evil Cheese", second):
+        for query, item in (("Evil Cheese", picks[0][1]), (picks[1][0], picks[1][1])):
             box = driver.find_element("id", "q")
             box.clear()
             box.send_keys(query)
             driver.find_element("id", "search").click()
-            hit = wait_for(driver, lambda d: d.find_element("css selector", "#search-results li[data-item] button.add"))
-            hit.click()
+            hit = wait_for(driver, lambda d: d.find_elements("css selector", f'#search-results li[data-item="{item}"] button.add'))
+            hit[0].click()
         history = driver.find_elements("css selector", "#history li")
-        assert len(history) == 2
+        assert [int(h.get_attribute("data-item")) for h in history] == [item for _, item in picks]
         assert history[0].find_element("css selector", ".name").text == EVIL  # the markup shown as text
         assert driver.execute_script("return window.__xss") is None
         assert driver.find_elements("css selector", "#history img, #search-results img") == []
