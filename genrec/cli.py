@@ -108,7 +108,7 @@ def _cmd_semid_substitutes(args: argparse.Namespace) -> None:
 
     subs = Substitutes.from_run(Path(args.run))
     if args.category_share:
-        share = subs.category_share(k=args.k, sample=args.sample, seed=args.seed)
+        share = subs.category_share(k=args.share_k, sample=args.sample, seed=args.seed)
         print(f"{share['items']:,} sampled products: {share['same_category_share']:.1%} of their top {share['k']} "
               f"substitutes share their category (nearest by embedding alone: {share['nearest_by_embedding_share']:.1%})")
     if args.item is None:
@@ -399,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--retailer-id", type=int, default=None, help="only products this retailer stocks")
     su.add_argument("--category-share", action="store_true",
                     help="also print how often the top k share the product's category, over a sample")
+    su.add_argument("--share-k", type=int, default=5, help="the top k that --category-share reads")
     su.add_argument("--sample", type=int, default=2000, help="products sampled by --category-share")
     su.add_argument("--seed", type=int, default=0, help="seed of that sample")
     su.set_defaults(func=_cmd_semid_substitutes)

@@ -24,8 +24,13 @@ def rank_substitutes(codes: np.ndarray, unit: np.ndarray, row: int, allowed: np.
     shared levels, cosine)."""
     candidates = np.flatnonzero(allowed) if allowed is not None else np.arange(len(codes))
     candidates = candidates[candidates != row]
-    depth = np.cumprod(codes[candidates] == codes[row], axis=1).sum(axis=1)
-    cosine = unit[candidates] @ unit[row]
+    depth = np.cumprod(codes == codes[row], axis=1).sum(axis=1)[candidates]
+    cosine = (unit @ unit[row])[candidates]  # all rows, then pick: no copy of the candidates' vectors
+    if k < candidates.size:  # keep the k best and every tie of the k-th (cosine lies in [-1, 1], under 3 apart)
+        score = 3.0 * depth + cosine
+        kth = np.partition(score, candidates.size - k)[candidates.size - k]
+        keep = np.flatnonzero(score >= kth)
+        candidates, depth, cosine = candidates[keep], depth[keep], cosine[keep]
     order = np.lexsort((candidates, -cosine, -depth))[:k]
     return candidates[order], depth[order], cosine[order]
 

@@ -57,3 +57,19 @@ def test_category_share(tiny_run, capsys):
     assert share["nearest_by_embedding_share"] > 3 * chance
     assert cli(["semid", "substitutes", "--run", str(tiny_run[0] / "run"), "--category-share", "--sample", "50"]) == 0
     assert "50 sampled products" in capsys.readouterr().out
+
+
+def test_top_k_selection_matches_a_full_sort():
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 3, size=(500, 3))
+    unit = rng.normal(size=(500, 4))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    unit[10] = unit[11] = unit[12]  # exact cosine ties
+    codes[10] = codes[11] = codes[12]
+    for row in (0, 10, 250):
+        others = np.setdiff1d(np.arange(500), [row])
+        depth = np.cumprod(codes[others] == codes[row], axis=1).sum(axis=1)
+        cos = unit[others] @ unit[row]
+        full = others[np.lexsort((others, -cos, -depth))]
+        for k in (1, 5, 37, 499, 600):
+            assert rank_substitutes(codes, unit, row, k=k)[0].tolist() == full[:k].tolist()
