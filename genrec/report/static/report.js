@@ -12,6 +12,11 @@
   };
   const fmt = (v, d = 3) => (v == null || Number.isNaN(v) ? "-" : (typeof v === "number" ? (Number.isInteger(v) ? v.toLocaleString("en") : v.toFixed(d)) : String(v)));
   const PLOT_CONFIG = { displaylogo: false, displayModeBar: false, responsive: true };
+  const note = (id, text) => {
+    const div = document.getElementById(id);
+    div.style.minHeight = "0";
+    div.append(el("p", { cls: "note", text }));
+  };
   const plot = (id, traces, layout) => {
     const div = document.getElementById(id);
     if (!div) return;
@@ -44,7 +49,7 @@
     for (const [label, value] of list) box.append(el("div", { cls: "figure" }, el("b", { text: value }), label));
   };
   figures("health-figures", [
-    ["largest first-level codeword", `${top}: ${(100 * counts[top] / total).toFixed(1)}% of the catalog`],
+    [`products under the largest first-level codeword (code ${top})`, `${(100 * counts[top] / total).toFixed(1)}% (${counts[top].toLocaleString("en")})`],
     ["collision rate (need a dedup token)", fmt(m.collision_rate, 4)],
     ["distinct SIDs before dedup", fmt(m.n_distinct_sids)],
     ["largest group sharing an SID", fmt(m.max_group)],
@@ -70,14 +75,14 @@
     { type: "scatter", mode: "lines+markers", name: "top category", x: levelNames, y: m.taxonomy_alignment_top },
     { type: "scatter", mode: "lines+markers", name: "leaf category", x: levelNames, y: m.taxonomy_alignment_leaf },
     { type: "scatter", mode: "lines", name: "chance (top)", x: levelNames, y: levelNames.map(() => m.taxonomy_alignment_chance), line: { dash: "dot" } }],
-    { title: { text: "Taxonomy alignment: same-category share of pairs sharing a prefix", font: { size: 14 } }, yaxis: { range: [0, 1] } });
+    { title: { text: "Taxonomy alignment by prefix depth", font: { size: 14 } }, yaxis: { title: { text: "same-category share of pairs" }, range: [0, 1] } });
   if (m.copurchase_share) {
     plot("plot-copurchase", [
       { type: "bar", name: "next purchase", x: levelNames, y: m.copurchase_share },
       { type: "bar", name: "random pairing", x: levelNames, y: m.copurchase_share_chance }],
       { title: { text: `Co-purchase sharing (${fmt(m.n_copurchase_pairs)} held-out purchases)`, font: { size: 14 } }, barmode: "group" });
   } else {
-    document.getElementById("plot-copurchase").append(el("p", { cls: "note", text: "No co-purchase figures: the run's dataset has no held-out purchases to read." }));
+    note("plot-copurchase", "No co-purchase figures: the run's dataset has no held-out purchases to read.");
   }
 
   // ----- SID tree ------------------------------------------------------------------------------------
@@ -170,16 +175,16 @@
   const withLoss = dec.epochs.filter(h => h.train_loss != null);
   if (withLoss.length) {
     plot("plot-loss", [{ type: "scatter", mode: "lines+markers", x: withLoss.map(h => h.epoch), y: withLoss.map(h => h.train_loss) }],
-      { title: { text: "Training loss by epoch", font: { size: 14 } }, xaxis: { title: { text: "epoch" } } });
+      { title: { text: "Training loss by epoch", font: { size: 14 } }, xaxis: { title: { text: "epoch" }, dtick: 1 } });
   } else {
-    document.getElementById("plot-loss").append(el("p", { cls: "note", text: "No training loss recorded (the run was trained before history.jsonl existed, or has no decoder)." }));
+    note("plot-loss", "No training loss recorded (the run has no decoder, or was trained before history.jsonl existed).");
   }
   const metricNames = [...new Set(dec.evals.flatMap(h => Object.keys(h)).filter(k => k.includes("@")))];
   if (dec.evals.length) {
     plot("plot-recall", metricNames.map(k => ({ type: "scatter", mode: "lines+markers", name: k, x: dec.evals.map(h => h.epoch), y: dec.evals.map(h => h[k]) })),
-      { title: { text: "Validation by epoch", font: { size: 14 } }, xaxis: { title: { text: "epoch" } } });
+      { title: { text: "Validation by epoch", font: { size: 14 } }, xaxis: { title: { text: "epoch" }, dtick: 1 } });
   } else {
-    document.getElementById("plot-recall").append(el("p", { cls: "note", text: "No validation records." }));
+    note("plot-recall", "No validation records.");
   }
   const evalBox = document.getElementById("eval-tables");
   const table = (title, rows, cols) => {
