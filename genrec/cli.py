@@ -215,6 +215,9 @@ def _cmd_review(args: argparse.Namespace) -> None:
 
     from genrec.review import create_review_app, open_review
 
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("genrec.review").warning(
+            "listening on %s: the review app has no login, anyone who reaches it can record decisions", args.host)
     store, summary = open_review(Path(args.run), Path(args.db) if args.db else None, args.min_support, args.top)
     print(f"review queue {store.path}: {summary['cases']:,} cases, {summary['decisions_current']:,} decisions "
           f"kept, {summary['decisions_stale']:,} no longer apply (their case changed)")
