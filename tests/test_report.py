@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,15 @@ from genrec.run_history import HISTORY_FILE, append_history, read_history
 
 @pytest.fixture(scope="module")
 def report(tiny_run, tmp_path_factory) -> tuple[Path, dict]:
+    """The report of a copy of the tiny run, evaluated beside the popularity baseline (``RUN/eval.json``)."""
+    from genrec.evaluate import evaluate
+    from genrec.semid_run import write_json
+
     root, _ = tiny_run
     out = tmp_path_factory.mktemp("report")
-    return write_report(root / "run", out), report_payload(root / "run")
+    run = shutil.copytree(root / "run", out / "run")
+    write_json(evaluate(root / "data", run, ["popular"], seed=0), run / "eval.json")
+    return write_report(run, out), report_payload(run)
 
 
 def test_training_writes_its_history_as_it_goes(tiny_run):
@@ -98,7 +105,7 @@ def test_report_in_chromium(report, tmp_path):
         assert len(kids) == len(children)
         assert kids[0].get_attribute("data-prefix") == "_".join(map(str, sorted(children)[0]))
         assert kids[0].find_element("css selector", ".examples .path").text.startswith("(")
-        assert len(driver.find_elements("css selector", "svg.main-svg")) >= 6  # the plots are drawn
+        assert len(driver.find_elements("css selector", "svg.main-svg")) >= 7  # the plots are drawn
 
         box = driver.find_element("id", "search-input")
         box.send_keys(name)
@@ -110,6 +117,15 @@ def test_report_in_chromium(report, tmp_path):
         assert len(driver.find_elements("css selector", "#neighbours li")) == 5
         siblings = driver.find_elements("css selector", "#siblings li")
         assert all(s.text.split()[0].startswith("_".join(map(str, codes[target, :-1])) + "_") for s in siblings)
+        bands = [name for name in payload["decoder"]["eval"]["slices"] if name.startswith("bought_")]
+        assert bands  # the harness's popularity bands, one row each, a column per model
+        rows = driver.find_elements("css selector", "#popularity-table tr")
+        assert [r.find_elements("css selector", "td")[0].text for r in rows[1:]] == [
+            b.replace("bought_", "").replace("_", "-") + " purchases" for b in bands]
+        assert [h.text for h in rows[0].find_elements("css selector", "th")][2:] == ["genrec", "popular"]
+        comparison = driver.find_elements("css selector", "#eval-tables table.eval")[0]
+        assert [r.find_element("css selector", "td").text for r in comparison.find_elements("css selector", "tr")[1:]] \
+            == ["genrec", "popular"]
         driver.execute_script("document.getElementById('tree-section').scrollIntoView()")
         screenshot(driver, tmp_path / "report.png")
 

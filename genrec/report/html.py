@@ -52,6 +52,7 @@ pairs), the same sample as the Spearman figure of <code>genrec semid eval</code>
 <ul id="search-results"></ul><div id="product-detail"></div></section>
 <section id="decoder"><h2>Decoder</h2>
 <div class="grid"><div class="plot" id="plot-loss"></div><div class="plot" id="plot-recall"></div></div>
+<div class="plot" id="plot-popularity"></div>
 <div id="eval-tables"></div></section>
 </main>
 <script type="application/octet-stream" id="report-data">{data}</script>

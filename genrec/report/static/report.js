@@ -198,14 +198,37 @@
     const ks = dec.eval.protocol.k_values || [];
     const cols = ["recall", "ndcg"].flatMap(mm => ks.map(k => `${mm}@${k}`)).filter(c => c in first);
     evalBox.append(table("Comparison on the test split", dec.eval.models, cols));
-    const popular = ["tail", "cold_start", "new_to_shopper"];
-    const slices = Object.keys(dec.eval.slices).sort((a, b) => (popular.includes(b) - popular.includes(a)));
+    // by popularity: the harness's slices by the target's training purchases (bought_1_4, ..., bought_50+)
+    const bands = Object.keys(dec.eval.slices).filter(name => name.startsWith("bought_"));
+    const k = ks.includes(10) ? 10 : ks[0];
+    if (bands.length) {
+      const models = Object.keys(dec.eval.models);
+      const label = name => name.replace("bought_", "").replace("_", "-") + " purchases";
+      plot("plot-popularity", models.map(mm => ({ type: "bar", name: mm, x: bands.map(label),
+        y: bands.map(b => (dec.eval.slices[b][mm] || {})[`recall@${k}`]) })),
+        { title: { text: `Recall@${k} by the target's training purchases`, font: { size: 14 } }, barmode: "group" });
+      const t = el("table", { id: "popularity-table" });
+      t.append(el("caption", { text: `By popularity: recall@${k} by the target's training purchases` }),
+        el("tr", {}, el("th", { text: "target bought in training" }), el("th", { text: "test targets" }), ...models.map(mm => el("th", { text: mm }))));
+      for (const b of bands) {
+        const rows = dec.eval.slices[b];
+        t.append(el("tr", {}, el("td", { text: label(b) }), el("td", { text: fmt((Object.values(rows)[0] || {}).count) }),
+          ...models.map(mm => el("td", { text: fmt((rows[mm] || {})[`recall@${k}`], 4) }))));
+      }
+      evalBox.append(t);
+    } else {
+      note("plot-popularity", "No popularity bands in this evaluation (eval.json written before the harness had them).");
+    }
+    const first_ = ["tail", "cold_start"];
+    const slices = Object.keys(dec.eval.slices).filter(name => !bands.includes(name))
+      .sort((a, b) => (first_.includes(b) - first_.includes(a)));
     for (const name of slices) {
       const rows = dec.eval.slices[name];
       const sc = [...cols.filter(c => c in (Object.values(rows)[0] || {})), "count"];
-      evalBox.append(table(name === "tail" ? "By popularity: long-tail targets (slice 'tail')" : `Slice: ${name}`, rows, sc));
+      evalBox.append(table(name === "tail" ? "Slice: long-tail targets (tail)" : `Slice: ${name}`, rows, sc));
     }
   } else {
+    note("plot-popularity", "");
     evalBox.append(el("p", { cls: "note", text: "This run has not been evaluated (no eval.json): run genrec eval --run RUN --out RUN/eval.json." }));
   }
   document.body.dataset.readyMs = String(Math.round(performance.now()));  // navigation start -> drawn
