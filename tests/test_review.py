@@ -16,11 +16,14 @@ from genrec.cli import main as cli
 from genrec.review import Decision, ReviewError, ReviewStore, create_review_app, open_review
 from semid.audit import AUDIT_SCHEMA
 
+EVIL = '<img src=x onerror="window.__xss=1">Cheese &amp; <b>bold</b>'
+
 
 def _audit(rows: list[tuple[int, str, str]]) -> pa.Table:
     """An audit table of (item_id, label, majority_label) rows, ranked as given."""
     return pa.table({
-        "item_id": [r[0] for r in rows], "title": [f"product {r[0]}" for r in rows], "label": [r[1] for r in rows],
+        "item_id": [r[0] for r in rows], "title": [EVIL if r[0] == 3 else f"product {r[0]}" for r in rows],
+        "label": [r[1] for r in rows],
         "majority_label": [r[2] for r in rows], "confidence": [0.9 - 0.01 * i for i in range(len(rows))],
         "n_neighbours": [7] * len(rows), "example_neighbours": [["a", "b"]] * len(rows),
         "sid": [f"1_{r[0]}_0" for r in rows], "depth": [2] * len(rows)}, schema=AUDIT_SCHEMA)
@@ -194,5 +197,8 @@ def test_two_tabs_never_lose_a_decision(store, tmp_path):
         mark(second, 1, "ambiguous")  # decided again, knowingly, on the fresh case
         wait_for(driver, lambda d: d.find_element("css selector", 'article[data-item="1"]')
                  .get_attribute("data-decision") == "ambiguous")
+        title = driver.find_element("css selector", 'article[data-item="3"] h3').get_attribute("textContent")
+        assert title == f"#3  {EVIL}" and driver.execute_script("return window.__xss") is None  # shown as text
+        assert driver.find_elements("css selector", "article img, article b") == []
         screenshot(driver, tmp_path / "two-tabs.png")
     assert [(r["item_id"], r["decision"]) for r in store.log()] == [(1, "code_wrong"), (2, "ambiguous"), (1, "ambiguous")]
