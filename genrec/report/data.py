@@ -13,10 +13,11 @@ import numpy as np
 import pyarrow.compute as pc
 
 from genrec.run_history import read_history
-from genrec.semid_run import _aligned_sids, evaluate_semids, load_run_items
+from genrec.semid_run import evaluate_semids, load_run_items
+from semid.catalog import DataError
 from semid.intrinsic import PairProtocol, nearest_neighbours, normalize, sample_pairs, shared_depth
 from semid.sids import codes_matrix
-from semid.store import load_codebook
+from semid.store import load_codebook, read_sids
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,20 @@ def catalog_payload(run: Path, neighbours: int = 5) -> tuple[dict, np.ndarray, n
     Also returns the sorted unit embeddings and codes for the other figures."""
     model = load_codebook(run)
     items, vectors = load_run_items(run)
-    sids = _aligned_sids(run, model, items)
+    sids = read_sids(run, expected_version=model.codebook_version)
+    sid_ids, item_ids = sids.column("item_id").to_numpy(), items.column("item_id").to_numpy()
+    by_id = np.argsort(sid_ids, kind="stable")
+    pos = by_id[np.minimum(np.searchsorted(sid_ids[by_id], item_ids), len(by_id) - 1)]
+    if not np.array_equal(sid_ids[pos], item_ids):
+        raise DataError(f"{run}: some products of the catalog have no SID")
+    sids = sids.take(pos)
     codes = codes_matrix(sids)
     dedup = sids.column("dedup").to_numpy().astype(np.int64)
     order = np.lexsort((dedup, *codes.T[::-1]))
-    sid_text = [sids.column("sid").to_pylist()[i] for i in order]
+    sid_text = sids.column("sid").take(order).to_pylist()
     codes, dedup, unit = codes[order], dedup[order], normalize(vectors[order])
     items = items.take(order)
-    path_text = pc.binary_join(items.column("category_path"), " > ")
-    path_text = pc.fill_null(path_text, "")
+    path_text = pc.fill_null(pc.binary_join(items.column("category_path"), " > "), "")
     encoded = pc.dictionary_encode(path_text).combine_chunks()
     start = time.perf_counter()
     nn = nearest_neighbours(unit, np.arange(len(unit)), neighbours)
@@ -83,7 +89,7 @@ def decoder_payload(run: Path) -> dict:
     """Training loss and validation metrics by epoch, and the evaluation result where there is one."""
     history = read_history(run / "decoder")
     epochs = [h for h in history if "lr" in h]
-    evals = [h for h in history if not ("lr" in h)]
+    evals = [h for h in history if "lr" not in h]
     out: dict = {"epochs": epochs, "evals": evals, "eval": None}
     if (run / EVAL_FILE).is_file():
         result = json.loads((run / EVAL_FILE).read_text())
