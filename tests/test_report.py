@@ -109,9 +109,10 @@ def test_report_in_chromium(report, tmp_path):
 
         box = driver.find_element("id", "search-input")
         box.send_keys(name)
-        hits = wait_for(driver, lambda d: d.find_elements("css selector", "#search-results li[data-item]"))
-        assert str(item_id) in [h.get_attribute("data-item") for h in hits]
-        next(h for h in hits if h.get_attribute("data-item") == str(item_id)).click()
+        hit = wait_for(driver, lambda d: d.find_elements("css selector", f'#search-results li[data-item="{item_id}"]'))
+        hits = driver.find_elements("css selector", "#search-results li[data-item]")
+        assert 1 <= len(hits) <= 20 and all(name.lower() in h.text.lower() or h == hit[0] for h in hits)
+        hit[0].click()
         sid = wait_for(driver, lambda d: d.find_element("id", "detail-sid")).text
         assert sid == cat["sids"][target]
         assert len(driver.find_elements("css selector", "#neighbours li")) == 5

@@ -64,6 +64,7 @@ def test_export_command(store, tmp_path, capsys):
     assert table.num_rows == 1 and table.column("note").to_pylist() == ["x"]
     assert "1 decisions (1 on the current queue)" in capsys.readouterr().out
     assert cli(["review", "export", "--db", str(tmp_path / "none.sqlite"), "--out", str(tmp_path / "o.parquet")]) == 2
+    assert cli(["review"]) == 2 and "give --run RUN" in capsys.readouterr().err
 
 
 def test_store_refuses_bad_decisions(store):
