@@ -118,3 +118,12 @@ def test_playground_in_chromium(server, run, tmp_path):
         subs = wait_for(driver, lambda d: d.find_elements("css selector", "#substitutes-table tbody tr"))
         assert len(subs) == 8 and {int(s.get_attribute("data-item")) for s in subs} <= stocked
         screenshot(driver, tmp_path / "playground.png")
+
+
+def test_openapi_lists_the_playground_routes(server):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        spec = c.get("/openapi.json").json()
+    subs = spec["paths"]["/v1/items/{item_id}/substitutes"]["get"]
+    assert {"200", "404", "422"} <= set(subs["responses"])
+    assert "shared_levels" in spec["components"]["schemas"]["Substitute"]["properties"]
+    assert "/" not in spec["paths"]  # the page is not part of the API

@@ -13,15 +13,53 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Path as PathParam, Query as QueryParam, Request
+from pydantic import BaseModel
 from starlette.responses import HTMLResponse
 
 from genrec.serve.errors import ApiError
-from genrec.serve.schemas import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN
+from genrec.serve.schemas import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, ErrorResponse
 from semid.substitutes import Substitutes
 
 PAGE = Path(__file__).parent / "static" / "playground.html"
+ERRORS = {status: {"model": ErrorResponse} for status in (401, 404, 422)}
 router = APIRouter()
 _LOCK = asyncio.Lock()
+
+
+class CatalogItem(BaseModel):
+    item_id: int
+    title: str
+    category: str  # "department > aisle" (root to leaf), "" where the catalog has none
+    sid: str
+
+
+class Substitute(BaseModel):
+    item_id: int
+    sid: str
+    title: str
+    category: str
+    shared_levels: int  # leading SID codewords shared with the item
+    cosine: float  # embedding cosine to the item
+
+
+class SubstitutesResponse(CatalogItem):
+    retailer_id: int | None
+    codebook_version: str
+    items: list[Substitute]  # deepest shared prefix first, then most similar
+
+
+class SearchResponse(BaseModel):
+    query: str
+    items: list[CatalogItem]
+
+
+class ItemsResponse(BaseModel):
+    items: list[CatalogItem]
+    unknown: list[int]
+
+
+class RetailersResponse(BaseModel):
+    retailers: list[int]
 
 
 async def catalog_of(request: Request) -> tuple[object, Substitutes]:
@@ -51,7 +89,7 @@ async def playground() -> HTMLResponse:
     return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
 
-@router.get("/v1/items/{item_id}/substitutes")
+@router.get("/v1/items/{item_id}/substitutes", response_model=SubstitutesResponse, responses=ERRORS)
 async def substitutes(
     item_id: Annotated[int, PathParam(ge=INT64_MIN, le=INT64_MAX)], request: Request,
     k: Annotated[int, QueryParam(ge=1, le=100)] = 10,
@@ -69,7 +107,7 @@ async def substitutes(
             "items": subs.for_item(item_id, k=k, stocked=stocked)}
 
 
-@router.get("/v1/catalog/search")
+@router.get("/v1/catalog/search", response_model=SearchResponse, responses=ERRORS)
 async def search(request: Request, q: Annotated[str, QueryParam(min_length=1, max_length=200)],
                  limit: Annotated[int, QueryParam(ge=1, le=50)] = 20) -> dict:
     """Products whose id is ``q`` or whose name contains it (case-insensitive), at most ``limit``."""
@@ -87,7 +125,7 @@ async def search(request: Request, q: Annotated[str, QueryParam(min_length=1, ma
     return {"query": q, "items": [_describe(subs, r) for r in rows]}
 
 
-@router.get("/v1/catalog/items")
+@router.get("/v1/catalog/items", response_model=ItemsResponse, responses=ERRORS)
 async def items(request: Request, ids: Annotated[list[int], QueryParam(max_length=200)]) -> dict:
     """Names, categories and SIDs of the products ``ids`` (unknown ids listed apart)."""
     _, subs = await catalog_of(request)
@@ -96,7 +134,7 @@ async def items(request: Request, ids: Annotated[list[int], QueryParam(max_lengt
             "unknown": [i for i, r in rows if r is None]}
 
 
-@router.get("/v1/catalog/retailers")
+@router.get("/v1/catalog/retailers", response_model=RetailersResponse, responses=ERRORS)
 async def retailers(request: Request) -> dict:
     """The retailers the served index knows."""
     return {"retailers": request.app.state.slot.current.retriever.index.retailers.tolist()}
