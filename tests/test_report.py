@@ -14,6 +14,7 @@ import pytest
 
 from browser import chrome, screenshot, wait_for
 from genrec.report import write_report
+from genrec.report.html import render_report
 from genrec.report.data import report_payload
 from genrec.run_history import HISTORY_FILE, append_history, read_history
 
@@ -138,3 +139,51 @@ def test_report_command(tiny_run, tmp_path, capsys):
     assert f"wrote {tmp_path / 'r' / 'index.html'}" in capsys.readouterr().out
     assert cli(["report", "--run", str(tmp_path / "no-run"), "--out", str(tmp_path / "r2")]) == 2
     assert "genrec: error:" in capsys.readouterr().err and not (tmp_path / "r2").exists()
+
+
+def _synthetic_payload(n: int, sizes: list[int], seed: int = 0) -> dict:
+    """A report payload for ``n`` random products (codes sorted, as ``report_payload`` writes them)."""
+    rng = np.random.default_rng(seed)
+    codes = np.stack([rng.integers(0, s, n) for s in sizes], axis=1)
+    codes = codes[np.lexsort(codes.T[::-1])]
+    levels = len(sizes)
+    metrics = {"used_codes": sizes, "utilization": [1.0] * levels, "perplexity": [float(s) for s in sizes],
+               "collision_rate": 0.1, "n_distinct_sids": n, "max_group": 3, "reconstruction_error": 0.2,
+               "spearman_similarity_depth": 0.8, "n_pairs": 100, "n_pairs_cos90": 10, "taxonomy_alignment_l1": 0.9,
+               "share_level_at_cos90": [0.9] * levels, "taxonomy_alignment_top": [0.9] * levels,
+               "taxonomy_alignment_leaf": [0.8] * levels, "taxonomy_alignment_chance": 0.1}
+    return {
+        "run": "synthetic", "codebook_version": "v", "codebook_sizes": sizes, "metrics": metrics,
+        "level1_counts": np.bincount(codes[:, 0], minlength=sizes[0]).tolist(),
+        "curve": {"cosine": [0.1, 0.5, 0.9], "mean_depth": [0.1, 0.5, 2.0], "pairs": [5, 5, 5]},
+        "catalog": {"ids": list(range(1, n + 1)), "names": [f"product {i} <b>x</b>" for i in range(1, n + 1)],
+                    "paths": ["a > b", "a > c"], "path": (np.arange(n) % 2).tolist(), "codes": codes.ravel().tolist(),
+                    "sids": ["_".join(map(str, c)) for c in codes.tolist()],
+                    "nn": rng.integers(0, n, (n, 5)).ravel().tolist(), "k_nn": 5},
+        "decoder": {"epochs": [], "evals": [], "eval": None}, "created": "now",
+    }
+
+
+def test_a_50k_catalog_never_gets_a_node_per_product(tmp_path):
+    """The page's DOM stays small for 50,000 products: the tree shows only what is opened, search at most 20."""
+    payload = _synthetic_payload(50_000, [128, 256, 512, 1024])
+    path = tmp_path / "index.html"
+    path.write_text(render_report(payload, "synthetic"))
+    assert path.stat().st_size < 10e6
+    codes = np.asarray(payload["catalog"]["codes"]).reshape(-1, 4)
+    with chrome() as driver:
+        driver.get(path.as_uri())
+        wait_for(driver, lambda d: d.execute_script("return document.body.dataset.ready"))
+        assert driver.execute_script("return document.body.dataset.ready") == "1"
+        roots = driver.find_elements("css selector", "#tree > li.node")
+        assert len(roots) == 128
+        biggest = max(roots, key=lambda r: int(r.get_attribute("data-size")))
+        biggest.find_element("css selector", "button").click()
+        first = int(biggest.get_attribute("data-prefix"))
+        kids = biggest.find_elements("css selector", ":scope > ul > li.node")
+        assert len(kids) == len(np.unique(codes[codes[:, 0] == first, 1]))
+        box = driver.find_element("id", "search-input")
+        box.send_keys("product 1")
+        wait_for(driver, lambda d: len(d.find_elements("css selector", "#search-results li[data-item]")) == 20)
+        assert driver.find_elements("css selector", "#search-results b") == []  # names are text
+        assert driver.execute_script("return document.getElementsByTagName('*').length") < 5_000
