@@ -187,3 +187,12 @@ def test_a_50k_catalog_never_gets_a_node_per_product(tmp_path):
         wait_for(driver, lambda d: len(d.find_elements("css selector", "#search-results li[data-item]")) == 20)
         assert driver.find_elements("css selector", "#search-results b") == []  # names are text
         assert driver.execute_script("return document.getElementsByTagName('*').length") < 5_000
+        prefix = codes[25_000, :2]  # a SID prefix typed in: the products under it, counted
+        box.clear()
+        box.send_keys("_".join(map(str, prefix)))
+        under = int(((codes[:, 0] == prefix[0]) & (codes[:, 1] == prefix[1])).sum())
+        typed = "_".join(map(str, prefix))
+        expected = f"{under:,} products under {typed}"
+        wait_for(driver, lambda d: d.find_element("id", "search-count").text in (expected, expected + ", first 20 shown"))
+        shown = driver.find_elements("css selector", "#search-results li[data-item] .sid")
+        assert len(shown) == min(under, 20) and all(e.text.startswith("_".join(map(str, prefix)) + "_") for e in shown)

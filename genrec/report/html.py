@@ -47,7 +47,7 @@ pairs), the same sample as the Spearman figure of <code>genrec semid eval</code>
 <p class="note">Click a prefix to see its children, their sizes and example products (name, category path).</p>
 <ul class="tree" id="tree"></ul></section>
 <section id="search-section"><h2>Find a product</h2>
-<input id="search-input" type="search" placeholder="product name or item id" autocomplete="off">
+<input id="search-input" type="search" placeholder="product name, item id or SID prefix (6_19_32)" autocomplete="off">
 <span class="note" id="search-count"></span>
 <ul id="search-results"></ul><div id="product-detail"></div></section>
 <section id="decoder"><h2>Decoder</h2>

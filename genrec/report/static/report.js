@@ -155,10 +155,27 @@
       el("div", {}, el("h4", { text: `Nearest by embedding (${K})` }), near)));
   }
   const input = document.getElementById("search-input"), results = document.getElementById("search-results");
+  const comparePrefix = (i, p) => {  // sign of codes[i, :p.length] against p, lexicographically
+    for (let l = 0; l < p.length; l++) { const c = codes[i * L + l]; if (c !== p[l]) return c < p[l] ? -1 : 1; }
+    return 0;
+  };
+  const bound = (p, strict) => {  // first sorted row whose prefix is >= p (> p when strict)
+    let lo = 0, hi = n;
+    while (lo < hi) { const mid = (lo + hi) >> 1; const c = comparePrefix(mid, p); if (c < 0 || (strict && c === 0)) lo = mid + 1; else hi = mid; }
+    return lo;
+  };
   function search(q) {
     results.replaceChildren();
     q = q.trim();
     if (!q) return;
+    if (/^\d+(_\d+)+$/.test(q)) {  // a SID prefix such as 6_19_32: the products under it
+      const p = q.split("_").slice(0, L).map(Number);
+      const lo = bound(p, false), hi = bound(p, true);
+      for (let i = lo; i < Math.min(hi, lo + 20); i++) results.append(listItem(i));
+      if (hi === lo) results.append(el("li", { cls: "note", text: "no product has this prefix" }));
+      document.getElementById("search-count").textContent = `${(hi - lo).toLocaleString("en")} products under ${p.join("_")}` + (hi - lo > 20 ? ", first 20 shown" : "");
+      return;
+    }
     const hits = [];
     if (/^\d+$/.test(q) && rowOfId.has(Number(q))) hits.push(rowOfId.get(Number(q)));
     if (!lower) lower = cat.names.map(s => s.toLowerCase());
