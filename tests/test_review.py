@@ -65,6 +65,7 @@ def test_export_command(store, tmp_path, capsys):
     assert "1 decisions (1 on the current queue)" in capsys.readouterr().out
     assert cli(["review", "export", "--db", str(tmp_path / "none.sqlite"), "--out", str(tmp_path / "o.parquet")]) == 2
     assert cli(["review"]) == 2 and "give --run RUN" in capsys.readouterr().err
+    assert cli(["review", "--run", str(tmp_path / "no-run")]) == 2 and not (tmp_path / "no-run").exists()
 
 
 def test_store_refuses_bad_decisions(store):

@@ -93,7 +93,6 @@ def open_review(run: Path, db: Path | None = None, min_support: int = 5, top: in
     from genrec.semid_run import audit_run
     from semid.store import load_codebook
 
+    audit = audit_run(Path(run), min_support=min_support, top=top)  # a missing run fails here, creating nothing
     store = ReviewStore(db or Path(run) / "review.sqlite")
-    summary = store.load_audit(audit_run(Path(run), min_support=min_support, top=top),
-                               load_codebook(Path(run)).codebook_version)
-    return store, summary
+    return store, store.load_audit(audit, load_codebook(Path(run)).codebook_version)
