@@ -103,6 +103,35 @@ def _cmd_semid_audit(args: argparse.Namespace) -> None:
         print(f"  {row['confidence']:.2f}  {row['title']}  [{row['label']}] -> {row['majority_label']}")
 
 
+def _cmd_semid_substitutes(args: argparse.Namespace) -> None:
+    from semid.substitutes import Substitutes
+
+    subs = Substitutes.from_run(Path(args.run))
+    if args.category_share:
+        share = subs.category_share(k=args.share_k, sample=args.sample, seed=args.seed)
+        print(f"{share['items']:,} sampled products: {share['same_category_share']:.1%} of their top {share['k']} "
+              f"substitutes share their category (nearest by embedding alone: {share['nearest_by_embedding_share']:.1%})")
+    if args.item is None:
+        if not args.category_share:
+            raise DataError("give --item ID (or --category-share)")
+        return
+    stocked = None
+    if args.retailer_id is not None:
+        from index.retailer_index import RetailerIndex
+
+        index = RetailerIndex.load(Path(args.run) / "index")
+        if args.retailer_id not in index.retailers.tolist():
+            raise DataError(f"unknown retailer {args.retailer_id}; known: {index.retailers.tolist()[:50]}")
+        stocked = index.stocked(args.retailer_id)
+    ranked = subs.for_item(args.item, k=args.k, stocked=stocked)
+    row = subs.row_of(args.item)
+    where = "" if args.retailer_id is None else f" stocked by retailer {args.retailer_id}"
+    print(f"{subs.sids[row]}  {subs.titles[row]}  [{subs.categories[row]}]")
+    print(f"substitutes{where}, by shared SID levels then cosine:")
+    for rank, r in enumerate(ranked, 1):
+        print(f"{rank:3d}. level {r['shared_levels']}  cos {r['cosine']:.3f}  {r['sid']:>14}  {r['title']}  [{r['category']}]")
+
+
 def _cmd_semid_churn(args: argparse.Namespace) -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -168,6 +197,46 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     from genrec.serve.settings import from_arguments
 
     serve(Path(args.run), from_arguments(args))
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from genrec.report import write_report
+
+    path = write_report(Path(args.run), Path(args.out), seed=args.seed)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
+
+
+def _cmd_review(args: argparse.Namespace) -> None:
+    if args.review_command == "export":
+        return _cmd_review_export(args)
+    if not args.run:
+        raise DataError("give --run RUN to review its audit (or: genrec review export --db FILE --out FILE)")
+    import uvicorn
+
+    from genrec.review import create_review_app, open_review
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("genrec.review").warning(
+            "listening on %s: the review app has no login, anyone who reaches it can record decisions", args.host)
+    store, summary = open_review(Path(args.run), Path(args.db) if args.db else None, args.min_support, args.top)
+    print(f"review queue {store.path}: {summary['cases']:,} cases, {summary['decisions_current']:,} decisions "
+          f"kept, {summary['decisions_stale']:,} no longer apply (their case changed)")
+    print(f"open http://{args.host}:{args.port}/ (Ctrl-C stops; decisions are saved as they are made)", flush=True)
+    uvicorn.run(create_review_app(store), host=args.host, port=args.port, log_level="warning")
+
+
+def _cmd_review_export(args: argparse.Namespace) -> None:
+    import pyarrow.parquet as pq
+
+    from genrec.review import ReviewStore
+
+    if not Path(args.db).is_file():
+        raise DataError(f"{args.db}: no review database there")
+    table = ReviewStore(Path(args.db)).export()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, args.out)
+    current = sum(table.column("current").to_pylist())
+    print(f"wrote {args.out}: {table.num_rows:,} decisions ({current:,} on the current queue)")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -274,6 +343,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(sv)
     sv.set_defaults(func=_cmd_serve)
 
+    rp = sub.add_parser("report", help="a self-contained HTML report of a run (opens from disk)")
+    rp.add_argument("--run", required=True, help="run folder")
+    rp.add_argument("--out", required=True, help="folder to write index.html into")
+    rp.add_argument("--seed", type=int, default=0, help="seed of the pair sample (as genrec semid eval)")
+    rp.set_defaults(func=_cmd_report)
+
+    rv = sub.add_parser("review", help="review queue of the catalog audit (web app on loopback, SQLite)")
+    rv.add_argument("--run", default=None, help="run folder whose audit to review")
+    rv.add_argument("--db", default=None, help="SQLite file of the decisions (default: RUN/review.sqlite)")
+    rv.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
+    rv.add_argument("--port", type=int, default=8001)
+    rv.add_argument("--min-support", type=int, default=5, help="smallest neighbourhood that may vote")
+    rv.add_argument("--top", type=int, default=None, help="queue only the top N cases")
+    rv.set_defaults(func=_cmd_review)
+    rsub = rv.add_subparsers(dest="review_command")
+    rx = rsub.add_parser("export", help="every decision to a parquet file")
+    rx.add_argument("--db", required=True, help="SQLite file of the decisions")
+    rx.add_argument("--out", required=True, help="parquet file to write")
+
     de = sub.add_parser("demo", help="the whole pipeline on the synthetic grocery world")
     de.add_argument("--workdir", default="work/demo", help="folder for the demo's data and run")
     de.add_argument("--config", default=None, help="run config (default: configs/demo.yaml)")
@@ -307,6 +395,17 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--top", type=int, default=None, help="keep only the top N")
     au.add_argument("--show", type=int, default=10, help="print the first N")
     au.set_defaults(func=_cmd_semid_audit)
+    su = ssub.add_parser("substitutes", help="products ranked by shared SID prefix, then embedding similarity")
+    su.add_argument("--run", required=True, help="run folder")
+    su.add_argument("--item", type=int, default=None, help="the product to find substitutes for")
+    su.add_argument("--k", type=int, default=10, help="how many substitutes")
+    su.add_argument("--retailer-id", type=int, default=None, help="only products this retailer stocks")
+    su.add_argument("--category-share", action="store_true",
+                    help="also print how often the top k share the product's category, over a sample")
+    su.add_argument("--share-k", type=int, default=5, help="the top k that --category-share reads")
+    su.add_argument("--sample", type=int, default=2000, help="products sampled by --category-share")
+    su.add_argument("--seed", type=int, default=0, help="seed of that sample")
+    su.set_defaults(func=_cmd_semid_substitutes)
     ch = ssub.add_parser("churn", help="SID churn between two codebook versions and the migration table")
     ch.add_argument("--old", required=True, help="run folder (or sids.parquet) of the previous codebook")
     ch.add_argument("--new", required=True, help="run folder (or sids.parquet) of the retrained codebook")

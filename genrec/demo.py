@@ -10,6 +10,7 @@ from pathlib import Path
 from genrec.dataset import read_dataset
 from genrec.evaluate import EvalConfig, evaluate, format_table
 from genrec.pipeline import train_run
+from genrec.report import write_report
 from genrec.retriever import Retriever
 from genrec.runconfig import RunConfig, load_run_config
 from genrec.semid_run import audit_run, build_semids, evaluate_semids, write_json
@@ -68,6 +69,11 @@ def run_demo(workdir: Path, config: Path | None = None, seed: int = 0) -> dict:
 
     t = _stage("6. example carousels")
     show_carousels(data, run)
+    _done(t)
+
+    t = _stage("7. HTML report of the run")
+    report = write_report(run, workdir / "report")
+    print(f"   report: {report.resolve()} (open it in a browser; no server needed)")
     _done(t)
     return {"semid": metrics, "eval": result}
 

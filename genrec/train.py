@@ -31,6 +31,7 @@ from transformers import PreTrainedModel
 
 from genrec.beam_search import constrained_beam_search
 from genrec.decoder import DecoderConfig, build_decoder, decoder_config, save_decoder, training_loss
+from genrec.run_history import LossMeter, append_history
 from genrec.sequences import Examples, SequenceConfig, split_events
 from genrec.threads import torch_threads
 from genrec.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
@@ -234,6 +235,7 @@ class DecoderTrainer:
         bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not (cfg.progress and self.accelerator.is_main_process))
         window_loss, window_tokens, window_time, log_every = 0.0, 0, 0.0, max(cfg.log_every, 1)
+        self.loss_meter = LossMeter()  # the epoch's mean loss, for history.jsonl only (not the resumable state)
         while st.epoch < cfg.max_epochs and not st.stopped_early and not self._out_of_steps():
             batches = self._my_batches(st.epoch)
             for index in batches[st.batch_in_epoch :]:
@@ -243,6 +245,7 @@ class DecoderTrainer:
                 st.step, st.batch_in_epoch = st.step + 1, st.batch_in_epoch + 1
                 st.train_tokens, st.train_seconds = st.train_tokens + n_tokens, st.train_seconds + dt
                 window_loss, window_tokens, window_time = window_loss + loss, window_tokens + n_tokens, window_time + dt
+                self.loss_meter.add(loss)
                 bar.update(1)
                 if st.step % log_every == 0:  # the only point where the loss is read back from the device
                     bar.set_postfix(epoch=st.epoch, loss=f"{float(window_loss) / log_every:.3f}",
@@ -290,6 +293,7 @@ class DecoderTrainer:
         st = self.state
         st.epoch, st.batch_in_epoch = st.epoch + 1, 0
         st.history.append({"epoch": st.epoch, "step": st.step, "lr": self.scheduler.get_last_lr()[0]})
+        append_history(self.out, {**st.history[-1], **self.loss_meter.take()}, self.accelerator.is_main_process)
         if self.evaluator is not None and st.epoch % max(self.cfg.eval_every, 1) == 0:
             self._evaluate()
             st.stopped_early = st.bad_evals >= self.cfg.patience
@@ -311,6 +315,7 @@ class DecoderTrainer:
         improved = st.best is None or value > st.best
         st.evaluated_step = st.step
         st.history.append({"epoch": st.epoch, "step": st.step, **metrics})
+        append_history(self.out, st.history[-1], self.accelerator.is_main_process)
         if improved:
             st.best, st.best_step, st.bad_evals = value, st.step, 0
             self._save_model()

@@ -23,6 +23,7 @@ from genrec.serve.errors import ApiError, error_response
 from genrec.serve.metrics import ServeMetrics
 from genrec.serve.middleware import ApiKeyMiddleware, BodyLimitMiddleware, InternalErrorMiddleware, MetricsMiddleware
 from genrec.serve.model import ModelSlot, ServedModel
+from genrec.serve.playground import router as playground_router
 from genrec.serve.schemas import (
     INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, ErrorResponse, HealthResponse, ItemResponse, ReloadRequest,
     ReloadResponse, RetrievedItem, RetrieveRequest, RetrieveResponse, SidResponse,
@@ -196,6 +197,7 @@ def create_app(run: str | Path, settings: ServeSettings | None = None) -> FastAP
     app = FastAPI(title="genrec", summary="Generative retrieval over Semantic IDs", lifespan=lifespan)
     app.state.settings, app.state.slot, app.state.batcher, app.state.metrics = settings, slot, batcher, metrics
     app.include_router(router)
+    app.include_router(playground_router)  # GET / (the playground page), substitutes, catalog search
     _install_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # innermost
     app.add_middleware(ApiKeyMiddleware, api_key=api_key)
