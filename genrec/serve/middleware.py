@@ -1,6 +1,6 @@
 """Pure ASGI middleware, outermost first: metrics (every response counted and timed, by route template),
 internal errors (a bug becomes a logged JSON 500, the connection stays usable), the optional API key (bearer
-token; /healthz stays open), and the body limit (413 before any parsing, from Content-Length or, for
+token; /healthz and /readyz stay open), and the body limit (413 before any parsing, from Content-Length or, for
 chunked bodies, while reading)."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from genrec.serve.errors import ERROR_CODE_KEY, error_response
 from genrec.serve.metrics import ServeMetrics
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = frozenset({"/healthz"})  # answered without the API key
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # answered without the API key (probes)
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -91,7 +91,7 @@ class InternalErrorMiddleware:
 
 
 class ApiKeyMiddleware:
-    """With a key set, every path but /healthz needs ``Authorization: Bearer <key>`` (401 otherwise)."""
+    """With a key set, every path but the probes needs ``Authorization: Bearer <key>`` (401 otherwise)."""
 
     def __init__(self, app: ASGIApp, api_key: str | None) -> None:
         self.app = app
