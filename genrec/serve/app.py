@@ -50,10 +50,14 @@ _MEANING = {400: "body is not JSON", 401: "API key missing or wrong", 403: "relo
             503: "overloaded (queue full, deadline unreachable or passed) or shutting down: retry after Retry-After"}
 
 
+_ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+
+
 def _errors(*statuses: int) -> dict:
-    """The error responses of a route: each with the JSON error body (and its headers)."""
-    return {s: {"model": ErrorResponse, "description": _MEANING[s], **({"headers": _HEADERS[s]} if s in _HEADERS
-                                                                      else {})} for s in statuses}
+    """The error responses of a route: each with the JSON error body (and its headers), spelled out so that a
+    route answering text (/metrics) still declares its errors as JSON."""
+    return {s: {"description": _MEANING[s], "content": _ERROR_BODY, **({"headers": _HEADERS[s]} if s in _HEADERS
+                                                                       else {})} for s in statuses}
 
 
 def build_router(settings: ServeSettings, Retrieve: type[BaseModel]) -> APIRouter:
@@ -275,7 +279,7 @@ def _watch_sighup(slot: ModelSlot, metrics: ServeMetrics, settings: ServeSetting
 
 def _openapi(app: FastAPI, keyed: bool, bodies: list[type[BaseModel]]) -> Callable[[], dict]:
     """The OpenAPI document, with the bearer key declared on every route it guards when one is set. The
-    request ``bodies`` are written as pydantic writes them (FastAPI's document model turns integer bounds
+    request ``bodies`` (and the error body) are written as pydantic writes them (FastAPI's document model turns integer bounds
     into floats: 2**63 - 1 would read 9.223372036854776e+18, past int64)."""
 
     def build() -> dict:
@@ -335,7 +339,7 @@ def create_app(run: str | Path, settings: ServeSettings | None = None,
     retrieve_body = retrieve_request(settings)
     router = build_router(settings, retrieve_body)
     app.include_router(router)
-    app.openapi = _openapi(app, api_key is not None, [retrieve_body, ReloadRequest])
+    app.openapi = _openapi(app, api_key is not None, [retrieve_body, ReloadRequest, ErrorResponse])
     _install_handlers(app, settings)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # innermost
     app.add_middleware(ApiKeyMiddleware, api_key=api_key)
