@@ -400,7 +400,8 @@ def test_graceful_shutdown_finishes_requests_in_flight(runs, retriever):
 @pytest.mark.slow
 def test_serve_process_reloads_on_sighup_and_stops_on_sigterm(runs, tmp_path):
     """``serve`` as the CLI runs it, in its own process: SIGHUP reloads the run folder (here: retrained
-    weights dropped in), SIGTERM shuts down gracefully. Slow: a fresh interpreter imports torch."""
+    weights dropped in), SIGTERM drains (/readyz 503, requests still served; --drain-s 600 here) and a second
+    SIGTERM ends the drain and shuts down gracefully. Slow: a fresh interpreter imports torch."""
     run = shutil.copytree(runs[0], tmp_path / "run")
     old, new = Retriever.from_run(runs[0]).model_version, Retriever.from_run(runs[1]).model_version
     with socket.socket() as s:
@@ -408,7 +409,7 @@ def test_serve_process_reloads_on_sighup_and_stops_on_sigterm(runs, tmp_path):
         port = s.getsockname()[1]
     code = ("import sys; from pathlib import Path; from genrec.serve import serve, ServeSettings; "
             f"serve(Path(sys.argv[1]), ServeSettings(port={port}, log_level='warning', "
-            "api_key_env='GENREC_NO_KEY_SET', allow_reload=True))")
+            "api_key_env='GENREC_NO_KEY_SET', allow_reload=True, drain_s=600))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/healthz"
     try:
@@ -417,6 +418,10 @@ def test_serve_process_reloads_on_sighup_and_stops_on_sigterm(runs, tmp_path):
         shutil.copyfile(runs[1] / weights, run / weights)
         proc.send_signal(signal.SIGHUP)
         assert _poll(lambda: httpx.get(url, timeout=2).json()["model_version"], new, proc)
+        proc.send_signal(signal.SIGTERM)
+        base = f"http://127.0.0.1:{port}"
+        assert _poll(lambda: httpx.get(base + "/readyz", timeout=2).json()["status"], "draining", proc)
+        assert httpx.post(base + "/v1/retrieve", json={"history": [], "k": 2}, timeout=30).status_code == 200
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     finally:
