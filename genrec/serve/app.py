@@ -72,7 +72,7 @@ def build_router(settings: ServeSettings, Retrieve: type[BaseModel]) -> APIRoute
 
     @router.post("/v1/retrieve", response_model=RetrieveResponse,
                  responses=_errors(400, 401, 413, 415, 422, 500, 503))
-    async def retrieve(body: Retrieve, request: Request, timeout_ms: TimeoutMs = None) -> RetrieveResponse:  # type: ignore[assignment]
+    async def retrieve(body: Retrieve, request: Request, timeout_ms: TimeoutMs = None) -> RetrieveResponse:
         """The k products most likely next after ``history``; unknown history ids are skipped and reported.
         503 with Retry-After when the request cannot be answered within its deadline."""
         state = request.app.state
@@ -279,8 +279,8 @@ def _watch_sighup(slot: ModelSlot, metrics: ServeMetrics, settings: ServeSetting
 
 def _openapi(app: FastAPI, keyed: bool, bodies: list[type[BaseModel]]) -> Callable[[], dict]:
     """The OpenAPI document, with the bearer key declared on every route it guards when one is set. The
-    request ``bodies`` (and the error body) are written as pydantic writes them (FastAPI's document model turns integer bounds
-    into floats: 2**63 - 1 would read 9.223372036854776e+18, past int64)."""
+    request ``bodies`` (and the error body) are written as pydantic writes them (FastAPI's document model
+    turns integer bounds into floats: 2**63 - 1 would read 9.223372036854776e+18, past int64)."""
 
     def build() -> dict:
         if app.openapi_schema is None:
