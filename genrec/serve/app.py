@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, PlainTextResponse
 
 from genrec.serve.batcher import MicroBatcher, Unavailable
-from genrec.serve.errors import ApiError, error_response
+from genrec.serve.errors import ARRIVAL_KEY, ApiError, error_response
 from genrec.serve.metrics import CONTENT_TYPE, ServeMetrics
 from genrec.serve.middleware import (
     OPEN_PATHS, ApiKeyMiddleware, BodyLimitMiddleware, InternalErrorMiddleware, MetricsMiddleware,
@@ -76,7 +76,9 @@ def build_router(settings: ServeSettings, Retrieve: type[BaseModel]) -> APIRoute
         """The k products most likely next after ``history``; unknown history ids are skipped and reported.
         503 with Retry-After when the request cannot be answered within its deadline."""
         state = request.app.state
-        deadline = state.batcher.deadline(timeout_ms)
+        arrived = request.scope.get("state", {}).get(ARRIVAL_KEY)  # noted by the outermost middleware
+        waited = 0.0 if arrived is None else time.perf_counter() - arrived
+        deadline = state.batcher.deadline(timeout_ms, waited)
         model = state.slot.current  # one snapshot: checked against and decoded by the same model
         query, skipped = model.query(body.history, body.retailer_id, body.k, body.exclude_history, state.settings)
         found = await state.batcher.submit(model.retriever, query, deadline)

@@ -78,6 +78,7 @@ class MicroBatcher:
         self.clock = clock
         self.on_shed, self.on_drop = on_shed, on_drop
         self._batch_s = 0.0  # recent seconds per batch (moving average, on ``clock``): what a place in line costs
+        self._decoding_since: float | None = None  # when the batch now decoding began (``clock``)
         self._pending: deque[_Job] = deque()
         self._gaps: deque[float] = deque(maxlen=32)  # recent seconds between arrivals
         self._last_arrival: float | None = None
@@ -96,11 +97,17 @@ class MicroBatcher:
         self._wakeup = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._collect(), name="genrec-batcher")
 
-    def deadline(self, timeout_ms: float | None = None) -> float | None:
-        """The deadline of a request arriving now: ``timeout_s`` from now, or sooner when the client asks
-        (``timeout_ms``); a client can shorten its deadline, never lengthen it."""
+    def deadline(self, timeout_ms: float | None = None, waited_s: float = 0.0) -> float | None:
+        """The deadline of a request that arrived ``waited_s`` ago: ``timeout_s`` after its arrival, or
+        sooner when the client asks (``timeout_ms``); a client can shorten its deadline, never lengthen it."""
         limits = [t for t in (self.timeout_s, None if timeout_ms is None else timeout_ms / 1000.0) if t is not None]
-        return self.clock() + min(limits) if limits else None
+        return self.clock() - waited_s + min(limits) if limits else None
+
+    def _expected_finish(self, now: float, waiting: int) -> float:
+        """When a request queued now behind ``waiting`` others should be decoded: the rest of the batch in
+        the worker, the full batches ahead, its own."""
+        current = 0.0 if self._decoding_since is None else max(0.0, self._batch_s - (now - self._decoding_since))
+        return now + current + (waiting // self.max_batch + 1) * self._batch_s
 
     def retry_after_s(self) -> int:
         """Whole seconds until the queue now waiting should have been decoded (at least 1)."""
@@ -129,7 +136,7 @@ class MicroBatcher:
             raise self._refuse("queue_full", f"{waiting} requests already wait for a batch (the queue holds "
                                f"{self.max_queue}); retry later")
         now = self.clock()
-        if deadline is not None and now + (waiting // self.max_batch + 1) * self._batch_s > deadline:
+        if deadline is not None and self._expected_finish(now, waiting) > deadline:
             raise self._refuse("deadline_unreachable", f"{waiting} requests wait ahead of this one: it could not "
                                f"be answered within its deadline ({1000 * (deadline - now):.0f} ms from now)")
         job = _Job(retriever, query, asyncio.get_running_loop().create_future(), deadline)
@@ -223,7 +230,7 @@ class MicroBatcher:
             key = (id(job.retriever), max(job.retriever.beam_width, job.query.k))
             groups.setdefault(key, []).append(job)
         loop = asyncio.get_running_loop()
-        began = self.clock()
+        began = self._decoding_since = self.clock()
         for jobs in groups.values():
             start = time.perf_counter()
             try:
@@ -240,6 +247,7 @@ class MicroBatcher:
                 else:
                     job.future.set_result(result)
         took = self.clock() - began
+        self._decoding_since = None
         self._batch_s = took if self._batch_s == 0.0 else 0.8 * self._batch_s + 0.2 * took
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 
 ERROR_CODE_KEY = "genrec_error"  # where in scope["state"] the error code of the response is noted
+ARRIVAL_KEY = "genrec_arrival"  # where in scope["state"] the request's arrival is noted (time.perf_counter)
 
 
 class ApiError(Exception):

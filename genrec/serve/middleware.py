@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from genrec.serve.errors import ERROR_CODE_KEY, error_response
+from genrec.serve.errors import ARRIVAL_KEY, ERROR_CODE_KEY, error_response
 from genrec.serve.metrics import ServeMetrics
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
+        scope.setdefault("state", {})[ARRIVAL_KEY] = start  # request deadlines count from here
         status = 500
 
         async def send_status(message: Message) -> None:
