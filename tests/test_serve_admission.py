@@ -208,6 +208,7 @@ def test_deadline_takes_the_shorter_of_server_and_client():
     assert batcher.deadline() == clock.now + 2.0
     assert batcher.deadline(500) == clock.now + 0.5
     assert batcher.deadline(10**9) == clock.now + 2.0
+    assert batcher.deadline(500, waited_s=0.2) == pytest.approx(clock.now + 0.3)  # counted from the request's arrival
     assert MicroBatcher(4, 0.0, clock=clock).deadline() is None
     assert MicroBatcher(4, 0.0, clock=clock).deadline(250) == clock.now + 0.25
 
