@@ -23,10 +23,11 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, PlainTextResponse
 
 from genrec.serve.batcher import MicroBatcher, Unavailable
-from genrec.serve.errors import ARRIVAL_KEY, ApiError, error_response
+from genrec.serve.errors import ARRIVAL_KEY, ApiError, error_response, unavailable_response
 from genrec.serve.metrics import CONTENT_TYPE, ServeMetrics
 from genrec.serve.middleware import (
-    OPEN_PATHS, ApiKeyMiddleware, BodyLimitMiddleware, InternalErrorMiddleware, MetricsMiddleware,
+    OPEN_PATHS, AdmissionMiddleware, ApiKeyMiddleware, BodyLimitMiddleware, InternalErrorMiddleware,
+    MetricsMiddleware,
 )
 from genrec.serve.model import ModelSlot, ServedModel
 from genrec.serve.schemas import (
@@ -248,9 +249,7 @@ def _install_handlers(app: FastAPI, settings: ServeSettings) -> None:
 
     @app.exception_handler(Unavailable)
     async def unavailable(request: Request, exc: Unavailable):
-        response = error_response(request.scope, 503, exc.code, exc.message, retry_after_s=exc.retry_after_s)
-        response.headers["Retry-After"] = str(exc.retry_after_s)
-        return response
+        return unavailable_response(request.scope, exc.code, exc.message, exc.retry_after_s)
 
 
 def _watch_sighup(slot: ModelSlot, metrics: ServeMetrics, settings: ServeSettings, tasks: set) -> bool:
@@ -343,7 +342,8 @@ def create_app(run: str | Path, settings: ServeSettings | None = None,
     app.include_router(router)
     app.openapi = _openapi(app, api_key is not None, [retrieve_body, ReloadRequest, ErrorResponse])
     _install_handlers(app, settings)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)  # innermost
+    app.add_middleware(AdmissionMiddleware, batcher=batcher, paths=("/v1/retrieve",))  # innermost
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, api_key=api_key)
     app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=list(router.routes))  # outermost

@@ -124,9 +124,9 @@ class MicroBatcher:
         return Unavailable("deadline_exceeded", "the request's deadline passed while it waited for a batch; "
                            "it was not decoded", self.retry_after_s())
 
-    async def submit(self, retriever: Retriever, query: Query, deadline: float | None = None) -> list[Candidate]:
-        """Queue one request and wait for its products, best first. Unavailable (and nothing decoded) when
-        the queue is full, when ``deadline`` (on ``clock``) cannot be met, or when it passes while queued."""
+    def admit(self) -> None:
+        """Unavailable unless a request could be queued now (shutting down, queue full): a check cheap enough
+        to make before a request's body is even parsed."""
         if self._closing or self._task is None:
             if self.on_shed is not None:
                 self.on_shed("shutting_down")
@@ -135,6 +135,12 @@ class MicroBatcher:
         if self.max_queue is not None and waiting >= self.max_queue:
             raise self._refuse("queue_full", f"{waiting} requests already wait for a batch (the queue holds "
                                f"{self.max_queue}); retry later")
+
+    async def submit(self, retriever: Retriever, query: Query, deadline: float | None = None) -> list[Candidate]:
+        """Queue one request and wait for its products, best first. Unavailable (and nothing decoded) when
+        the queue is full, when ``deadline`` (on ``clock``) cannot be met, or when it passes while queued."""
+        self.admit()
+        waiting = len(self._pending)
         now = self.clock()
         if deadline is not None and self._expected_finish(now, waiting) > deadline:
             raise self._refuse("deadline_unreachable", f"{waiting} requests wait ahead of this one: it could not "

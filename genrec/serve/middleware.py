@@ -1,7 +1,8 @@
 """Pure ASGI middleware, outermost first: metrics (every response counted and timed, by route template),
 internal errors (a bug becomes a logged JSON 500, the connection stays usable), the optional API key (bearer
-token; /healthz and /readyz stay open), and the body limit (413 before any parsing, from Content-Length or, for
-chunked bodies, while reading)."""
+token; /healthz and /readyz stay open), the body limit (413 before any parsing, from Content-Length or, for
+chunked bodies, while reading) and admission (503 while the retrieval queue is full, before the body is
+parsed)."""
 from __future__ import annotations
 
 import hmac
@@ -12,7 +13,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from genrec.serve.errors import ARRIVAL_KEY, ERROR_CODE_KEY, error_response
+from genrec.serve.batcher import MicroBatcher, Unavailable
+from genrec.serve.errors import ARRIVAL_KEY, ERROR_CODE_KEY, error_response, unavailable_response
 from genrec.serve.metrics import ServeMetrics
 
 log = logging.getLogger(__name__)
@@ -151,3 +153,20 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class AdmissionMiddleware:
+    """Refuses requests to ``paths`` with 503 + Retry-After while the batcher cannot queue them (queue full,
+    shutting down), before their JSON is parsed and checked: under overload a refusal costs as little as it
+    can. Placed inside the body limit, so the body has been read off the connection."""
+
+    def __init__(self, app: ASGIApp, batcher: MicroBatcher, paths: tuple[str, ...]) -> None:
+        self.app, self.batcher, self.paths = app, batcher, frozenset(paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            try:
+                self.batcher.admit()
+            except Unavailable as e:
+                return await unavailable_response(scope, e.code, e.message, e.retry_after_s)(scope, receive, send)
+        return await self.app(scope, receive, send)
