@@ -6,8 +6,9 @@ arrivals is below ``max_wait``): a lone client is never made to wait for company
 
 Admission control: the queue is bounded (``max_queue``) and each request may carry a deadline. A request is
 refused at once (``Unavailable``, 503 with Retry-After) when the queue is full or when the batches ahead of
-it, at the recent time per batch, would take it past its deadline; a queued request whose deadline passes
-(or would pass before its batch could finish) is dropped without being decoded. Deadlines are read from
+it, at the recent time per batch, would take it past its deadline; a queued request whose deadline has
+passed (or would pass before its batch could finish) when the next batch is formed is dropped then, without
+being decoded (no timer per request: under overload the event loop's time is the decoder's too). Deadlines are read from
 ``clock`` (monotonic seconds; tests inject their own)."""
 from __future__ import annotations
 
@@ -138,7 +139,8 @@ class MicroBatcher:
 
     async def submit(self, retriever: Retriever, query: Query, deadline: float | None = None) -> list[Candidate]:
         """Queue one request and wait for its products, best first. Unavailable (and nothing decoded) when
-        the queue is full, when ``deadline`` (on ``clock``) cannot be met, or when it passes while queued."""
+        the queue is full, when ``deadline`` (on ``clock``) cannot be met, or when it has passed by the time
+        its batch is formed."""
         self.admit()
         waiting = len(self._pending)
         now = self.clock()
@@ -151,17 +153,11 @@ class MicroBatcher:
         self._last_arrival = job.enqueued
         self._pending.append(job)
         self._wakeup.set()
-        if deadline is None:
+        try:  # a job whose deadline passes is dropped when the next batch is formed (no timer per request)
             return await job.future
-        try:  # answer at the deadline even while the worker is busy with another batch
-            await asyncio.wait((job.future,), timeout=max(0.0, deadline - now))
         except asyncio.CancelledError:
             self._forget(job)
             raise
-        if not job.future.done() and not job.started:
-            self._forget(job)
-            raise self._expired(job)
-        return await job.future
 
     def _forget(self, job: _Job) -> None:
         """Take a job its caller no longer waits for out of the queue."""

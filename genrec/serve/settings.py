@@ -23,7 +23,7 @@ class ServeSettings:
     max_batch: int = _setting(32, "most requests decoded in one batched beam search; 1 turns micro-batching off")
     max_wait_ms: float = _setting(5.0, "how long the oldest waiting request may wait for others to join its batch")
     max_queue: int = _setting(0, "most retrieval requests waiting for a batch; beyond it 503 with Retry-After "
-                              "(0: 4 x max_batch)")
+                              "(0: 8 x max_batch; the deadline, not this bound, should decide at ordinary overload)")
     request_timeout_ms: float = _setting(2000.0, "deadline of a retrieval request from its arrival: one that "
                                          "cannot be answered in time gets 503 and is never decoded; clients may "
                                          "shorten it with the X-Request-Timeout-Ms header (0: no deadline)")
@@ -68,8 +68,8 @@ class ServeSettings:
 
     @property
     def queue_limit(self) -> int:
-        """``max_queue``, or its default: four full batches."""
-        return self.max_queue or 4 * self.max_batch
+        """``max_queue``, or its default: eight full batches."""
+        return self.max_queue or 8 * self.max_batch
 
     @property
     def request_timeout_s(self) -> float | None:
