@@ -211,6 +211,8 @@ def test_deadline_takes_the_shorter_of_server_and_client():
     assert batcher.deadline(500, waited_s=0.2) == pytest.approx(clock.now + 0.3)  # counted from the request's arrival
     assert MicroBatcher(4, 0.0, clock=clock).deadline() is None
     assert MicroBatcher(4, 0.0, clock=clock).deadline(250) == clock.now + 0.25
+    kept = MicroBatcher(4, 0.0, timeout_s=2.0, headroom=0.25, clock=clock)  # a share kept for the network
+    assert kept.deadline() == clock.now + 1.5 and kept.deadline(400) == pytest.approx(clock.now + 0.3)
 
 
 # ----- readiness ---------------------------------------------------------------------------------------------

@@ -316,7 +316,8 @@ def create_app(run: str | Path, settings: ServeSettings | None = None,
     slot = ModelSlot(model, settings, on_swap=show)
     show(model)
     batcher = MicroBatcher(settings.max_batch, settings.max_wait_ms / 1000.0, metrics.observe_batch,
-                           max_queue=settings.queue_limit, timeout_s=settings.request_timeout_s, clock=clock,
+                           max_queue=settings.queue_limit, timeout_s=settings.request_timeout_s,
+                           headroom=settings.deadline_headroom, clock=clock,
                            on_shed=metrics.observe_shed, on_drop=metrics.observe_deadline_drop)
     metrics.watch_queue(lambda: batcher.queued, settings.queue_limit)
     api_key = os.environ.get(settings.api_key_env) or None

@@ -64,18 +64,20 @@ class ShuttingDown(Unavailable):
 class MicroBatcher:
     """Gathers ``submit`` calls into batched decodes. ``start`` inside the running event loop, ``close`` to
     finish every queued request and stop. ``max_queue`` bounds the waiting requests (None: unbounded),
-    ``timeout_s`` is the default deadline of a request (None: none); ``on_shed(reason)`` and ``on_drop()``
-    count refusals and deadline drops."""
+    ``timeout_s`` is the default deadline of a request (None: none), of which the batcher plans to use all
+    but ``headroom`` (a share kept for what it cannot see: the connection, the client's own time);
+    ``on_shed(reason)`` and ``on_drop()`` count refusals and deadline drops."""
 
     def __init__(self, max_batch: int, max_wait_s: float,
                  on_batch: Callable[[int, float], None] | None = None, *, max_queue: int | None = None,
-                 timeout_s: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 timeout_s: float | None = None, headroom: float = 0.0, clock: Callable[[], float] = time.monotonic,
                  on_shed: Callable[[str], None] | None = None, on_drop: Callable[[], None] | None = None) -> None:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.on_batch = on_batch  # called with (batch size, seconds) after every decode
         self.max_queue = max_queue
         self.timeout_s = timeout_s
+        self.headroom = headroom
         self.clock = clock
         self.on_shed, self.on_drop = on_shed, on_drop
         self._batch_s = 0.0  # recent seconds per batch (moving average, on ``clock``): what a place in line costs
@@ -99,10 +101,11 @@ class MicroBatcher:
         self._task = asyncio.get_running_loop().create_task(self._collect(), name="genrec-batcher")
 
     def deadline(self, timeout_ms: float | None = None, waited_s: float = 0.0) -> float | None:
-        """The deadline of a request that arrived ``waited_s`` ago: ``timeout_s`` after its arrival, or
-        sooner when the client asks (``timeout_ms``); a client can shorten its deadline, never lengthen it."""
+        """When a request that arrived ``waited_s`` ago should be answered by: ``timeout_s`` after its
+        arrival, or sooner when the client asks (``timeout_ms``; a client can shorten its deadline, never
+        lengthen it), less the ``headroom`` share."""
         limits = [t for t in (self.timeout_s, None if timeout_ms is None else timeout_ms / 1000.0) if t is not None]
-        return self.clock() - waited_s + min(limits) if limits else None
+        return self.clock() - waited_s + (1.0 - self.headroom) * min(limits) if limits else None
 
     def _expected_finish(self, now: float, waiting: int) -> float:
         """When a request queued now behind ``waiting`` others should be decoded: the rest of the batch in

@@ -27,6 +27,8 @@ class ServeSettings:
     request_timeout_ms: float = _setting(2000.0, "deadline of a retrieval request from its arrival: one that "
                                          "cannot be answered in time gets 503 and is never decoded; clients may "
                                          "shorten it with the X-Request-Timeout-Ms header (0: no deadline)")
+    deadline_headroom: float = _setting(0.2, "share of each deadline kept for what the server cannot see (the "
+                                        "connection, the client): it plans to answer within the rest")
     max_history: int = _setting(1000, "longest history accepted, in items (the decoder reads only its last ones)")
     max_k: int = _setting(100, "most products one request may ask for")
     max_body_bytes: int = _setting(65_536, "larger request bodies get 413 before any parsing (chunked ones too)")
@@ -54,6 +56,7 @@ class ServeSettings:
             "max_queue": self.max_queue >= 0,
             "request_timeout_ms": self.request_timeout_ms >= 0,
             "drain_s": self.drain_s >= 0,
+            "deadline_headroom": 0 <= self.deadline_headroom < 1,
             "max_history": self.max_history >= 1,
             "max_k": self.max_k >= 1,
             "max_body_bytes": self.max_body_bytes >= 1,
