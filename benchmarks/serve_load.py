@@ -358,15 +358,15 @@ def print_overload(args: argparse.Namespace, rows: dict[str, tuple[Cell, float, 
     print(f"\noverload: {args.overload_clients} clients, {args.overload_seconds:.0f}s per mode in {args.rounds} "
           f"alternating slices; deadline {args.request_timeout_ms:.0f} ms; a client refused with 503 waits "
           f"Retry-After")
-    head = (f"{'clients':>7} {'admission':>9} | {'goodput/s':>9} {'answered/s':>10} {'shed':>6} {'errors':>6} {'p50 ms':>7} "
-            f"{'p99 ms':>7} {'max ms':>7} {'batch':>5} {'RSS MB':>7} {'peak MB':>7}")
+    head = (f"{'clients':>7} {'admission':>9} | {'goodput/s':>9} {'answered/s':>10} {'shed':>6} {'errors':>6} "
+            f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'batch':>5} {'RSS MB':>7} {'peak MB':>7}")
     print(head)
     for row, clients, label in (("32", 32, "on"), ("on", args.overload_clients, "on"),
                                 ("off", args.overload_clients, "off")):
         c, rss, peak = rows[row]
         top = max(c.latencies) * 1000 if c.latencies else float("nan")
-        print(f"{clients:7d} {label:>9} | {c.goodput:9.1f} {c.throughput:10.1f} {c.shed:6d} {c.errors:6d} {c.percentile(50):7.0f} "
-              f"{c.percentile(99):7.0f} {top:7.0f} {c.mean_batch:5.1f} {rss:7.0f} {peak:7.0f}")
+        print(f"{clients:7d} {label:>9} | {c.goodput:9.1f} {c.throughput:10.1f} {c.shed:6d} {c.errors:6d} "
+              f"{c.percentile(50):7.0f} {c.percentile(99):7.0f} {top:7.0f} {c.mean_batch:5.1f} {rss:7.0f} {peak:7.0f}")
     print("goodput: answers within the deadline per second; p50/p99/max: of the answered (admitted) requests; "
           "RSS: the server's before the rows, peak: its high-water mark after (the 32-client row shares the "
           "admission server)")

@@ -42,7 +42,6 @@ class _Job:
     query: Query
     future: asyncio.Future
     deadline: float | None = None  # on the batcher's clock; None: none
-    started: bool = False  # taken into a batch: it will be answered, whatever the time
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -219,7 +218,6 @@ class MicroBatcher:
             if job.deadline is not None and now + self._batch_s > job.deadline:
                 job.future.set_exception(self._expired(job))
                 continue
-            job.started = True
             batch.append(job)
         return batch
 
