@@ -77,6 +77,8 @@ def test_api_key_guards_the_playground_routes(run):
         with ServerThread(create_app(run, settings)) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
             assert c.get("/v1/catalog/search", params={"q": "a"}).status_code == 401
             assert c.get("/v1/items/1/substitutes").status_code == 401
+            page = c.get("/")  # the page holds no secret: it loads, its API calls need the key
+            assert page.status_code == 200 and "k-123" not in page.text
             ok = c.get("/v1/catalog/search", params={"q": "a"}, headers={"Authorization": "Bearer k-123"})
             assert ok.status_code == 200 and ok.json()["items"]
     finally:

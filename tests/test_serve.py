@@ -60,11 +60,18 @@ def retriever(runs) -> Retriever:
 
 
 @pytest.fixture(scope="module")
-def server(runs):
-    """The tiny run served with an API key, small limits and a 30 ms batching window."""
+def runs_root(tmp_path_factory) -> Path:
+    """The folder both runs lie under: the server's --runs-root."""
+    return tmp_path_factory.getbasetemp()
+
+
+@pytest.fixture(scope="module")
+def server(runs, runs_root):
+    """The tiny run served with an API key, small limits, a 30 ms batching window and reloads allowed."""
     os.environ[KEY_ENV] = KEY
     try:
-        settings = ServeSettings(api_key_env=KEY_ENV, max_wait_ms=30, log_level="warning", **LIMITS)
+        settings = ServeSettings(api_key_env=KEY_ENV, max_wait_ms=30, log_level="warning", allow_reload=True,
+                                 runs_root=str(runs_root), **LIMITS)
         with ServerThread(create_app(runs[0], settings)) as srv:
             yield srv
     finally:
@@ -89,10 +96,14 @@ async def _concurrent(url: str, bodies: list[dict]) -> list[httpx.Response]:
 
 
 def _metric(text: str, name: str, labels: str = "") -> float:
-    """The value of one sample in Prometheus text (0 when absent)."""
-    pattern = re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" (\S+)$"
-    found = re.search(pattern, text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
+    """The value of one sample in Prometheus text (0 when absent); ``labels`` in any order."""
+    pairs = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+    want = dict(pairs.findall(labels))
+    for line in text.splitlines():
+        found = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
+        if found and found.group(1) == name and dict(pairs.findall(found.group(2) or "")) == want:
+            return float(found.group(3))
+    return 0.0
 
 
 # ----- retrieval ---------------------------------------------------------------------------------------------
@@ -242,7 +253,8 @@ def test_item_and_sid_routes(client, retriever):
     ("/v1/items/abc", 422, "invalid_request"),
     ("/v1/items/99999999999999999999999", 422, "invalid_request"),
     ("/v1/sids/not-a-sid", 422, "invalid_sid"),
-    ("/v1/sids/7_7_7_7_9999", 422, "invalid_sid"),
+    ("/v1/sids/7_7_7_7_9999", 404, "unknown_sid"),  # SID-shaped: a SID no product has, whatever the codebook
+    ("/v1/sids/007", 422, "invalid_sid"),  # leading zeros: not how the schema spells a SID
     ("/v1/sids/0_0_0?retailer_id=999", 422, "unknown_retailer"),
 ])
 def test_item_and_sid_errors(client, path, status, code):
@@ -282,7 +294,7 @@ def test_micro_batching_batches_and_cuts_each_row_to_its_k(server, client, retri
     assert {i["item_id"] for i in responses[-1].json()["items"]} <= stocked
     after = client.get("/metrics").text
     batches = _metric(after, "genrec_batch_size_count") - _metric(before, "genrec_batch_size_count")
-    one = 'le="1"'
+    one = 'le="1.0"'
     singles = _metric(after, "genrec_batch_size_bucket", one) - _metric(before, "genrec_batch_size_bucket", one)
     decoded = _metric(after, "genrec_batch_size_sum") - _metric(before, "genrec_batch_size_sum")
     assert decoded == len(bodies)
@@ -301,10 +313,10 @@ def test_metrics_exposition(client):
     assert _metric(text, "genrec_request_duration_seconds_bucket", 'route="/v1/retrieve",le="+Inf"') == \
         _metric(text, "genrec_request_duration_seconds_count", 'route="/v1/retrieve"')
     assert "# TYPE genrec_batch_size histogram" in text and "# TYPE genrec_requests_total counter" in text
-    assert re.search(r'^genrec_model_info\{model_version="\w+",codebook_version="\w+",run=".+"\} 1$', text, re.M)
+    assert re.search(r'^genrec_model_info\{codebook_version="\w+",model_version="\w+",run=".+"\} 1.0$', text, re.M)
 
 
-def test_reload_under_traffic_drops_nothing(server, runs, retriever):
+def test_reload_under_traffic_drops_nothing(server, runs, runs_root, retriever):
     old = retriever.model_version
     new = Retriever.from_run(runs[1]).model_version
     assert new != old
@@ -324,8 +336,8 @@ def test_reload_under_traffic_drops_nothing(server, runs, retriever):
 
             async def reloader() -> tuple[list, dict]:
                 await asyncio.sleep(0.4)
-                failed = await c.post("/admin/reload", json={"run": "/definitely/not/a/run"})
-                r = await c.post("/admin/reload", json={"run": str(runs[1])})
+                failed = await c.post("/admin/reload", json={"run": "definitely/not/a/run"})
+                r = await c.post("/admin/reload", json={"run": str(runs[1].relative_to(runs_root))})
                 swapped = time.monotonic()
                 await asyncio.sleep(0.5)
                 stop.set()
@@ -337,6 +349,7 @@ def test_reload_under_traffic_drops_nothing(server, runs, retriever):
     outcomes, failed, reload = asyncio.run(scenario())
     try:
         assert failed == [422, "reload_failed", 200]
+        assert reload["run"] == str(runs[1].relative_to(runs_root))  # no host path
         assert reload["model_version"] == new and reload["previous_model_version"] == old
         assert [o for o in outcomes if o[1] != 200] == []
         versions = [v for _, _, v in sorted(outcomes)]
@@ -344,7 +357,8 @@ def test_reload_under_traffic_drops_nothing(server, runs, retriever):
         assert all(v == new for start, _, v in outcomes if start > reload["at"])
     finally:
         with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as c:
-            assert c.post("/admin/reload", json={"run": str(runs[0])}).json()["model_version"] == old
+            back = c.post("/admin/reload", json={"run": str(runs[0].relative_to(runs_root))})
+            assert back.json()["model_version"] == old
 
 
 def test_graceful_shutdown_finishes_requests_in_flight(runs, retriever):
@@ -386,7 +400,8 @@ def test_graceful_shutdown_finishes_requests_in_flight(runs, retriever):
 @pytest.mark.slow
 def test_serve_process_reloads_on_sighup_and_stops_on_sigterm(runs, tmp_path):
     """``serve`` as the CLI runs it, in its own process: SIGHUP reloads the run folder (here: retrained
-    weights dropped in), SIGTERM shuts down gracefully. Slow: a fresh interpreter imports torch."""
+    weights dropped in), SIGTERM drains (/readyz 503, requests still served; --drain-s 600 here) and a second
+    SIGTERM ends the drain and shuts down gracefully. Slow: a fresh interpreter imports torch."""
     run = shutil.copytree(runs[0], tmp_path / "run")
     old, new = Retriever.from_run(runs[0]).model_version, Retriever.from_run(runs[1]).model_version
     with socket.socket() as s:
@@ -394,7 +409,7 @@ def test_serve_process_reloads_on_sighup_and_stops_on_sigterm(runs, tmp_path):
         port = s.getsockname()[1]
     code = ("import sys; from pathlib import Path; from genrec.serve import serve, ServeSettings; "
             f"serve(Path(sys.argv[1]), ServeSettings(port={port}, log_level='warning', "
-            "api_key_env='GENREC_NO_KEY_SET'))")
+            "api_key_env='GENREC_NO_KEY_SET', allow_reload=True, drain_s=600))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/healthz"
     try:
@@ -403,6 +418,10 @@ def test_serve_process_reloads_on_sighup_and_stops_on_sigterm(runs, tmp_path):
         shutil.copyfile(runs[1] / weights, run / weights)
         proc.send_signal(signal.SIGHUP)
         assert _poll(lambda: httpx.get(url, timeout=2).json()["model_version"], new, proc)
+        proc.send_signal(signal.SIGTERM)
+        base = f"http://127.0.0.1:{port}"
+        assert _poll(lambda: httpx.get(base + "/readyz", timeout=2).json()["status"], "draining", proc)
+        assert httpx.post(base + "/v1/retrieve", json={"history": [], "k": 2}, timeout=30).status_code == 200
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     finally:
@@ -516,7 +535,8 @@ def test_histogram_buckets_are_cumulative():
     for size in (1, 3, 3, 40):
         m.observe_batch(size, 0.01)
     text = m.render()
-    assert [_metric(text, "genrec_batch_size_bucket", f'le="{b}"') for b in (1, 2, 4, 32, 64, "+Inf")] == \
+    bounds = ("1.0", "2.0", "4.0", "32.0", "64.0", "+Inf")  # prometheus_client spells bucket bounds as floats
+    assert [_metric(text, "genrec_batch_size_bucket", f'le="{b}"') for b in bounds] == \
         [1, 1, 3, 3, 4, 4]
     assert _metric(text, "genrec_batch_size_sum") == 47 and _metric(text, "genrec_batch_size_count") == 4
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 
 ERROR_CODE_KEY = "genrec_error"  # where in scope["state"] the error code of the response is noted
+ARRIVAL_KEY = "genrec_arrival"  # where in scope["state"] the request's arrival is noted (time.perf_counter)
 
 
 class ApiError(Exception):
@@ -19,3 +20,10 @@ def error_response(scope: dict, status: int, code: str, message: str, **extra: o
     """The JSON error response, with ``code`` noted in the scope for the metrics middleware."""
     scope.setdefault("state", {})[ERROR_CODE_KEY] = code
     return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+
+
+def unavailable_response(scope: dict, code: str, message: str, retry_after_s: int) -> JSONResponse:
+    """503 with Retry-After (header and body): the server cannot take the request now."""
+    response = error_response(scope, 503, code, message, retry_after_s=retry_after_s)
+    response.headers["Retry-After"] = str(retry_after_s)
+    return response

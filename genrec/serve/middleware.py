@@ -1,7 +1,8 @@
 """Pure ASGI middleware, outermost first: metrics (every response counted and timed, by route template),
 internal errors (a bug becomes a logged JSON 500, the connection stays usable), the optional API key (bearer
-token; /healthz stays open), and the body limit (413 before any parsing, from Content-Length or, for
-chunked bodies, while reading)."""
+token; /healthz and /readyz stay open), the body limit (413 before any parsing, from Content-Length or, for
+chunked bodies, while reading) and admission (503 while the retrieval queue is full, before the body is
+parsed)."""
 from __future__ import annotations
 
 import hmac
@@ -12,11 +13,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from genrec.serve.errors import ERROR_CODE_KEY, error_response
+from genrec.serve.batcher import MicroBatcher, Unavailable
+from genrec.serve.errors import ARRIVAL_KEY, ERROR_CODE_KEY, error_response, unavailable_response
 from genrec.serve.metrics import ServeMetrics
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = frozenset({"/healthz"})  # answered without the API key
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"})  # answered without the API key (probes; the playground page holds no secret)
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -48,6 +50,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
+        scope.setdefault("state", {})[ARRIVAL_KEY] = start  # request deadlines count from here
         status = 500
 
         async def send_status(message: Message) -> None:
@@ -91,7 +94,7 @@ class InternalErrorMiddleware:
 
 
 class ApiKeyMiddleware:
-    """With a key set, every path but /healthz needs ``Authorization: Bearer <key>`` (401 otherwise)."""
+    """With a key set, every path but the probes needs ``Authorization: Bearer <key>`` (401 otherwise)."""
 
     def __init__(self, app: ASGIApp, api_key: str | None) -> None:
         self.app = app
@@ -150,3 +153,20 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class AdmissionMiddleware:
+    """Refuses requests to ``paths`` with 503 + Retry-After while the batcher cannot queue them (queue full,
+    shutting down), before their JSON is parsed and checked: under overload a refusal costs as little as it
+    can. Placed inside the body limit, so the body has been read off the connection."""
+
+    def __init__(self, app: ASGIApp, batcher: MicroBatcher, paths: tuple[str, ...]) -> None:
+        self.app, self.batcher, self.paths = app, batcher, frozenset(paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            try:
+                self.batcher.admit()
+            except Unavailable as e:
+                return await unavailable_response(scope, e.code, e.message, e.retry_after_s)(scope, receive, send)
+        return await self.app(scope, receive, send)

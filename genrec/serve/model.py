@@ -91,15 +91,16 @@ class ServedModel:
 
     def products_of(self, sid: str, retailer_id: int | None) -> tuple[str, list[int]]:
         """The products under SID ``sid`` (that ``retailer_id`` stocks), best first, and the SID as the
-        catalog spells it; ApiError 422 for a malformed SID, 404 when no product has it."""
+        catalog spells it; ApiError 404 when no product has it, whether or not this codebook could spell it
+        (the route has checked its shape)."""
         self.check_retailer(retailer_id)
+        where = "" if retailer_id is None else f" stocked by retailer {retailer_id}"
         try:
             tokens = self.retriever.tokenizer.sid_to_tokens(sid)
         except DataError as e:
-            raise ApiError(422, "invalid_sid", str(e), sid=sid) from None
+            raise ApiError(404, "unknown_sid", f"no product{where} has SID {sid!r}: {e}", sid=sid) from None
         items = self.retriever.index.lookup(tokens[None, :], retailer_id)[0]
         if not items.size:
-            where = "" if retailer_id is None else f" stocked by retailer {retailer_id}"
             raise ApiError(404, "unknown_sid", f"no product{where} has SID {sid!r}", sid=sid)
         return self.sid_of(int(items[0])), items.tolist()
 
@@ -114,6 +115,11 @@ class ModelSlot:
         self.settings = settings
         self.on_swap = on_swap  # called with the new model after each swap
         self._lock = asyncio.Lock()
+
+    @property
+    def reloading(self) -> bool:
+        """Whether a run is being loaded now."""
+        return self._lock.locked()
 
     async def reload(self, run: Path | None = None) -> ServedModel:
         """Load ``run`` (default: the current run folder again), then make it current; on failure the old

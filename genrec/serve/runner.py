@@ -1,6 +1,7 @@
 """Running the app: ``serve`` (the ``genrec serve`` command: uvicorn in the foreground until SIGINT/SIGTERM,
-then a graceful shutdown) and ``ServerThread`` (uvicorn on a free loopback port in a background thread, for
-tests and benchmarks)."""
+then a drain of ``--drain-s`` seconds (/readyz says 'draining', requests are still served) and a graceful
+shutdown) and ``ServerThread`` (uvicorn on a free loopback port in a background thread, for tests and
+benchmarks)."""
 from __future__ import annotations
 
 import ipaddress
@@ -35,13 +36,35 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+class _DrainingServer(uvicorn.Server):
+    """uvicorn that, on the first SIGTERM/SIGINT, first drains for ``drain_s`` seconds (the app's /readyz
+    answers 503 while requests are still served), then shuts down gracefully; a second signal ends the
+    drain at once."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_s: float) -> None:
+        super().__init__(config)
+        self.app, self.drain_s = app, drain_s
+        self._timer: threading.Timer | None = None
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        if self.drain_s <= 0 or self._timer is not None:
+            if self._timer is not None:
+                self._timer.cancel()
+            return super().handle_exit(sig, frame)
+        self.app.state.draining = True
+        log.info("draining for %.1fs before shutting down", self.drain_s)
+        self._timer = threading.Timer(self.drain_s, super().handle_exit, (sig, frame))
+        self._timer.daemon = True
+        self._timer.start()
+
+
 def serve(run: Path, settings: ServeSettings) -> None:
     """Serve ``run`` over HTTP until interrupted; in-flight requests finish before the process exits and
-    SIGHUP reloads the run folder without dropping requests."""
+    SIGHUP (with --allow-reload) reloads the run folder without dropping requests."""
     app = create_app(run, settings)
     if not _is_loopback(settings.host) and not os.environ.get(settings.api_key_env):
         log.warning("listening on %s without an API key (set %s to require one)", settings.host, settings.api_key_env)
-    uvicorn.Server(_uvicorn_config(app, settings, settings.host, settings.port)).run()
+    _DrainingServer(_uvicorn_config(app, settings, settings.host, settings.port), app, settings.drain_s).run()
 
 
 class ServerThread:
@@ -55,6 +78,7 @@ class ServerThread:
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        self.app = app
         self.server = uvicorn.Server(_uvicorn_config(app, settings, "127.0.0.1", self.port))
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
                                         name="genrec-serve", daemon=True)
@@ -69,6 +93,10 @@ class ServerThread:
                 raise RuntimeError(f"server on {self.url} did not start")
             time.sleep(0.02)
         return self
+
+    def drain(self) -> None:
+        """Begin draining: /readyz answers 503 'draining' while requests are still served (``stop`` ends it)."""
+        self.app.state.draining = True
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Graceful shutdown: stop accepting, finish requests in flight, drain the batcher."""

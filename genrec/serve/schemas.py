@@ -1,16 +1,26 @@
 """Request and response bodies of the HTTP API. Requests are strict (no "5" for 5, no unknown fields) so a
-wrong type is refused rather than guessed; integers are bounded to what the data types hold."""
+wrong type is refused rather than guessed; integers are bounded to what the data types hold. The limits the
+settings set (largest k, longest history) are part of the request models, built by ``retrieve_request``
+from the same settings the server runs with: pydantic enforces exactly what /openapi.json declares."""
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from genrec.serve.settings import ServeSettings
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# A Semantic ID as the catalog spells it: codewords (decimal, no leading zeros) joined by "_". Any SID of
+# this shape is a valid request; one no product has (wrong length, codeword out of range) is a 404.
+SID_PATTERN = r"^(0|[1-9][0-9]{0,8})(_(0|[1-9][0-9]{0,8})){0,15}$"
+# A run to reload, relative to --runs-root: path segments that do not start with a dot (so no "..").
+RUN_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}){0,15}$"
+TIMEOUT_HEADER = "X-Request-Timeout-Ms"
 
-ItemId = Annotated[int, Field(strict=True, ge=INT64_MIN, le=INT64_MAX)]
-RetailerId = Annotated[int, Field(strict=True, ge=INT32_MIN, le=INT32_MAX)]
+ItemId = Annotated[int, Field(strict=True, ge=INT64_MIN, le=INT64_MAX, json_schema_extra={"format": "int64"})]
+RetailerId = Annotated[int, Field(strict=True, ge=INT32_MIN, le=INT32_MAX, json_schema_extra={"format": "int32"})]
 
 
 class RetrieveRequest(BaseModel):
@@ -20,8 +30,18 @@ class RetrieveRequest(BaseModel):
 
     history: list[ItemId]
     retailer_id: RetailerId | None = None  # None: the whole catalog
-    k: Annotated[int, Field(strict=True)]
+    k: Annotated[int, Field(strict=True, ge=1)]
     exclude_history: Annotated[bool, Field(strict=True)] = False  # never return products already in the history
+
+
+def retrieve_request(settings: ServeSettings) -> type[RetrieveRequest]:
+    """``RetrieveRequest`` with the settings' limits: k in 1..max_k, at most max_history items."""
+    return create_model(
+        "RetrieveRequest", __base__=RetrieveRequest, __doc__=RetrieveRequest.__doc__,
+        history=(Annotated[list[ItemId], Field(max_length=settings.max_history,
+                                               description="item ids, oldest first; unknown ones are skipped")], ...),
+        k=(Annotated[int, Field(strict=True, ge=1, le=settings.max_k, description="products to return")], ...),
+    )
 
 
 class RetrievedItem(BaseModel):
@@ -58,10 +78,20 @@ class HealthResponse(BaseModel):
     queued: int
 
 
+class ReadyResponse(BaseModel):
+    """200 when ready to take traffic; 503 while a run is loading or the server drains."""
+
+    ready: bool
+    status: str  # ready, reloading or draining
+    queued: int
+    max_queue: int
+
+
 class ReloadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    run: Annotated[str, Field(strict=True, min_length=1)] | None = None  # default: reload the current run folder
+    # relative to --runs-root; default: reload the current run folder
+    run: Annotated[str, Field(strict=True, pattern=RUN_PATTERN)] | None = None
 
 
 class ReloadResponse(BaseModel):
@@ -73,5 +103,9 @@ class ReloadResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    """Every refusal: a machine-readable code, a message for people, sometimes more fields."""
+
+    model_config = ConfigDict(extra="allow")
+
     error: str  # machine-readable code, e.g. unknown_items
     message: str

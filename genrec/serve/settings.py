@@ -22,6 +22,13 @@ class ServeSettings:
     port: int = _setting(8000, "TCP port")
     max_batch: int = _setting(32, "most requests decoded in one batched beam search; 1 turns micro-batching off")
     max_wait_ms: float = _setting(5.0, "how long the oldest waiting request may wait for others to join its batch")
+    max_queue: int = _setting(0, "most retrieval requests waiting for a batch; beyond it 503 with Retry-After "
+                              "(0: 8 x max_batch; the deadline, not this bound, should decide at ordinary overload)")
+    request_timeout_ms: float = _setting(2000.0, "deadline of a retrieval request from its arrival: one that "
+                                         "cannot be answered in time gets 503 and is never decoded; clients may "
+                                         "shorten it with the X-Request-Timeout-Ms header (0: no deadline)")
+    deadline_headroom: float = _setting(0.2, "share of each deadline kept for what the server cannot see (the "
+                                        "connection, the client): it plans to answer within the rest")
     max_history: int = _setting(1000, "longest history accepted, in items (the decoder reads only its last ones)")
     max_k: int = _setting(100, "most products one request may ask for")
     max_body_bytes: int = _setting(65_536, "larger request bodies get 413 before any parsing (chunked ones too)")
@@ -30,6 +37,11 @@ class ServeSettings:
     device: str = _setting("cpu", "torch device of the decoder")
     dtype: str = _setting("auto", "decoder weights: float32, bfloat16, or auto (bfloat16 on CUDA and on CPUs "
                           "with native bf16 matmul: batched decoding ~1.7x faster at equal recall)")
+    allow_reload: bool = _setting(False, "allow POST /admin/reload and SIGHUP to load a run (off: both refused)")
+    runs_root: str = _setting("", "folder of the runs a reload may load, named relative to it (empty: only the "
+                              "served run folder itself can be reloaded)")
+    drain_s: float = _setting(0.0, "on SIGTERM, how long /readyz answers 503 'draining' while requests are "
+                              "still served, before the listener closes (load balancers' time to notice)")
     shutdown_timeout_s: float = _setting(30.0, "graceful shutdown: longest wait for requests in flight")
     keep_alive_s: float = _setting(75.0, "idle keep-alive of client connections; longer than clients' and load "
                                    "balancers' own, so a connection is never closed just as a client reuses it")
@@ -41,6 +53,10 @@ class ServeSettings:
             "port": 0 <= self.port <= 65535,
             "max_batch": self.max_batch >= 1,
             "max_wait_ms": self.max_wait_ms >= 0,
+            "max_queue": self.max_queue >= 0,
+            "request_timeout_ms": self.request_timeout_ms >= 0,
+            "drain_s": self.drain_s >= 0,
+            "deadline_headroom": 0 <= self.deadline_headroom < 1,
             "max_history": self.max_history >= 1,
             "max_k": self.max_k >= 1,
             "max_body_bytes": self.max_body_bytes >= 1,
@@ -52,6 +68,15 @@ class ServeSettings:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise DataError(f"serve settings: invalid {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+
+    @property
+    def queue_limit(self) -> int:
+        """``max_queue``, or its default: eight full batches."""
+        return self.max_queue or 8 * self.max_batch
+
+    @property
+    def request_timeout_s(self) -> float | None:
+        return self.request_timeout_ms / 1000.0 if self.request_timeout_ms else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
