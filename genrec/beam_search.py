@@ -139,7 +139,7 @@ class _ExpandSteps:
     def prompt(self) -> torch.Tensor:
         """Run the prompts once; log-probs of the first token [B, V]."""
         out = _forward(self.model, self.ids, self.attn, self.positions, self.cache, 1)
-        self.cache = out.past_key_values
+        self.cache = _returned_cache(out)
         return _log_softmax(out.logits[:, -1])
 
     def feed(self, parent: torch.Tensor, token: torch.Tensor, t: int) -> torch.Tensor:
@@ -148,7 +148,7 @@ class _ExpandSteps:
         self.attn = torch.cat([self.attn[parent], self.attn.new_ones(parent.shape[0], 1)], dim=1)
         self.next_pos = self.next_pos[parent] + 1
         out = _forward(self.model, token[:, None], self.attn, self.next_pos[:, None], self.cache, 1)
-        self.cache = out.past_key_values
+        self.cache = _returned_cache(out)
         return _log_softmax(out.logits[:, -1])
 
 
@@ -169,7 +169,7 @@ class _TreeSteps:
         """Run the prompts once; log-probs of the first token [B, V]."""
         positions = (self.attn.cumsum(-1) - 1).clamp(min=0)
         out = _forward(self.model, self.ids, self.attn, positions, self.cache, 1)
-        self.cache = out.past_key_values
+        self.cache = _returned_cache(out)
         return _log_softmax(out.logits[:, -1])
 
     def feed(self, parent: torch.Tensor, token: torch.Tensor, t: int) -> torch.Tensor:
@@ -185,7 +185,7 @@ class _TreeSteps:
         mask.masked_fill_(~seen, torch.finfo(self.dtype).min)
         positions = (self.next_pos + t)[:, None].expand(batch, width)
         out = _forward(self.model, token.view(batch, width), mask[:, None], positions, self.cache, width)
-        self.cache = out.past_key_values
+        self.cache = _returned_cache(out)
         return _log_softmax(out.logits.reshape(batch * width, -1))
 
 
@@ -235,24 +235,26 @@ def _forward(
 ) -> object:
     """One causal-LM call with an explicit attention mask and positions (so padding changes nothing),
     computing logits for the last ``keep`` positions only where the model supports ``logits_to_keep``."""
-    extra = {"logits_to_keep": keep} if _takes_logits_to_keep(model) else {}
-    out = model(
-        input_ids=ids, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True, **extra
-    )
-    if out.past_key_values is None:
+    params = _forward_params(type(model))
+    extra = {"logits_to_keep": keep} if "logits_to_keep" in params else {}
+    cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers >= 5.2x names it ``cache``
+    out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True, **{cache_arg: cache},
+                **extra)
+    if _returned_cache(out) is None:
         raise DataError(f"beam search: {type(model).__name__} returned no KV cache")
     return out
+
+
+def _returned_cache(out: object) -> object | None:
+    """The KV cache a model call returned, under either of transformers' names for it."""
+    keys = out.keys() if hasattr(out, "keys") else ()
+    return out["cache"] if "cache" in keys else getattr(out, "past_key_values", None)
 
 
 @functools.lru_cache(maxsize=64)
 def _forward_params(cls: type) -> frozenset[str]:
     """Keyword arguments a model class's forward accepts (looked up once per class)."""
     return frozenset(inspect.signature(cls.forward).parameters)
-
-
-def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
-    """Whether the model can compute logits for the last positions only."""
-    return "logits_to_keep" in _forward_params(type(model))
 
 
 def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
