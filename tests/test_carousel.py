@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -271,7 +272,9 @@ def test_two_processes_under_accelerate_give_the_rows_of_one(tmp_path, world):
     script = tmp_path / "launched.py"
     script.write_text(LAUNCHED)
     args = json.dumps(dict(run=str(run), requests=str(req), out=str(tmp_path / "two.parquet"), data=str(data), **FAST))
-    port = str(20000 + os.getpid() % 20000)
+    with socket.socket() as sock:  # a port the OS says is free now (a pid-derived one can still be taken)
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port, str(script), args]
     proc = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
