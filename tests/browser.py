@@ -65,21 +65,18 @@ def serve_app(app, start_timeout_s: float = 30.0) -> Iterator[str]:
     """uvicorn serving ``app`` on a free port of 127.0.0.1 in a thread; yields the base URL, stops on exit."""
     import socket
     import threading
-    import time
 
     import uvicorn
+
+    from genrec.serve.runner import SignalledServer
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = SignalledServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + start_timeout_s
-    while not server.started:  # polls for readiness; no fixed sleep orders anything
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.02)
+    server.wait_started(start_timeout_s, "server")
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:

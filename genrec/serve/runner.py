@@ -9,7 +9,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from pathlib import Path
 
 import uvicorn
@@ -67,6 +66,26 @@ def serve(run: Path, settings: ServeSettings) -> None:
     _DrainingServer(_uvicorn_config(app, settings, settings.host, settings.port), app, settings.drain_s).run()
 
 
+class SignalledServer(uvicorn.Server):
+    """A uvicorn server that sets ``ready`` once it accepts connections (or ``failed`` if startup fails),
+    so a caller waits on an event instead of polling ``started``."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets=None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        finally:
+            self.ready.set()  # also on failure: the waiter then sees ``started`` False
+
+    def wait_started(self, timeout_s: float, what: str) -> None:
+        """Block until the server accepts connections; RuntimeError if it did not within ``timeout_s``."""
+        if not self.ready.wait(timeout_s) or not self.started:
+            raise RuntimeError(f"{what} did not start")
+
+
 class ServerThread:
     """uvicorn serving ``app`` on a free port of 127.0.0.1 in a daemon thread; use as a context manager
     (``url`` is set once it accepts connections) or call ``start`` / ``stop``."""
@@ -79,7 +98,7 @@ class ServerThread:
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = app
-        self.server = uvicorn.Server(_uvicorn_config(app, settings, "127.0.0.1", self.port))
+        self.server = SignalledServer(_uvicorn_config(app, settings, "127.0.0.1", self.port))
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
                                         name="genrec-serve", daemon=True)
         self._start_timeout_s = start_timeout_s
@@ -87,11 +106,7 @@ class ServerThread:
     def start(self) -> "ServerThread":
         """Start serving and wait until the server accepts connections."""
         self._thread.start()
-        deadline = time.monotonic() + self._start_timeout_s
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"server on {self.url} did not start")
-            time.sleep(0.02)
+        self.server.wait_started(self._start_timeout_s, f"server on {self.url}")
         return self
 
     def drain(self) -> None:
