@@ -254,9 +254,12 @@ def test_chunks_are_fixed_row_ranges_whatever_the_row_groups(tmp_path):
 
 LAUNCHED = """
 import json, sys
+from pathlib import Path
 from accelerate import PartialState
 from genrec.carousel import run_carousel
-print("SUMMARY " + json.dumps(run_carousel(**json.loads(sys.argv[1]))), flush=True)
+summary = run_carousel(**json.loads(sys.argv[1]))
+# one file per process: two processes printing to one pipe can interleave their lines
+Path(sys.argv[2], f"summary{PartialState().process_index}.json").write_text(json.dumps(summary))
 PartialState().wait_for_everyone()
 PartialState().destroy_process_group()  # as any script run under accelerate launch should
 """
@@ -276,10 +279,10 @@ def test_two_processes_under_accelerate_give_the_rows_of_one(tmp_path, world):
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port, str(script), args]
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port, str(script), args, str(tmp_path)]
     proc = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summaries = [json.loads(line[8:]) for line in proc.stdout.splitlines() if line.startswith("SUMMARY ")]
+    summaries = [json.loads((tmp_path / f"summary{rank}.json").read_text()) for rank in range(2)]
     assert len(summaries) == 2 and all(s["processes"] == 2 and s["rows"] == 24 * K for s in summaries)
     assert pq.read_table(tmp_path / "two.parquet").equals(pq.read_table(tmp_path / "one.parquet"))
