@@ -40,7 +40,7 @@ def _world(n_users: int = 120, length: int = 7, seed: int = 0):
 
 
 def _config(**kw) -> TrainConfig:
-    return TrainConfig(**{"progress": False, "num_threads": 1, "warmup_steps": 5, **kw})
+    return TrainConfig(**{"progress": False, "threads": 1, "warmup_steps": 5, **kw})
 
 
 def _trainer(out, cfg: TrainConfig, dropout: float = 0.1, with_eval: bool = True, arch: str = "llama"):
@@ -63,7 +63,7 @@ def _weights(path):
 
 @pytest.mark.parametrize("arch", ["llama", "item"])
 def test_training_learns_the_pattern_and_saves_the_best_decoder(tmp_path, arch):
-    cfg = _config(lr=5e-3, batch_size=16, max_epochs=6, patience=20, checkpoint_every=0)
+    cfg = _config(lr=5e-3, batch_size=16, epochs=6, patience=20, checkpoint_every=0)
     tr = _trainer(tmp_path, cfg, dropout=0.0, arch=arch)
     tr.setup()
     result = tr.train()
@@ -79,7 +79,7 @@ def test_training_learns_the_pattern_and_saves_the_best_decoder(tmp_path, arch):
 
 @pytest.mark.parametrize("arch", ["llama", "item"])
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, arch):
-    cfg = _config(lr=5e-3, warmup_steps=3, batch_size=48, max_epochs=3, checkpoint_every=3)
+    cfg = _config(lr=5e-3, warmup_steps=3, batch_size=48, epochs=3, checkpoint_every=3)
     full = _trainer(tmp_path / "full", cfg, arch=arch)
     full.setup()
     reference = full.train()
@@ -134,7 +134,7 @@ def test_resume_accepts_a_checkpoint_from_before_a_new_setting(tmp_path):
 
 
 def test_early_stopping_and_max_steps(tmp_path):
-    cfg = _config(lr=0.0, warmup_steps=0, batch_size=64, max_epochs=20, patience=2)
+    cfg = _config(lr=0.0, warmup_steps=0, batch_size=64, epochs=20, patience=2)
     tr = _trainer(tmp_path / "a", cfg, arch="gpt2")  # lr 0: the metric never improves after the first eval
     tr.setup()
     result = tr.train()
@@ -174,7 +174,7 @@ def test_train_decoder_end_to_end_with_retailer_tokens(tmp_path, arch):
     sids = assign_sids(np.arange(N_ITEMS), rng.integers(0, 4, (N_ITEMS, 2)), codebook_version="cb-e2e")
     tok = SIDTokenizer.from_sids(sids, [4, 4], retailer_ids=[0, 1, 2], codebook_version="cb-e2e")
     items = ItemTokens.from_sids(sids, tok)
-    cfg = _config(batch_size=16, max_epochs=2, eval_k=5, eval_beam_width=5)
+    cfg = _config(batch_size=16, epochs=2, eval_k=5, eval_beam_width=5)
     dcfg = DC(arch=arch, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_items=3, memorize=arch == "item")
     result = train_decoder(ev, items, tok, dcfg, cfg, tmp_path)
     assert result.steps > 0 and result.monitor == "recall@5"
@@ -199,7 +199,7 @@ def test_bf16_mixed_precision_trains_after_a_full_precision_run(tmp_path):
 def test_weight_average_is_scored_saved_and_resumed_exactly(tmp_path):
     """ema_decay: the saved decoder is the moving average (not the raw weights), it still learns the pattern,
     and an interrupted run resumes to the same average bit for bit."""
-    cfg = _config(lr=5e-3, warmup_steps=3, batch_size=48, max_epochs=3, checkpoint_every=3, ema_decay=0.8)
+    cfg = _config(lr=5e-3, warmup_steps=3, batch_size=48, epochs=3, checkpoint_every=3, ema_decay=0.8)
     full = _trainer(tmp_path / "full", cfg, with_eval=False)
     full.setup()
     full.train()
@@ -224,7 +224,7 @@ def test_weight_average_is_scored_saved_and_resumed_exactly(tmp_path):
     resumed = load_file(str(tmp_path / "cut" / CHECKPOINT_DIR / "ema.safetensors"))
     assert all(torch.equal(ema[k], resumed[k]) for k in ema)
 
-    learner = _trainer(tmp_path / "learn", _config(lr=5e-3, batch_size=16, max_epochs=6, patience=20,
+    learner = _trainer(tmp_path / "learn", _config(lr=5e-3, batch_size=16, epochs=6, patience=20,
                                                    checkpoint_every=0, ema_decay=0.9), dropout=0.0)
     learner.setup()
     assert learner.train().best >= 0.9
