@@ -118,18 +118,21 @@ def test_resume_refuses_other_settings(tmp_path):
 
 
 def test_resume_accepts_a_checkpoint_from_before_a_new_setting(tmp_path):
-    """A checkpoint written before a setting existed resumes when that setting is at its default."""
-    cfg = _config(batch_size=16, max_steps=3, checkpoint_every=2)
+    """A checkpoint written before a setting existed resumes when that setting is at its default, and one
+    written under a key's old spelling (max_epochs, num_threads) reads it as the new key."""
+    cfg = _config(batch_size=16, max_steps=3, checkpoint_every=2, epochs=7)
     tr = _trainer(tmp_path, cfg, with_eval=False)
     tr.setup()
     tr.train()
     state_file = tmp_path / CHECKPOINT_DIR / "trainer_state.json"
     saved = json.loads(state_file.read_text())
     del saved["config"]["ema_decay"]
+    saved["config"]["max_epochs"] = saved["config"].pop("epochs")
+    saved["config"]["num_threads"] = saved["config"].pop("threads")
     state_file.write_text(json.dumps(saved))
     _trainer(tmp_path, cfg, with_eval=False).setup(resume=True)
     with pytest.raises(DataError, match="ema_decay"):
-        _trainer(tmp_path, _config(batch_size=16, max_steps=3, checkpoint_every=2, ema_decay=0.9),
+        _trainer(tmp_path, _config(batch_size=16, max_steps=3, checkpoint_every=2, epochs=7, ema_decay=0.9),
                  with_eval=False).setup(resume=True)
 
 
