@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from genrec.sequences import Examples, query_examples
 from genrec.tokens import ItemTokens, collate, tokenize_examples
 from semid.catalog import DataError
-from semid.config import Checks
+from semid.config import Checks, from_dict
 from semid.tokenizer import BOS, PAD
 
 HEAD_FILE = "item_head.safetensors"
@@ -185,7 +185,7 @@ def load_head(path: str | Path) -> tuple[ItemHead, np.ndarray, ItemHeadConfig]:
     if not path.is_file():
         raise DataError(f"{path}: no item head (train the run with item_head.weight > 0)")
     with safe_open(str(path), "pt") as f:
-        cfg = ItemHeadConfig(**json.loads(f.metadata()["config"]))
+        cfg = from_dict(ItemHeadConfig, json.loads(f.metadata()["config"]), "item_head")
     t = load_file(str(path))
     catalog = t.pop("catalog").numpy()
     head = ItemHead(t["sid_emb"], t["known"][:, 0], cfg)

@@ -24,7 +24,7 @@ from genrec.baselines.base import counts_per_item, item_columns, train_sequences
 from genrec.baselines.itemknn import KNNSettings, pair_counts, query_matrix, similarity
 from genrec.sequences import Examples
 from semid.catalog import DataError
-from semid.config import Checks
+from semid.config import Checks, from_dict
 
 MEMORY_FILE = "memory.safetensors"
 
@@ -108,7 +108,7 @@ class CoPurchaseMemory:
             raise DataError(f"{path}: no co-purchase memory (train the run with memory.weight > 0)")
         t = load_file(str(path))
         with safe_open(str(path), "np") as f:
-            cfg = MemoryConfig(**json.loads(f.metadata()["config"]))
+            cfg = from_dict(MemoryConfig, json.loads(f.metadata()["config"]), "memory")
         if weight is not None:
             cfg = replace(cfg, weight=float(weight))
         n = t["item_ids"].size

@@ -15,6 +15,7 @@ from genrec.sequences import SequenceConfig, build_histories, make_splits
 from genrec.tokens import ItemTokens, tokenize_examples
 from genrec.train import CHECKPOINT_DIR, MODEL_DIR, DecoderTrainer, RecallEvaluator, TrainConfig, _schedule
 from semid.catalog import DataError
+from semid.config import ConfigError
 from semid.tokenizer import BOS, PAD, SIDTokenizer
 
 N_ITEMS = 32
@@ -231,5 +232,5 @@ def test_weight_average_is_scored_saved_and_resumed_exactly(tmp_path):
                                                    checkpoint_every=0, ema_decay=0.9), dropout=0.0)
     learner.setup()
     assert learner.train().best >= 0.9
-    with pytest.raises(DataError, match="ema_decay"):
-        _trainer(tmp_path / "bad", _config(ema_decay=1.0)).setup()
+    with pytest.raises(ConfigError, match=r"train\.ema_decay: must lie in \[0, 1\), got 1.0"):
+        _config(ema_decay=1.0)
