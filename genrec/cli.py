@@ -38,11 +38,8 @@ def _cmd_stats(args: argparse.Namespace) -> None:
 def _cmd_synth(args: argparse.Namespace) -> None:
     from genrec.synth import SynthConfig, synthesize
 
-    cfg = SynthConfig(seed=args.seed)
-    for name in ("items", "users", "retailers"):
-        if getattr(args, name) is not None:
-            setattr(cfg, name, getattr(args, name))
-    ds = synthesize(cfg)
+    sizes = {name: getattr(args, name) for name in ("items", "users", "retailers") if getattr(args, name) is not None}
+    ds = synthesize(SynthConfig(seed=args.seed, **sizes))
     ds.write(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: {ds.items.num_rows:,} items, {ds.events.num_rows:,} events")
 
@@ -424,12 +421,16 @@ def configure_logging(verbose: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``genrec`` console script; user errors print one line and exit 2."""
+    """Entry point of the ``genrec`` console script; user errors print one line and exit 2 (a bad config:
+    ``genrec: config error: FILE: section.key: message``)."""
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     try:
         args.func(args)
-    except (DataError, ConfigError, FileNotFoundError) as e:
+    except ConfigError as e:
+        print(f"genrec: config error: {e}", file=sys.stderr)
+        return 2
+    except (DataError, FileNotFoundError) as e:
         print(f"genrec: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
