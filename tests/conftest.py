@@ -101,3 +101,16 @@ def tiny_run(tmp_path_factory):
     cfg = tiny_config("tiny")
     train_run(root / "data", cfg, root / "run")
     return root, cfg
+
+
+@pytest.fixture
+def gate(monkeypatch):
+    """The served app's decodes held on a ``helpers.serving.Gate`` until ``gate.release.set()``; released at
+    the end whatever happened, so no server's decode thread stays stuck."""
+    import genrec.serve.batcher as batcher_module
+    from helpers.serving import Gate
+
+    g = Gate()
+    monkeypatch.setattr(batcher_module, "_decode", g)
+    yield g
+    g.release.set()
