@@ -83,9 +83,11 @@ def test_tiger_row_is_quoted_for_beauty(quality, quick_seed):
     assert "TIGER (quoted)" in text and "0.0648" in text
 
 
+@pytest.mark.slow
 def test_trained_baselines_fit_in_a_worker_while_the_decoder_trains(quality, tmp_path):
     """--jobs 2: SASRec fits in a spawned worker; its row joins the main result in the listed order, scored
-    on the same split as the in-process rows."""
+    on the same split as the in-process rows. Slow (about 2 minutes on 2 loaded cores): it trains the quick
+    decoder twice and starts a fresh interpreter for the worker."""
     work = tmp_path / "q"
     args = ["--quick", "--seed", "0", "--workdir", str(work), "--baselines", "popular,sasrec_ce"]
     assert quality.main(args + ["--jobs", "2"]) == 0
