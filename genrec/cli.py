@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from semid.catalog import DataError
 from semid.config import ConfigError
+from semid.progress import on_terminal
 
 
 def _cmd_import_instacart(args: argparse.Namespace) -> None:
@@ -415,12 +417,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+OUR_LOGGERS = ("genrec", "semid", "index")
+
+
 def configure_logging(verbose: bool = False) -> None:
-    """INFO (DEBUG when ``verbose``) records of genrec on stderr, faiss's loader chatter left out."""
+    """Our records (``OUR_LOGGERS``) on stderr from INFO (DEBUG when ``verbose``), other libraries' from
+    WARNING (INFO when ``verbose``), faiss's loader chatter left out. Off a terminal Hugging Face's progress
+    bars are off as well (ours become a few log lines there, ``semid.progress``)."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    if not on_terminal():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported
 
 
 def main(argv: list[str] | None = None) -> int:

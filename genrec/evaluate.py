@@ -566,7 +566,7 @@ def _table(title: str, rows: dict, cols: list[str]) -> str:
     """One fixed-width table: a model per row, a metric per column; split into blocks of columns (each
     repeating the model names) where it would be wider than ``text_table.WIDTH``."""
     width = max([len(title), *(len(n) for n in rows)]) + 2
-    widths = [max(12, len(c) + 2) for c in cols]
+    widths = [max(7, len(c)) + 2 for c in cols]  # 7: "12.3456"
     blocks = []
     for block in column_blocks(width, widths):
         head = title.ljust(width) + "".join(cols[i].rjust(widths[i]) for i in block)
