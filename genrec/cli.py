@@ -431,7 +431,11 @@ def configure_logging(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     if not on_terminal():
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub is imported
+        if "transformers" in sys.modules:  # already imported (by the parser's flags): tell it directly
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,16 +57,21 @@ def test_on_a_terminal_a_bar_and_disabled_nothing(caplog, monkeypatch):
 
 @pytest.fixture
 def fresh_logging(monkeypatch):
-    """configure_logging on a clean root logger, restored afterwards (the environment variable it may set
-    too)."""
+    """configure_logging on a clean root logger, restored afterwards (with what it may switch off off a
+    terminal: Hugging Face's progress bars)."""
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     names = ("genrec", "semid", "index", "sentence_transformers")
     levels = {n: logging.getLogger(n).level for n in names}
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
     root.handlers = []
     yield
     root.handlers, root.level = saved
+    if bars:
+        hf_logging.enable_progress_bar()
     for n, level in levels.items():
         logging.getLogger(n).setLevel(level)
 

@@ -27,7 +27,7 @@ def test_quick_seed_trains_on_the_held_out_copy_and_scores_every_model(quick_see
     assert result["models"]["genrec"]["invalid_rate"] == 0.0
     cold = result["protocol"]["cold_start_items"]
     assert cold > 0 and "cold_start" in result["slices"]
-    assert result["timings"]["genrec"]["train_s"] > 0
+    assert 0 < result["timings"]["genrec"]["train_s"] <= result["timings"]["seed_total_s"]
     # the run never saw a cold-start item before its shopper's test basket: the training copy lacks them
     import pyarrow.parquet as pq
 
@@ -128,7 +128,7 @@ def test_rescore_replaces_only_our_rows(quality, quick_seed, tmp_path):
     assert quality.main(["--quick", "--seed", "0", "--workdir", str(work), "--out", str(out), "--rescore"]) == 0
     again = json.loads(out.read_text())
     assert again["models"]["genrec"]["recall@10"] == pytest.approx(result["models"]["genrec"]["recall@10"])
-    assert again["slices"]["cold_start"]["genrec"]["recall@10"] >= 0
+    assert again["slices"]["cold_start"]["genrec"] == pytest.approx(result["slices"]["cold_start"]["genrec"])
     assert again["models"]["itemknn"]["recall@10"] == 0.123
     assert again["timings"]["genrec"]["train_s"] == result["timings"]["genrec"]["train_s"]
     assert "rescored" in again["config"]
