@@ -251,7 +251,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their flags."""
     p = argparse.ArgumentParser(prog="genrec", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (and other libraries' INFO records)")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="import, synthesize and describe datasets")
