@@ -65,3 +65,17 @@ def test_intrinsic_tables_fit_100_columns():
     heads = [line for line in _lines(text) if line.startswith("metric")]
     assert len(heads) > 1 and sum(len(h.split()) - 1 for h in heads) == len(runs)  # every run, once
     assert text.count("0.8147") == len(runs)
+
+
+def test_demo_carousels_wrap_to_100_columns(tiny_run, capsys):
+    from genrec.demo import _say, show_carousels
+
+    root, _ = tiny_run
+    show_carousels(root / "data", root / "run", shoppers=2, k=3)
+    long = "   shopper 1 recently bought: " + "; ".join(["Harvest Growers Juicy Granny Smith Apples 1kg"] * 4)
+    _say(long, 6)
+    lines = _lines(capsys.readouterr().out)
+    assert len(lines) >= 2 * (1 + 3) + 3 and max(map(len, lines)) <= WIDTH
+    wrapped = lines[-3:]
+    assert all(line.startswith(" " * 6) and line[6] != " " for line in wrapped[1:])
+    assert " ".join(line.strip() for line in wrapped) == long.strip()  # wrapped, nothing cut
