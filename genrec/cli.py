@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from semid.catalog import DataError
 from semid.config import ConfigError
+from semid.progress import on_terminal
 
 
 def _cmd_import_instacart(args: argparse.Namespace) -> None:
@@ -246,7 +248,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their flags."""
     p = argparse.ArgumentParser(prog="genrec", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (and other libraries' INFO records)")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="import, synthesize and describe datasets")
@@ -412,12 +414,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+OUR_LOGGERS = ("genrec", "semid", "index")
+
+
 def configure_logging(verbose: bool = False) -> None:
-    """INFO (DEBUG when ``verbose``) records of genrec on stderr, faiss's loader chatter left out."""
+    """Our records (``OUR_LOGGERS``) on stderr from INFO (DEBUG when ``verbose``), other libraries' from
+    WARNING (INFO when ``verbose``), faiss's loader chatter left out. Off a terminal Hugging Face's progress
+    bars are off as well (ours become a few log lines there, ``semid.progress``)."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    if not on_terminal():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub is imported
+        if "transformers" in sys.modules:  # already imported (by the parser's flags): tell it directly
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

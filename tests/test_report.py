@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from browser import chrome, screenshot, wait_for
+from helpers.browser import chrome, screenshot, wait_for
 from genrec.report import write_report
 from genrec.report.html import render_report
 from genrec.report.data import report_payload
