@@ -25,7 +25,7 @@ import torch
 from transformers.cache_utils import StaticCache, StaticLayer
 
 from index.trie import PrefixTrie
-from semid.catalog import DataError
+from semid.common import DataError
 
 NEG_INF = float("-inf")
 

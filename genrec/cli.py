@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.config import ConfigError
 
 
@@ -72,7 +72,8 @@ def _cmd_semid_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_semid_eval(args: argparse.Namespace) -> None:
-    from genrec.semid_run import evaluate_semids, write_json
+    from genrec.semid_run import evaluate_semids
+    from semid.common import write_json
     from semid.intrinsic import format_intrinsic
 
     metrics = evaluate_semids(Path(args.run), seed=args.seed, data=Path(args.data) if args.data else None)
@@ -136,7 +137,8 @@ def _cmd_semid_churn(args: argparse.Namespace) -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from genrec.semid_run import churn_between, write_json
+    from genrec.semid_run import churn_between
+    from semid.common import write_json
     from semid.churn import format_churn
 
     report, migration = churn_between(Path(args.old), Path(args.new))
@@ -161,7 +163,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     from genrec.evaluate import EvalConfig, evaluate, format_table
-    from genrec.semid_run import run_dataset, write_json
+    from genrec.semid_run import run_dataset
+    from semid.common import write_json
 
     run = Path(args.run) if args.run else None
     if run is None and args.data is None:

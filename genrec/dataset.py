@@ -1,11 +1,9 @@
-"""A dataset is a folder of parquet files (DESIGN.md): items, events, optional assortment, and a
+"""A dataset is a folder of parquet files (the README's "Data"): items, events, optional assortment, and a
 ``meta.json`` saying where it came from. Writing is atomic: a temporary folder renamed into place, so a
 failed import never leaves a half-written dataset behind."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from semid.catalog import ITEMS_SCHEMA, DataError, conform, read_items
+from semid.catalog import ITEMS_SCHEMA, conform, read_items
+from semid.common import DataError, atomic_dir
 
 EVENTS_SCHEMA = pa.schema(
     [
@@ -81,21 +80,14 @@ class Dataset:
         out = Path(out)
         if out.exists() and any(out.iterdir()) and not overwrite:
             raise DataError(f"{out}: output folder exists and is not empty (use --overwrite)")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        try:
-            pq.write_table(self.items, tmp / "items.parquet")
-            pq.write_table(self.events, tmp / "events.parquet")
-            if self.assortment is not None:
-                pq.write_table(self.assortment, tmp / "assortment.parquet")
-            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True))
-            if out.exists():
-                shutil.rmtree(out)
-            tmp.rename(out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return out
+        return atomic_dir(out, self._write_files)
+
+    def _write_files(self, folder: Path) -> None:
+        pq.write_table(self.items, folder / "items.parquet")
+        pq.write_table(self.events, folder / "events.parquet")
+        if self.assortment is not None:
+            pq.write_table(self.assortment, folder / "assortment.parquet")
+        (folder / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True))
 
 
 def read_dataset(path: str | Path) -> Dataset:

@@ -5,8 +5,6 @@ with, and the training loss that runs the LM head only where there is a label.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from transformers.utils import logging as hf_logging
 
 from genrec.item_decoder import ItemDecoder, ItemDecoderConfig
-from semid.catalog import DataError
+from semid.common import DataError, atomic_dir
 from semid.config import from_dict, to_dict
 
 META_KEY = "genrec"  # the block of config.json that holds what genrec needs besides the weights
@@ -152,18 +150,12 @@ def save_decoder(model: PreTrainedModel, path: str | Path, extra: dict | None = 
     if "codebook_version" not in meta:
         raise DataError("decoder: model has no genrec block; build it with build_decoder")
     setattr(model.config, META_KEY, {**meta, **(extra or {})})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         with _quiet():
             model.save_pretrained(tmp, safe_serialization=True)
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+
+    return atomic_dir(path, write)
 
 
 def load_decoder(path: str | Path, codebook_version: str | None = None) -> PreTrainedModel:

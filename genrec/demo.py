@@ -13,7 +13,8 @@ from genrec.pipeline import train_run
 from genrec.report import write_report
 from genrec.retriever import Retriever
 from genrec.runconfig import RunConfig, load_run_config
-from genrec.semid_run import audit_run, build_semids, evaluate_semids, write_json
+from genrec.semid_run import audit_run, build_semids, evaluate_semids
+from semid.common import write_json
 from genrec.stats import dataset_stats, format_stats
 from genrec.synth import SynthConfig, synthesize
 from semid.intrinsic import format_intrinsic

@@ -33,7 +33,7 @@ from genrec.dataset import Dataset, read_dataset
 from genrec.metrics import ItemFacets, Targets, candidate_quality, keep_items, rank_metrics, remove_items
 from genrec.sequences import NO_RETAILER, Examples, Histories, SequenceConfig, build_histories, make_splits, \
     resolve_split
-from semid.catalog import DataError
+from semid.common import DataError, jsonable
 
 GENREC = "genrec"  # the generative model's key in the result
 UNCAPPED = 1 << 40  # a history cap no shopper reaches
@@ -386,20 +386,9 @@ def run_model(model, data: EvalData, cfg: EvalConfig, ctx: FitContext) -> ModelR
     if val_scores:
         choices[f"validation_{cfg.tune_metric}"] = {"keep_history": val_scores[False],
                                                     "exclude_history": val_scores[True]}
-    return ModelRun(ranked, within, bool(exclude), _jsonable(choices),
+    return ModelRun(ranked, within, bool(exclude), jsonable(choices),
                     {"fit_s": round(fit_s, 3), "test_recommend_s": round(rec_s, 3),
                      "per_1k_queries_s": round(1000 * rec_s / max(len(data.test), 1), 4)})
-
-
-def _jsonable(value):
-    """Numbers, strings, lists and dicts only (numpy scalars, tuples and dataclass keys converted)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -535,7 +524,7 @@ def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: S
         say(f"{name}: " + ", ".join(f"{m} {metrics[m]:.4f}" for m in (f"recall@{ks[-1]}", f"ndcg@{ks[-1]}"))
             + f" (fit {out.timings['fit_s']:.1f}s, test {out.timings['test_recommend_s']:.1f}s)")
     result["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
-    return _jsonable(result)
+    return jsonable(result)
 
 
 def evaluate_baseline(data: Path, run: Path, name: str, seed: int, config: EvalConfig) -> dict:

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from genrec.sequences import Examples, query_examples
 from genrec.tokens import ItemTokens, collate, tokenize_examples
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.config import ConfigError
 from semid.tokenizer import BOS, PAD
 

@@ -23,7 +23,7 @@ from safetensors.numpy import load_file, save_file
 from genrec.baselines.base import counts_per_item, item_columns, train_sequences
 from genrec.baselines.itemknn import KNNSettings, pair_counts, query_matrix, similarity
 from genrec.sequences import Examples
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.config import ConfigError
 
 MEMORY_FILE = "memory.safetensors"

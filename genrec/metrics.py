@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from semid.catalog import DataError
+from semid.common import DataError
 
 PAD_ITEM = -1  # padding in a ranked list
 

@@ -23,7 +23,7 @@ from genrec.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examp
 from index.candidates import cold_slots, empty_candidates
 from index.cold import ColdRanker, ColdStartConfig
 from index.retailer_index import Candidates, RetailerIndex
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.store import codebook_version, load_codebook
 from semid.tokenizer import BOS, PAD, SIDTokenizer
 

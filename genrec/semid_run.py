@@ -17,7 +17,8 @@ from genrec.collab import collab_embeddings, combine, fill_missing, impute_from_
 from genrec.dataset import read_dataset
 from genrec.runconfig import RunConfig, load_run_config
 from genrec.sequences import split_events
-from semid.catalog import DataError, read_items
+from semid.catalog import read_items
+from semid.common import DataError, write_json
 from semid.churn import carry_over_sids, migration_table, sid_churn
 from semid.config import save_yaml
 from semid.embeddings import embed_items, read_embeddings, write_embeddings
@@ -119,7 +120,7 @@ def run_collab_parts(run: Path, weight: float) -> tuple[np.ndarray, np.ndarray]:
 
 def record_dataset(run: Path, data: Path) -> None:
     """Remember which dataset the run was built from."""
-    (run / DATASET_FILE).write_text(json.dumps({"path": str(Path(data).resolve())}))
+    write_json({"path": str(Path(data).resolve())}, run / DATASET_FILE, indent=None)
 
 
 def run_dataset(run: Path, data: Path | None = None) -> Path:
@@ -232,12 +233,6 @@ def assign_new_items(run: Path, items_file: Path, cfg: RunConfig | None = None) 
     table = extend_sids(existing, ids, model.encode(vectors))
     write_sids(run, table, model.codebook_version)
     return table.filter(pa.compute.is_in(table.column("item_id"), value_set=pa.array(ids)))
-
-
-def write_json(obj: dict, path: Path) -> None:
-    """Write metrics JSON (numpy scalars converted)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
 def audit_run(run: Path, min_support: int = 5, top: int | None = None) -> pa.Table:

@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from semid.catalog import DataError
+from semid.common import DataError
 
 Split = Literal["leave_one_out", "last_basket", "auto"]
 NO_RETAILER = -1  # retailer_id of an example whose events carry none

@@ -15,7 +15,7 @@ import pyarrow as pa
 import torch
 
 from genrec.sequences import NO_RETAILER, Examples
-from semid.catalog import DataError
+from semid.common import DataError
 
 IGNORE = -100  # label of positions the loss skips (transformers' convention)
 

@@ -33,10 +33,9 @@ from genrec.beam_search import constrained_beam_search
 from genrec.decoder import DecoderConfig, build_decoder, decoder_config, save_decoder, training_loss
 from genrec.run_history import LossMeter, append_history
 from genrec.sequences import Examples, SequenceConfig, split_events
-from genrec.threads import torch_threads
+from semid.common import DataError, jsonable, replace_dir, temp_sibling, torch_threads
 from genrec.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
 from index.trie import PrefixTrie
-from semid.catalog import DataError
 from semid.config import to_dict
 from semid.tokenizer import BOS, PAD
 
@@ -346,7 +345,7 @@ class DecoderTrainer:
         """Write the last checkpoint atomically: model, optimizer and scheduler state, RNG, trainer state."""
         acc = self.accelerator
         path = self.out / CHECKPOINT_DIR
-        tmp = self.out / f".{CHECKPOINT_DIR}.tmp"
+        tmp = temp_sibling(path, shared=True)  # every process writes its RNG state into it
         acc.wait_for_everyone()
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -358,9 +357,9 @@ class DecoderTrainer:
             tensors, meta = _flatten_optimizer(self.optimizer.state_dict())
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             (tmp / "optimizer.json").write_text(json.dumps(meta))
-            (tmp / "scheduler.json").write_text(json.dumps(_jsonable(self.scheduler.state_dict())))
+            (tmp / "scheduler.json").write_text(json.dumps(jsonable(self.scheduler.state_dict())))
             if acc.scaler is not None:  # fp16 loss scale
-                (tmp / "scaler.json").write_text(json.dumps(_jsonable(acc.scaler.state_dict())))
+                (tmp / "scaler.json").write_text(json.dumps(jsonable(acc.scaler.state_dict())))
             (tmp / "trainer_state.json").write_text(
                 json.dumps({"state": to_dict(self.state), "config": to_dict(self.cfg)}, indent=1)
             )
@@ -368,8 +367,7 @@ class DecoderTrainer:
         save_file(_rng_state(), str(tmp / f"rng_{acc.process_index}.safetensors"))
         acc.wait_for_everyone()
         if acc.is_main_process:
-            shutil.rmtree(path, ignore_errors=True)
-            tmp.rename(path)
+            replace_dir(tmp, path)
         acc.wait_for_everyone()
         return path
 
@@ -459,17 +457,6 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = value
     return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def _jsonable(obj: object) -> object:
-    """Scheduler state -> JSON (drops callables, which are rebuilt from the config)."""
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items() if not callable(v)}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    return obj
 
 
 def _rng_state() -> dict[str, torch.Tensor]:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from semid.common import DataError
+
 ITEMS_SCHEMA = pa.schema(
     [
         pa.field("item_id", pa.int64(), nullable=False),
@@ -18,10 +20,6 @@ ITEMS_SCHEMA = pa.schema(
         pa.field("first_seen", pa.int64()),
     ]
 )
-
-
-class DataError(ValueError):
-    """Input data that breaks a contract; the message names the file and the problem."""
 
 
 def conform(table: pa.Table, schema: pa.Schema, name: str, keep_extra: bool = False) -> pa.Table:

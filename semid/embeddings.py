@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from semid.catalog import DataError
+from semid.common import DataError, atomic_write
 from semid.config import ConfigError
 from semid.embedding_cache import EmbeddingCache, text_keys
 
@@ -318,12 +318,7 @@ def write_embeddings(item_ids: np.ndarray, vectors: np.ndarray, path: Path) -> N
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vecs).reshape(-1)), vecs.shape[1]),
     })
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from genrec.carousel.parts import PartStore
 from genrec.carousel.requests import iter_chunks
 from genrec.retriever import Retriever
 from genrec.sequences import build_histories
-from semid.catalog import DataError
+from semid.common import DataError
 
 REPO = Path(__file__).parents[1]
 K = 5
@@ -122,7 +122,6 @@ def test_resume_after_failure_gives_every_row_once(tmp_path, world):
 
 KILLER = """
 import os, signal, sys
-from genrec.carousel import run_carousel
 def kill(index):
     if index == 1:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -254,9 +253,7 @@ def test_chunks_are_fixed_row_ranges_whatever_the_row_groups(tmp_path):
 
 LAUNCHED = """
 import json, sys
-from pathlib import Path
 from accelerate import PartialState
-from genrec.carousel import run_carousel
 summary = run_carousel(**json.loads(sys.argv[1]))
 # one file per process: two processes printing to one pipe can interleave their lines
 Path(sys.argv[2], f"summary{PartialState().process_index}.json").write_text(json.dumps(summary))

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from genrec.cli import main
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.churn import MIGRATION_SCHEMA, carry_over_sids, format_churn, migration_table, sid_churn
 from semid.sids import assign_sids, codebook_version_of, collision_summary, sid_table
 from semid.store import write_sids
@@ -180,7 +180,7 @@ def test_init_from_a_run_with_other_embeddings_is_a_clear_error(tiny_run, tmp_pa
     import dataclasses
 
     from genrec.semid_run import build_semids
-    from semid.catalog import DataError
+    from semid.common import DataError
 
     root, cfg = tiny_run
     wider = dataclasses.replace(cfg, embedding=dataclasses.replace(cfg.embedding, collab_weight=0.3, collab_dim=4))

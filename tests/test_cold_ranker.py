@@ -8,7 +8,7 @@ import pytest
 
 from index.cold import ColdRanker, top_cold
 from index.retailer_index import RetailerIndex
-from semid.catalog import DataError
+from semid.common import DataError
 
 VOCAB = 12  # level 0: tokens 1-3, level 1: tokens 4-6, dedup: 7-8
 

@@ -15,7 +15,7 @@ from genrec.runconfig import RunConfig, load_run_config
 from genrec.semid_run import (EMBEDDINGS_FILE, TEXT_EMBEDDINGS_FILE, assign_new_items, build_semids,
                               embed_new_items, evaluate_semids, heldout_pairs)
 from genrec.sequences import Examples, SequenceConfig
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.config import ConfigError, from_dict
 from semid.embeddings import EmbeddingConfig, embed_items, l2_normalize, read_embeddings
 

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from genrec.dataset import Dataset, read_dataset
-from semid.catalog import DataError
+from semid.common import DataError
 
 
 def _items(ids=(1, 2, 3)):

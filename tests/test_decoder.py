@@ -19,7 +19,7 @@ from genrec.decoder import (
     save_decoder,
 )
 from genrec.tokens import TokenizedExamples, collate
-from semid.catalog import DataError
+from semid.common import DataError
 
 VOCAB, TPI = 60, 3
 

@@ -14,7 +14,7 @@ from genrec.dataset import Dataset
 from genrec.evaluate import (EvalConfig, build_eval_data, drop_events, evaluate, format_table, held_out,
                              tail_items, training_events, within_basket_queries)
 from genrec.sequences import SequenceConfig, build_histories, make_splits
-from semid.catalog import DataError
+from semid.common import DataError
 
 
 def _items(n: int) -> pa.Table:

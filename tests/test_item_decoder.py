@@ -13,7 +13,7 @@ from genrec.decoder import DecoderConfig, build_decoder, decoder_config, load_de
 from genrec.item_decoder import IGNORE, Memory, catalog_log_probs, exact_top
 from genrec.tokens import TokenizedExamples, collate
 from index.trie import PrefixTrie
-from semid.catalog import DataError
+from semid.common import DataError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 

@@ -12,7 +12,7 @@ from genrec.baselines.itemknn import KNNSettings, pair_counts, query_matrix, sim
 from genrec.baselines.base import counts_per_item, train_sequences
 from genrec.memory import MEMORY_FILE, CoPurchaseMemory, MemoryConfig
 from genrec.sequences import Examples
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.config import ConfigError
 
 

@@ -23,7 +23,7 @@ from genrec.run_history import HISTORY_FILE, append_history, read_history
 def report(tiny_run, tmp_path_factory) -> tuple[Path, dict]:
     """The report of a copy of the tiny run, evaluated beside the popularity baseline (``RUN/eval.json``)."""
     from genrec.evaluate import evaluate
-    from genrec.semid_run import write_json
+    from semid.common import write_json
 
     root, _ = tiny_run
     out = tmp_path_factory.mktemp("report")

@@ -9,7 +9,7 @@ import torch
 
 from genrec import retriever as retriever_module
 from genrec.retriever import Retriever
-from semid.catalog import DataError
+from semid.common import DataError
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread

@@ -10,7 +10,7 @@ from genrec.baselines.base import FitContext
 from genrec.baselines.sasrec import (SASRec, SASRecConfig, SASRecModel, banned_pairs, left_pad, ranking_metrics,
                                      sample_negatives, training_matrices)
 from genrec.sequences import Examples, SequenceConfig, build_histories, make_splits
-from semid.catalog import DataError
+from semid.common import DataError
 
 N_ITEMS = 24
 CATALOG = 1000 + 7 * np.arange(N_ITEMS, dtype=np.int64)  # non-contiguous ids: the column mapping matters

@@ -8,7 +8,7 @@ import pytest
 
 from genrec.sequences import NO_RETAILER, SequenceConfig, build_histories, make_splits, query_examples
 from genrec.tokens import IGNORE, ItemTokens, collate, epoch_batches, tokenize_examples
-from semid.catalog import DataError
+from semid.common import DataError
 
 def _events(rows):
     """rows: (user, session, ts, item, position[, retailer])."""

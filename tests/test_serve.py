@@ -27,7 +27,7 @@ from genrec.serve import ServerThread, ServeSettings, add_arguments, create_app,
 from genrec.serve.batcher import MicroBatcher, Query, ShuttingDown
 from genrec.serve.metrics import ServeMetrics
 from index.retailer_index import Candidates
-from semid.catalog import DataError
+from semid.common import DataError
 
 KEY_ENV = "GENREC_SERVE_TEST_KEY"
 KEY = "test-key-7f3a"

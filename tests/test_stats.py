@@ -11,7 +11,7 @@ import pytest
 from genrec.cli import main
 from genrec.dataset import Dataset
 from genrec.stats import categories_per_level, dataset_stats, format_stats, summarize
-from semid.catalog import DataError
+from semid.common import DataError
 
 
 @pytest.fixture

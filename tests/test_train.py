@@ -14,7 +14,7 @@ from genrec.decoder import DecoderConfig, build_decoder, decoder_meta, load_deco
 from genrec.sequences import SequenceConfig, build_histories, make_splits
 from genrec.tokens import ItemTokens, tokenize_examples
 from genrec.train import CHECKPOINT_DIR, MODEL_DIR, DecoderTrainer, RecallEvaluator, TrainConfig, _schedule
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.tokenizer import BOS, PAD, SIDTokenizer
 
 N_ITEMS = 32

@@ -10,7 +10,7 @@ import importlib
 from dataclasses import dataclass, field
 
 from genrec.baselines.base import FitContext, Recommender, top_k, train_sequences
-from semid.catalog import DataError
+from semid.common import DataError
 
 
 @dataclass(frozen=True)

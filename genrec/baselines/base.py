@@ -22,7 +22,7 @@ import scipy.sparse as sp
 import torch
 
 from genrec.sequences import Examples
-from semid.catalog import DataError
+from semid.common import DataError, ragged_rows
 
 PAD_ITEM = -1  # item id filling a row of recommendations shorter than K
 
@@ -171,11 +171,6 @@ def train_sequences(train: Examples) -> Examples:
     n_users = starts.size
     return Examples(train.user_ids[starts], offsets, items, np.zeros(n_users + 1, np.int64),
                     np.zeros(0, np.int64), train.retailer_ids[starts])
-
-
-def ragged_rows(offsets: np.ndarray) -> np.ndarray:
-    """Row index of every flat element of a ragged array."""
-    return np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
 
 
 def top_k(scores: np.ndarray, catalog: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None,

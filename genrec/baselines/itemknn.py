@@ -15,10 +15,10 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from genrec.baselines.base import (FitContext, counts_per_item, item_columns, popularity_ranking, ragged_rows,
-                                   sparse_top_k, tuning_subset, validation_score)
+from genrec.baselines.base import (FitContext, counts_per_item, item_columns, popularity_ranking, sparse_top_k,
+                                   tuning_subset, validation_score)
+from semid.common import DataError, ragged_rows
 from genrec.sequences import Examples
-from semid.catalog import DataError
 
 
 @dataclass(frozen=True)

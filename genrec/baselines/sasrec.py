@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.baselines.base import FitContext, item_columns, ragged_rows
+from genrec.baselines.base import FitContext, item_columns
+from semid.common import DataError, ragged_rows, torch_threads
 from genrec.sequences import Examples
-from genrec.threads import torch_threads
-from semid.catalog import DataError
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,11 @@ from typing import Sequence
 import faiss
 import numpy as np
 
-from genrec.baselines.base import (FitContext, run_text_embeddings_path, counts_per_item, excluded_mask, first_k_allowed, fixed_order_top_k,
-                                   item_columns, popularity_ranking, ragged_rows, tuning_subset, validation_score)
+from genrec.baselines.base import (FitContext, run_text_embeddings_path, counts_per_item, excluded_mask,
+                                   first_k_allowed, fixed_order_top_k, item_columns, popularity_ranking, tuning_subset,
+                                   validation_score)
+from semid.common import DataError, ragged_rows
 from genrec.sequences import Examples
-from semid.catalog import DataError
 from semid.embeddings import l2_normalize, read_embeddings
 
 

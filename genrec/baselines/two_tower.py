@@ -25,8 +25,7 @@ from genrec.baselines.sasrec import (PAD, CausalEncoder, banned_pairs, history_m
                                      length_batches, mask_pairs, ranking_metrics, topk_columns, train_loop,
                                      training_matrices, with_options)
 from genrec.sequences import Examples
-from genrec.threads import torch_threads
-from semid.catalog import DataError
+from semid.common import DataError, torch_threads
 from semid.embeddings import l2_normalize, read_embeddings
 
 log = logging.getLogger(__name__)

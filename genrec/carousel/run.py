@@ -32,8 +32,7 @@ from genrec.carousel.requests import (
     request_columns,
 )
 from genrec.retriever import Retriever
-from genrec.threads import torch_threads
-from semid.catalog import DataError
+from semid.common import DataError, torch_threads
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from genrec.dataset import Dataset
 from genrec.importers.readers import check_unique, find_file, open_text, read_lines
-from semid.catalog import DataError
+from semid.common import DataError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from genrec.dataset import Dataset
 from genrec.importers.readers import check_known, check_unique, find_file, lookup, read_csv
-from semid.catalog import DataError
+from semid.common import DataError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from semid.catalog import DataError
+from semid.common import DataError
 
 _READ_ERRORS = (pa.ArrowException, OSError, EOFError, UnicodeDecodeError)
 

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from genrec.run_history import read_history
 from genrec.semid_run import evaluate_semids, load_run_items
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.intrinsic import PairProtocol, nearest_neighbours, normalize, sample_pairs, shared_depth
 from semid.sids import codes_matrix
 from semid.store import load_codebook, read_sids

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, dataclass, field, fields
 
-from semid.catalog import DataError
+from semid.common import DataError
 
 
 def _setting(default: object, help_text: str):
