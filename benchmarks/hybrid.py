@@ -28,7 +28,7 @@ from genrec.item_head import (HEAD_FILE, ItemHead, ItemHeadConfig, head_ndcg, qu
                               sid_embeddings, train_item_head, training_pairs)
 from genrec.memory import CoPurchaseMemory, MemoryConfig
 from genrec.retriever import Retriever
-from genrec.sequences import SequenceConfig
+from genrec.data.sequences import SequenceConfig
 
 
 def fit_head(retriever: Retriever, data, validation, cfg: ItemHeadConfig) -> tuple[ItemHead, dict]:

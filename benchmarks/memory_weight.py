@@ -22,7 +22,7 @@ from genrec.cli import configure_logging
 from genrec.evaluate import EvalConfig, build_eval_data
 from genrec.memory import CoPurchaseMemory, MemoryConfig
 from genrec.retriever import Retriever
-from genrec.sequences import Examples, SequenceConfig
+from genrec.data.sequences import Examples, SequenceConfig
 
 
 def decode(retriever: Retriever, examples: Examples, beam: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:

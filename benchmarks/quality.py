@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.dataset import Dataset, read_dataset
+from genrec.data.dataset import Dataset, read_dataset
 from genrec.cli import configure_logging
 from genrec.evaluate import GENREC, EvalConfig, evaluate, evaluate_baseline, format_table, training_dataset
 from genrec.pipeline import build_serving_parts, train_run
 from genrec.runconfig import RunConfig, load_run_config
 from genrec.semid_run import build_semids
-from genrec.sequences import SequenceConfig, build_histories, resolve_split
+from genrec.data.sequences import SequenceConfig, build_histories, resolve_split
 
 # Rajput et al. 2023 (TIGER), Table 1, Amazon Beauty: quoted, not measured here
 TIGER_BEAUTY = {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384}
@@ -257,7 +257,7 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
 
 def quick_world(workdir: Path) -> tuple[Path, RunConfig]:
     """A tiny synthetic world and a config small enough to train in seconds (``--quick``)."""
-    from genrec.synth.tiny import tiny_config, tiny_world
+    from genrec.data.synth.tiny import tiny_config, tiny_world
 
     data = workdir / "quick-data"
     if not (data / "events.parquet").is_file():

@@ -90,7 +90,7 @@ def beam_vs_exact(data: Path, run: Path, seed: int, ecfg: EvalConfig, n: int = 2
     from genrec.evaluate import build_eval_data
     from genrec.item_decoder import exact_top
     from genrec.retriever import Retriever
-    from genrec.sequences import SequenceConfig
+    from genrec.data.sequences import SequenceConfig
     from genrec.tokens import collate
     from semid.tokenizer import PAD
 

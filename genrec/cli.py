@@ -13,7 +13,7 @@ from semid.config import ConfigError
 
 
 def _cmd_import_instacart(args: argparse.Namespace) -> None:
-    from genrec.importers.instacart import import_instacart
+    from genrec.data.importers.instacart import import_instacart
 
     ds = import_instacart(
         Path(args.src), Path(args.out), retailers=args.retailers, seed=args.seed, overwrite=args.overwrite
@@ -22,21 +22,21 @@ def _cmd_import_instacart(args: argparse.Namespace) -> None:
 
 
 def _cmd_import_amazon(args: argparse.Namespace) -> None:
-    from genrec.importers.amazon import import_amazon
+    from genrec.data.importers.amazon import import_amazon
 
     ds = import_amazon(Path(args.src), Path(args.out), overwrite=args.overwrite)
     print(f"wrote {args.out}: {ds.items.num_rows:,} items, {ds.events.num_rows:,} events")
 
 
 def _cmd_stats(args: argparse.Namespace) -> None:
-    from genrec.stats import dataset_stats, format_stats
+    from genrec.data.stats import dataset_stats, format_stats
 
     stats = dataset_stats(Path(args.dataset))
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
-    from genrec.synth import SynthConfig, synthesize
+    from genrec.data.synth import SynthConfig, synthesize
 
     cfg = SynthConfig(seed=args.seed)
     for name in ("items", "users", "retailers"):

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from genrec.baselines.base import catalog_rows, train_sequences
 from semid.common import DataError, ragged_rows
-from genrec.sequences import Examples, SequenceConfig, build_histories, make_splits
+from genrec.data.sequences import Examples, SequenceConfig, build_histories, make_splits
 from semid.embeddings import l2_normalize
 
 OVERSAMPLE = 16  # extra random directions of the randomized SVD beyond ``dim`` (accuracy of the subspace)

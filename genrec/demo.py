@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from genrec.dataset import read_dataset
+from genrec.data.dataset import read_dataset
 from genrec.evaluate import EvalConfig, evaluate, format_table
 from genrec.pipeline import train_run
 from genrec.report import write_report
@@ -15,8 +15,8 @@ from genrec.retriever import Retriever
 from genrec.runconfig import RunConfig, load_run_config
 from genrec.semid_run import audit_run, build_semids, evaluate_semids
 from semid.common import write_json
-from genrec.stats import dataset_stats, format_stats
-from genrec.synth import SynthConfig, synthesize
+from genrec.data.stats import dataset_stats, format_stats
+from genrec.data.synth import SynthConfig, synthesize
 from semid.intrinsic import format_intrinsic
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The offline evaluation harness: the generative model and every baseline on the same split, the same
 test examples, the same metrics, in one run.
 
-One dataset gives one split (``genrec.sequences.make_splits``: leave-one-out for Amazon, last basket for
+One dataset gives one split (``genrec.data.sequences.make_splits``: leave-one-out for Amazon, last basket for
 Instacart). Every baseline is fitted on the training examples only and tunes itself on validation; whether
 a model's lists skip the shopper's past items is also chosen per model on validation (``exclude_history``
 "auto"). Test lists are full rankings over the catalog (a retailer's lists only over what it stocks) and
@@ -29,9 +29,9 @@ import pyarrow.compute as pc
 
 from genrec.baselines import BASELINES, FitContext, make_baseline, train_sequences
 from genrec.baselines.base import PAD_ITEM, tuning_subset
-from genrec.dataset import Dataset, read_dataset
+from genrec.data.dataset import Dataset, read_dataset
 from genrec.metrics import ItemFacets, Targets, candidate_quality, keep_items, rank_metrics, remove_items
-from genrec.sequences import NO_RETAILER, Examples, Histories, SequenceConfig, build_histories, make_splits, \
+from genrec.data.sequences import NO_RETAILER, Examples, Histories, SequenceConfig, build_histories, make_splits, \
     resolve_split
 from semid.common import DataError, jsonable
 

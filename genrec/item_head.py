@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from genrec.sequences import Examples, query_examples
+from genrec.data.sequences import Examples, query_examples
 from genrec.tokens import ItemTokens, collate, tokenize_examples
 from semid.common import DataError
 from semid.config import ConfigError

@@ -22,7 +22,7 @@ from safetensors.numpy import load_file, save_file
 
 from genrec.baselines.base import counts_per_item, item_columns, train_sequences
 from genrec.baselines.itemknn import KNNSettings, pair_counts, query_matrix, similarity
-from genrec.sequences import Examples
+from genrec.data.sequences import Examples
 from semid.common import DataError
 from semid.config import ConfigError
 

@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from genrec.dataset import Dataset, read_dataset
+from genrec.data.dataset import Dataset, read_dataset
 from genrec.memory import MEMORY_FILE, CoPurchaseMemory
 from genrec.runconfig import RunConfig
 from genrec.semid_run import build_semids, record_dataset
-from genrec.sequences import split_events
+from genrec.data.sequences import split_events
 from genrec.tokens import ItemTokens
 from genrec.train import TrainResult, train_decoder
 from index.retailer_index import RetailerIndex

@@ -18,7 +18,7 @@ from genrec.item_decoder import pack_rows
 from genrec.memory import MEMORY_FILE, CoPurchaseMemory
 from genrec.runconfig import load_run_config
 from genrec.semid_run import CONFIG_FILE
-from genrec.sequences import NO_RETAILER, query_examples
+from genrec.data.sequences import NO_RETAILER, query_examples
 from genrec.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
 from index.candidates import cold_slots, empty_candidates
 from index.cold import ColdRanker, ColdStartConfig

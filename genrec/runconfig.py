@@ -7,7 +7,7 @@ from pathlib import Path
 
 from genrec.decoder import DecoderConfig
 from genrec.memory import MemoryConfig
-from genrec.sequences import SequenceConfig
+from genrec.data.sequences import SequenceConfig
 from genrec.train import TrainConfig
 from index.cold import ColdStartConfig
 from semid.config import ConfigError, from_dict, load_yaml

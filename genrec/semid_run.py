@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 
 from genrec.baselines.base import catalog_rows
 from genrec.collab import collab_embeddings, combine, fill_missing, impute_from_text
-from genrec.dataset import read_dataset
+from genrec.data.dataset import read_dataset
 from genrec.runconfig import RunConfig, load_run_config
-from genrec.sequences import split_events
+from genrec.data.sequences import split_events
 from semid.catalog import read_items
 from semid.common import DataError, write_json
 from semid.churn import carry_over_sids, migration_table, sid_churn

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from genrec.sequences import NO_RETAILER, Examples
+from genrec.data.sequences import NO_RETAILER, Examples
 from semid.common import DataError
 
 IGNORE = -100  # label of positions the loss skips (transformers' convention)

@@ -32,7 +32,7 @@ from transformers import PreTrainedModel
 from genrec.beam_search import constrained_beam_search
 from genrec.decoder import DecoderConfig, build_decoder, decoder_config, save_decoder, training_loss
 from genrec.run_history import LossMeter, append_history
-from genrec.sequences import Examples, SequenceConfig, split_events
+from genrec.data.sequences import Examples, SequenceConfig, split_events
 from semid.common import DataError, jsonable, replace_dir, temp_sibling, torch_threads
 from genrec.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
 from index.trie import PrefixTrie

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from genrec.collab import combine, fill_missing
-from genrec.dataset import read_dataset
+from genrec.data.dataset import read_dataset
 from genrec.pipeline import TOKENIZER_FILE, build_index
 from genrec.runconfig import load_run_config
 from genrec.semid_run import CONFIG_FILE, EMBEDDINGS_FILE, run_collab_parts, run_dataset

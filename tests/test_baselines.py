@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from genrec.baselines import BASELINES, FitContext, make_baseline, train_sequences
 from genrec.baselines.base import (catalog_rows, excluded_mask, first_k_allowed, fixed_order_top_k, popularity_ranking,
                                    sparse_top_k, top_k)
-from genrec.sequences import Examples, Histories, SequenceConfig, make_splits, query_examples
+from genrec.data.sequences import Examples, Histories, SequenceConfig, make_splits, query_examples
 from semid.common import DataError
 from semid.embeddings import write_embeddings
 

@@ -14,7 +14,7 @@ from genrec.collab import collab_embeddings, combine, cooccurrence, training_seq
 from genrec.runconfig import RunConfig, load_run_config
 from genrec.semid_run import (EMBEDDINGS_FILE, TEXT_EMBEDDINGS_FILE, assign_new_items, build_semids,
                               embed_new_items, evaluate_semids, heldout_pairs)
-from genrec.sequences import Examples, SequenceConfig
+from genrec.data.sequences import Examples, SequenceConfig
 from semid.common import DataError
 from semid.config import ConfigError, from_dict
 from semid.embeddings import EmbeddingConfig, embed_items, l2_normalize, read_embeddings
@@ -173,7 +173,7 @@ def test_config_keys_load_from_yaml_and_are_checked(tmp_path: Path):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> tuple[Path, RunConfig]:
     """A small synthetic dataset with precomputed vectors and a config that trains a codebook in seconds."""
-    from genrec.synth.tiny import tiny_config, tiny_world
+    from genrec.data.synth.tiny import tiny_config, tiny_world
 
     root = tmp_path_factory.mktemp("collab")
     tiny_world(seed=4, items=200, users=120, retailers=1).write(root / "data")

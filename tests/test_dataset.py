@@ -4,7 +4,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from genrec.dataset import Dataset, read_dataset
+from genrec.data.dataset import Dataset, read_dataset
 from semid.common import DataError
 
 

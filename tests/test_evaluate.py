@@ -10,10 +10,10 @@ import pyarrow as pa
 import pytest
 
 from genrec.baselines import FitContext, make_baseline
-from genrec.dataset import Dataset
+from genrec.data.dataset import Dataset
 from genrec.evaluate import (EvalConfig, build_eval_data, drop_events, evaluate, format_table, held_out,
                              tail_items, training_events, within_basket_queries)
-from genrec.sequences import SequenceConfig, build_histories, make_splits
+from genrec.data.sequences import SequenceConfig, build_histories, make_splits
 from semid.common import DataError
 
 
@@ -175,7 +175,7 @@ def test_cold_start_protocol_removes_items_before_test_only(seq_data):
 
 def test_training_events_match_the_harness_split(seq_data, tmp_path):
     path, _ = seq_data
-    from genrec.dataset import read_dataset
+    from genrec.data.dataset import read_dataset
 
     ds = read_dataset(path)
     seq_cfg = SequenceConfig(split="leave_one_out")
@@ -255,7 +255,7 @@ def test_training_dataset_dates_the_cold_start_items_as_launched_after_the_log(s
     """Only what the cold-start protocol launches (and what the catalog itself dates later) is new to the
     index built on the training copy: every other product, bought in training, later or never, is listed
     from the start, so one without training interactions is established and stays out of the pool."""
-    from genrec.dataset import read_dataset
+    from genrec.data.dataset import read_dataset
     from genrec.evaluate import training_dataset
     from genrec.pipeline import established_items
 

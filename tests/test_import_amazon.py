@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from genrec.cli import main
-from genrec.importers.amazon import import_amazon, split_brands
+from genrec.data.importers.amazon import import_amazon, split_brands
 from semid.common import DataError
 
 SEQUENCES = "U1 A1 A2 A3\nU2 A2 A4\n\nU3 A3 A1 A2 A5 A1\n"

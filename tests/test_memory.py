@@ -11,7 +11,7 @@ import pytest
 from genrec.baselines.itemknn import KNNSettings, pair_counts, query_matrix, similarity
 from genrec.baselines.base import counts_per_item, train_sequences
 from genrec.memory import MEMORY_FILE, CoPurchaseMemory, MemoryConfig
-from genrec.sequences import Examples
+from genrec.data.sequences import Examples
 from semid.common import DataError
 from semid.config import ConfigError
 
@@ -74,7 +74,7 @@ def test_bad_settings_are_config_errors():
 def test_a_run_trained_with_a_memory_serves_reranked_valid_stocked_products(tmp_path):
     from genrec.pipeline import train_run
     from genrec.retriever import Retriever
-    from genrec.synth.tiny import tiny_config, tiny_world
+    from genrec.data.synth.tiny import tiny_config, tiny_world
 
     tiny_world().write(tmp_path / "data")
     cfg = tiny_config("tiny")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from genrec.cli import main
-from genrec.dataset import read_dataset
+from genrec.data.dataset import read_dataset
 from genrec.retriever import Retriever
 from semid.common import DataError
 from semid.config import save_yaml

@@ -9,7 +9,7 @@ import torch
 from genrec.baselines.base import FitContext
 from genrec.baselines.sasrec import (SASRec, SASRecConfig, SASRecModel, banned_pairs, left_pad, ranking_metrics,
                                      sample_negatives, training_matrices)
-from genrec.sequences import Examples, SequenceConfig, build_histories, make_splits
+from genrec.data.sequences import Examples, SequenceConfig, build_histories, make_splits
 from semid.common import DataError
 
 N_ITEMS = 24

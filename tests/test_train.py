@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from genrec.decoder import DecoderConfig, build_decoder, decoder_meta, load_decoder
-from genrec.sequences import SequenceConfig, build_histories, make_splits
+from genrec.data.sequences import SequenceConfig, build_histories, make_splits
 from genrec.tokens import ItemTokens, tokenize_examples
 from genrec.train import CHECKPOINT_DIR, MODEL_DIR, DecoderTrainer, RecallEvaluator, TrainConfig, _schedule
 from semid.common import DataError

@@ -8,7 +8,7 @@ import torch
 from genrec.baselines.base import FitContext
 from genrec.baselines.two_tower import (TwoTower, TwoTowerConfig, TwoTowerModel, build_index, label_log_frequency,
                                         search_excluding)
-from genrec.sequences import SequenceConfig, build_histories, make_splits
+from genrec.data.sequences import SequenceConfig, build_histories, make_splits
 from semid.common import DataError
 from semid.embeddings import write_embeddings
 from tests.test_sasrec import CATALOG, N_ITEMS, cycle_events, expected_next

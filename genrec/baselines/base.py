@@ -1,6 +1,6 @@
 """The contract every baseline recommender meets, so the evaluation harness treats them all alike.
 
-A baseline is fitted on the training examples of a split (``genrec.sequences.make_splits``), tunes its own
+A baseline is fitted on the training examples of a split (``genrec.data.sequences.make_splits``), tunes its own
 hyper-parameters and early stopping on the validation examples, then returns, per query history, its top-K
 item ids as an int64 ``[B, K]`` array padded with -1. The ranking universe is ``FitContext.item_ids`` (the
 whole catalog: full ranking). Helpers here map item ids to score columns and pick top K from dense,
@@ -21,7 +21,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 import torch
 
-from genrec.sequences import Examples
+from genrec.data.sequences import Examples
 from semid.common import DataError, ragged_rows
 
 PAD_ITEM = -1  # item id filling a row of recommendations shorter than K

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from genrec.baselines.base import (FitContext, counts_per_item, fixed_order_top_k, item_columns, popularity_ranking,
                                    sparse_top_k, tuning_subset, validation_score)
 from semid.common import DataError, ragged_rows
-from genrec.sequences import Examples
+from genrec.data.sequences import Examples
 
 
 class MostPopular:

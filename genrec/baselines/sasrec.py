@@ -27,7 +27,7 @@ from torch import nn
 
 from genrec.baselines.base import FitContext, item_columns
 from semid.common import DataError, ragged_rows, torch_threads
-from genrec.sequences import Examples
+from genrec.data.sequences import Examples
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from genrec.baselines.base import (FitContext, run_text_embeddings_path, counts_
                                    first_k_allowed, fixed_order_top_k, item_columns, popularity_ranking, tuning_subset,
                                    validation_score)
 from semid.common import DataError, ragged_rows
-from genrec.sequences import Examples
+from genrec.data.sequences import Examples
 from semid.embeddings import l2_normalize, read_embeddings
 
 

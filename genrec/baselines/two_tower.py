@@ -24,7 +24,7 @@ from genrec.baselines.base import FitContext, item_columns, run_text_embeddings_
 from genrec.baselines.sasrec import (PAD, CausalEncoder, banned_pairs, history_matrix,
                                      length_batches, mask_pairs, ranking_metrics, topk_columns, train_loop,
                                      training_matrices, with_options)
-from genrec.sequences import Examples
+from genrec.data.sequences import Examples
 from semid.common import DataError, torch_threads
 from semid.embeddings import l2_normalize, read_embeddings
 

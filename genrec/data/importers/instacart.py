@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from genrec.dataset import Dataset
-from genrec.importers.readers import check_known, check_unique, find_file, lookup, read_csv
+from genrec.data.dataset import Dataset
+from genrec.data.importers.readers import check_known, check_unique, find_file, lookup, read_csv
 from semid.common import DataError
 
 log = logging.getLogger(__name__)

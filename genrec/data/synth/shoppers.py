@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genrec.synth.catalog import Catalog
-from genrec.synth.config import SynthConfig, stream
+from genrec.data.synth.catalog import Catalog
+from genrec.data.synth.config import SynthConfig, stream
 
 _TASTES, _STAPLES = 4, 5  # random stream ids
 _CHUNK = 1 << 18  # candidate cells scored at once (bounds memory for large worlds)

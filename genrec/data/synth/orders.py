@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genrec.synth.catalog import Catalog
-from genrec.synth.config import SynthConfig, stream
-from genrec.synth.shoppers import Shoppers, choose_items, sample_leaves
+from genrec.data.synth.catalog import Catalog
+from genrec.data.synth.config import SynthConfig, stream
+from genrec.data.synth.shoppers import Shoppers, choose_items, sample_leaves
 
 _ORDERS = 6  # random stream id
 

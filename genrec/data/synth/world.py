@@ -10,12 +10,12 @@ from dataclasses import asdict
 import numpy as np
 import pyarrow as pa
 
-from genrec.dataset import Dataset
-from genrec.synth.catalog import Catalog, make_catalog
-from genrec.synth.config import SynthConfig, check_config
-from genrec.synth.orders import Events, Rules, make_orders, rule_table
-from genrec.synth.shoppers import Shoppers, make_shoppers
-from genrec.synth.vocab import Taxonomy, complement_rules, grocery_taxonomy, retailer_name
+from genrec.data.dataset import Dataset
+from genrec.data.synth.catalog import Catalog, make_catalog
+from genrec.data.synth.config import SynthConfig, check_config
+from genrec.data.synth.orders import Events, Rules, make_orders, rule_table
+from genrec.data.synth.shoppers import Shoppers, make_shoppers
+from genrec.data.synth.vocab import Taxonomy, complement_rules, grocery_taxonomy, retailer_name
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from genrec.dataset import Dataset
+from genrec.data.dataset import Dataset
 from genrec.runconfig import RunConfig
-from genrec.synth.config import SynthConfig
-from genrec.synth.world import synthesize
+from genrec.data.synth.config import SynthConfig
+from genrec.data.synth.world import synthesize
 
 VECTOR_COLUMN = "vec"  # the items column holding the planted vectors
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from genrec.dataset import read_dataset
+from genrec.data.dataset import read_dataset
 
 TOP_K = 10  # categories listed in each "top" table
 _SEP = "\x1f"  # joins path elements for counting distinct prefixes (never inside a category name)

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from genrec.dataset import Dataset
-from genrec.importers.readers import check_unique, find_file, open_text, read_lines
+from genrec.data.dataset import Dataset
+from genrec.data.importers.readers import check_unique, find_file, open_text, read_lines
 from semid.common import DataError
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genrec.synth.config import SynthConfig, stream
-from genrec.synth.vocab import Leaf, Taxonomy, retailer_name
+from genrec.data.synth.config import SynthConfig, stream
+from genrec.data.synth.vocab import Leaf, Taxonomy, retailer_name
 
 _BRANDS, _PRODUCTS, _ASSORTMENT = 1, 2, 3  # random stream ids
 
