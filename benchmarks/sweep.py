@@ -88,10 +88,10 @@ def beam_vs_exact(data: Path, run: Path, seed: int, ecfg: EvalConfig, n: int = 2
     import torch
 
     from genrec.evaluate import build_eval_data
-    from genrec.item_decoder import exact_top
+    from genrec.model.item_decoder import exact_top
     from genrec.retriever import Retriever
     from genrec.data.sequences import SequenceConfig
-    from genrec.tokens import collate
+    from genrec.model.tokens import collate
     from semid.tokenizer import PAD
 
     retriever = Retriever.from_run(run, beam_width=ecfg.beam_width, device=ecfg.device, cold_share=0.0)

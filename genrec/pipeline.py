@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from genrec.data.dataset import Dataset, read_dataset
-from genrec.memory import MEMORY_FILE, CoPurchaseMemory
+from genrec.model.memory import MEMORY_FILE, CoPurchaseMemory
 from genrec.runconfig import RunConfig
 from genrec.semid_run import build_semids, record_dataset
 from genrec.data.sequences import split_events
-from genrec.tokens import ItemTokens
-from genrec.train import TrainResult, train_decoder
+from genrec.model.tokens import ItemTokens
+from genrec.model.train import TrainResult, train_decoder
 from index.retailer_index import RetailerIndex
 from semid.store import codebook_version, read_sids
 from semid.tokenizer import SIDTokenizer
@@ -99,7 +99,7 @@ def build_serving_parts(data: Path, cfg: RunConfig, run: Path) -> tuple[Dataset,
 
 
 def build_memory(run: Path, ds: Dataset, cfg: RunConfig, item_tokens: ItemTokens) -> Path | None:
-    """The co-purchase memory (``genrec.memory``) from the training split, when the config weighs it."""
+    """The co-purchase memory (``genrec.model.memory``) from the training split, when the config weighs it."""
     path = run / MEMORY_FILE
     if cfg.memory.weight <= 0:
         path.unlink(missing_ok=True)

@@ -11,15 +11,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from genrec.beam_search import constrained_beam_search
-from genrec.decoder import decoder_meta, inference_dtype, load_decoder
+from genrec.model.beam_search import constrained_beam_search
+from genrec.model.decoder import decoder_meta, inference_dtype, load_decoder
 from genrec.pipeline import INDEX_DIR, MODEL_DIR, TOKENIZER_FILE
-from genrec.item_decoder import pack_rows
-from genrec.memory import MEMORY_FILE, CoPurchaseMemory
+from genrec.model.item_decoder import pack_rows
+from genrec.model.memory import MEMORY_FILE, CoPurchaseMemory
 from genrec.runconfig import load_run_config
 from genrec.semid_run import CONFIG_FILE
 from genrec.data.sequences import NO_RETAILER, query_examples
-from genrec.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
+from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
 from index.candidates import cold_slots, empty_candidates
 from index.cold import ColdRanker, ColdStartConfig
 from index.retailer_index import Candidates, RetailerIndex
@@ -79,8 +79,8 @@ class Retriever:
         ``cold_share``: the share of each list open to products never interacted with in training, those
         whose SIDs' codebook points lie nearest the query's (TIGER's cold-start mixing, ``index.cold``);
         None: the run config's ``cold_start.share``.
-        ``dtype``: the decoder's weights, ``float32``, ``bfloat16`` or ``auto`` (``genrec.decoder.inference_dtype``).
-        ``memory_weight``: the co-purchase memory's weight (``genrec.memory``); None: as the run saved it, 0: off."""
+        ``dtype``: the decoder's weights, ``float32``, ``bfloat16`` or ``auto`` (``genrec.model.decoder.inference_dtype``).
+        ``memory_weight``: the co-purchase memory's weight (``genrec.model.memory``); None: as the run saved it, 0: off."""
         run = Path(run)
         version = codebook_version(run)
         tokenizer = SIDTokenizer.load(run / TOKENIZER_FILE, codebook_version=version)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genrec.decoder import DecoderConfig
-from genrec.memory import MemoryConfig
+from genrec.model.decoder import DecoderConfig
+from genrec.model.memory import MemoryConfig
 from genrec.data.sequences import SequenceConfig
-from genrec.train import TrainConfig
+from genrec.model.train import TrainConfig
 from index.cold import ColdStartConfig
 from semid.config import ConfigError, from_dict, load_yaml
 from semid.embeddings import EmbeddingConfig

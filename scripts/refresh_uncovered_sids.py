@@ -23,7 +23,7 @@ from genrec.data.dataset import read_dataset
 from genrec.pipeline import TOKENIZER_FILE, build_index
 from genrec.runconfig import load_run_config
 from genrec.semid_run import CONFIG_FILE, EMBEDDINGS_FILE, run_collab_parts, run_dataset
-from genrec.tokens import ItemTokens
+from genrec.model.tokens import ItemTokens
 from semid.embeddings import read_embeddings, write_embeddings
 from semid.sids import extend_sids
 from semid.store import load_codebook, read_sids, write_sids

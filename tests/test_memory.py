@@ -10,7 +10,7 @@ import pytest
 
 from genrec.baselines.itemknn import KNNSettings, pair_counts, query_matrix, similarity
 from genrec.baselines.base import counts_per_item, train_sequences
-from genrec.memory import MEMORY_FILE, CoPurchaseMemory, MemoryConfig
+from genrec.model.memory import MEMORY_FILE, CoPurchaseMemory, MemoryConfig
 from genrec.data.sequences import Examples
 from semid.common import DataError
 from semid.config import ConfigError

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from genrec.beam_search import constrained_beam_search
+from genrec.model.beam_search import constrained_beam_search
 from index.retailer_index import RetailerIndex
 from semid.common import DataError
 

@@ -7,7 +7,7 @@ import pyarrow.compute as pc
 import pytest
 
 from genrec.data.sequences import NO_RETAILER, SequenceConfig, build_histories, make_splits, query_examples
-from genrec.tokens import IGNORE, ItemTokens, collate, epoch_batches, tokenize_examples
+from genrec.model.tokens import IGNORE, ItemTokens, collate, epoch_batches, tokenize_examples
 from semid.common import DataError
 
 def _events(rows):

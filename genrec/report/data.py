@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from genrec.run_history import read_history
+from genrec.model.history import read_history
 from genrec.semid_run import evaluate_semids, load_run_items
 from semid.common import DataError
 from semid.intrinsic import PairProtocol, nearest_neighbours, normalize, sample_pairs, shared_depth

@@ -11,7 +11,7 @@ GPT-2 stack over ``[state, c1, ..., c_{D-1}]``, writes the codewords; its output
 codeword embeddings and normalised within each level's token range.
 
 Decoding runs the item stack once per query and only the depth stack per beam step
-(``genrec.beam_search`` picks the stepper by ``is_item_decoder``), so the trie-constrained beam search,
+(``genrec.model.beam_search`` picks the stepper by ``is_item_decoder``), so the trie-constrained beam search,
 retailer forests and exclusions work unchanged. Saved as a transformers folder (safetensors).
 """
 from __future__ import annotations
@@ -102,7 +102,7 @@ class ItemDecoder(PreTrainedModel):
 
     config_class = ItemDecoderConfig
     base_model_prefix = "item_decoder"
-    is_item_decoder = True  # genrec.beam_search steps it with _ItemSteps
+    is_item_decoder = True  # genrec.model.beam_search steps it with _ItemSteps
 
     def __init__(self, config: ItemDecoderConfig) -> None:
         super().__init__(config)

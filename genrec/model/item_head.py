@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from genrec.data.sequences import Examples, query_examples
-from genrec.tokens import ItemTokens, collate, tokenize_examples
+from genrec.model.tokens import ItemTokens, collate, tokenize_examples
 from semid.common import DataError
 from semid.config import ConfigError
 from semid.tokenizer import BOS, PAD

@@ -29,12 +29,12 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from genrec.beam_search import constrained_beam_search
-from genrec.decoder import DecoderConfig, build_decoder, decoder_config, save_decoder, training_loss
-from genrec.run_history import LossMeter, append_history
+from genrec.model.beam_search import constrained_beam_search
+from genrec.model.decoder import DecoderConfig, build_decoder, decoder_config, save_decoder, training_loss
+from genrec.model.history import LossMeter, append_history
 from genrec.data.sequences import Examples, SequenceConfig, split_events
 from semid.common import DataError, jsonable, replace_dir, temp_sibling, torch_threads
-from genrec.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
+from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
 from index.trie import PrefixTrie
 from semid.config import to_dict
 from semid.tokenizer import BOS, PAD

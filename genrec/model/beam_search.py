@@ -104,7 +104,7 @@ def constrained_beam_search(
 
 
 class _ItemSteps:
-    """An item-level decoder (``genrec.item_decoder``): the item stack runs once per query; each step runs
+    """An item-level decoder (``genrec.model.item_decoder``): the item stack runs once per query; each step runs
     only the small depth stack over every beam's state and codeword prefix (no cache to reorder)."""
 
     def __init__(self, model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, width: int, steps: int):

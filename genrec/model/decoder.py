@@ -18,7 +18,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from genrec.item_decoder import ItemDecoder, ItemDecoderConfig
+from genrec.model.item_decoder import ItemDecoder, ItemDecoderConfig
 from semid.common import DataError, atomic_dir
 from semid.config import from_dict, to_dict
 
@@ -35,7 +35,7 @@ class DecoderConfig:
     """Size and shape of the decoder; ``max_items`` is the history cap the model is trained and served with."""
 
     # token level: LlamaForCausalLM (RoPE, RMSNorm, SwiGLU) or GPT2LMHeadModel over the flattened SID tokens;
-    # item: one position per history item and a depth decoder for the codewords (genrec.item_decoder)
+    # item: one position per history item and a depth decoder for the codewords (genrec.model.item_decoder)
     arch: Literal["llama", "gpt2", "item"] = "llama"
     d_model: int = 128  # hidden size
     n_layers: int = 4  # transformer blocks
