@@ -88,7 +88,7 @@ def random_setup(args: argparse.Namespace) -> Setup:
 def run_setup(args: argparse.Namespace) -> Setup:
     """The trained decoder and the index of run ``--run``."""
     from genrec.model.decoder import load_decoder
-    from genrec.pipeline import MODEL_DIR
+    from genrec.run.build import MODEL_DIR
 
     run = Path(args.run)
     index = RetailerIndex.load(run / "index")

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from memory_weight import decode, metrics  # noqa: E402 (benchmarks/ is on the path when run as a script)
-from genrec.baselines.base import item_columns
+from genrec.evaluation.baselines.base import item_columns
 from genrec.cli import configure_logging
-from genrec.evaluate import EvalConfig, build_eval_data
+from genrec.evaluation.harness import EvalConfig, build_eval_data
 from genrec.model.item_head import (HEAD_FILE, ItemHead, ItemHeadConfig, head_ndcg, query_states, save_head,
                               sid_embeddings, train_item_head, training_pairs)
 from genrec.model.memory import CoPurchaseMemory, MemoryConfig

@@ -48,7 +48,7 @@ def _cmd_synth(args: argparse.Namespace) -> None:
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:
-    from genrec.runconfig import load_run_config
+    from genrec.run.config import load_run_config
     from semid.catalog import read_items
     from semid.embeddings import EmbeddingConfig, embed_items, write_embeddings
 
@@ -62,8 +62,8 @@ def _cmd_embed(args: argparse.Namespace) -> None:
 
 
 def _cmd_semid_train(args: argparse.Namespace) -> None:
-    from genrec.runconfig import load_run_config
-    from genrec.semid_run import build_semids
+    from genrec.run.config import load_run_config
+    from genrec.run.semids import build_semids
 
     cfg = load_run_config(args.config)
     init = Path(args.init_from) if args.init_from else None
@@ -72,7 +72,7 @@ def _cmd_semid_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_semid_eval(args: argparse.Namespace) -> None:
-    from genrec.semid_run import evaluate_semids
+    from genrec.run.semids import evaluate_semids
     from semid.common import write_json
     from semid.intrinsic import format_intrinsic
 
@@ -85,7 +85,7 @@ def _cmd_semid_eval(args: argparse.Namespace) -> None:
 def _cmd_semid_assign(args: argparse.Namespace) -> None:
     import pyarrow.parquet as pq
 
-    from genrec.semid_run import assign_new_items
+    from genrec.run.semids import assign_new_items
 
     table = assign_new_items(Path(args.run), Path(args.items))
     pq.write_table(table, args.out)
@@ -95,7 +95,7 @@ def _cmd_semid_assign(args: argparse.Namespace) -> None:
 def _cmd_semid_audit(args: argparse.Namespace) -> None:
     import pyarrow.parquet as pq
 
-    from genrec.semid_run import audit_run
+    from genrec.run.semids import audit_run
 
     table = audit_run(Path(args.run), min_support=args.min_support, top=args.top)
     pq.write_table(table, args.out)
@@ -137,7 +137,7 @@ def _cmd_semid_churn(args: argparse.Namespace) -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from genrec.semid_run import churn_between
+    from genrec.run.semids import churn_between
     from semid.common import write_json
     from semid.churn import format_churn
 
@@ -154,16 +154,16 @@ def _cmd_semid_churn(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from genrec.pipeline import train_run
-    from genrec.runconfig import load_run_config
+    from genrec.run.build import train_run
+    from genrec.run.config import load_run_config
 
     result = train_run(Path(args.data), load_run_config(args.config), Path(args.out), resume=not args.restart)
     print(f"wrote {args.out}: decoder trained, best validation {result.best}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from genrec.evaluate import EvalConfig, evaluate, format_table
-    from genrec.semid_run import run_dataset
+    from genrec.evaluation.harness import EvalConfig, evaluate, format_table
+    from genrec.run.semids import run_dataset
     from semid.common import write_json
 
     run = Path(args.run) if args.run else None
@@ -243,7 +243,7 @@ def _cmd_review_export(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from genrec.demo import run_demo
+    from genrec.run.demo import run_demo
 
     run_demo(Path(args.workdir), config=Path(args.config) if args.config else None, seed=args.seed)
     print(f"\ndemo finished; everything it built is in {args.workdir}")

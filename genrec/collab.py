@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from genrec.baselines.base import catalog_rows, train_sequences
+from genrec.evaluation.baselines.base import catalog_rows, train_sequences
 from semid.common import DataError, ragged_rows
 from genrec.data.sequences import Examples, SequenceConfig, build_histories, make_splits
 from semid.embeddings import l2_normalize

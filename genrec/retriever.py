@@ -13,11 +13,11 @@ import torch
 
 from genrec.model.beam_search import constrained_beam_search
 from genrec.model.decoder import decoder_meta, inference_dtype, load_decoder
-from genrec.pipeline import INDEX_DIR, MODEL_DIR, TOKENIZER_FILE
+from genrec.run.build import INDEX_DIR, MODEL_DIR, TOKENIZER_FILE
 from genrec.model.item_decoder import pack_rows
 from genrec.model.memory import MEMORY_FILE, CoPurchaseMemory
-from genrec.runconfig import load_run_config
-from genrec.semid_run import CONFIG_FILE
+from genrec.run.config import load_run_config
+from genrec.run.semids import CONFIG_FILE
 from genrec.data.sequences import NO_RETAILER, query_examples
 from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
 from index.candidates import cold_slots, empty_candidates

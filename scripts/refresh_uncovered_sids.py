@@ -20,9 +20,9 @@ import pyarrow.compute as pc
 
 from genrec.collab import combine, fill_missing
 from genrec.data.dataset import read_dataset
-from genrec.pipeline import TOKENIZER_FILE, build_index
-from genrec.runconfig import load_run_config
-from genrec.semid_run import CONFIG_FILE, EMBEDDINGS_FILE, run_collab_parts, run_dataset
+from genrec.run.build import TOKENIZER_FILE, build_index
+from genrec.run.config import load_run_config
+from genrec.run.semids import CONFIG_FILE, EMBEDDINGS_FILE, run_collab_parts, run_dataset
 from genrec.model.tokens import ItemTokens
 from semid.embeddings import read_embeddings, write_embeddings
 from semid.sids import extend_sids

@@ -93,7 +93,7 @@ def beauty_import(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
 def tiny_run(tmp_path_factory):
     """A complete run (SIDs, tokenizer, index, decoder) trained in seconds on a tiny synthetic world with 2
     retailers; returns (root, cfg) with root/"data" the dataset and root/"run" the run folder."""
-    from genrec.pipeline import train_run
+    from genrec.run.build import train_run
     from genrec.data.synth.tiny import tiny_config, tiny_world
 
     root = tmp_path_factory.mktemp("tiny")

@@ -121,7 +121,7 @@ def test_cold_start_section_of_the_run_config_sets_the_retrievers_share(tiny_run
     import shutil
 
     from genrec.retriever import Retriever
-    from genrec.runconfig import load_run_config
+    from genrec.run.config import load_run_config
     from semid.config import ConfigError, save_yaml
 
     root, shared_cfg = tiny_run

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from genrec.collab import collab_embeddings, combine, cooccurrence, training_sequences
-from genrec.runconfig import RunConfig, load_run_config
-from genrec.semid_run import (EMBEDDINGS_FILE, TEXT_EMBEDDINGS_FILE, assign_new_items, build_semids,
+from genrec.run.config import RunConfig, load_run_config
+from genrec.run.semids import (EMBEDDINGS_FILE, TEXT_EMBEDDINGS_FILE, assign_new_items, build_semids,
                               embed_new_items, evaluate_semids, heldout_pairs)
 from genrec.data.sequences import Examples, SequenceConfig
 from semid.common import DataError
@@ -194,7 +194,7 @@ def test_collab_weight_zero_keeps_the_text_embeddings(world):
 
 def test_run_with_collab_trains_and_assigns_cold_start_sids(world):
     root, base = world
-    from genrec.pipeline import train_run
+    from genrec.run.build import train_run
     from semid.store import load_codebook, read_sids
 
     cfg = copy.deepcopy(base)
@@ -272,7 +272,7 @@ def test_products_without_co_purchases_borrow_their_text_neighbours_vectors():
 def test_refresh_script_migrates_a_run_built_without_imputation(world, tmp_path, load_script):
     """scripts/refresh_uncovered_sids.py: in a copy of a collaborative run whose products without
     co-purchases had a zero part, those products get a borrowed part and new SIDs; nothing else changes."""
-    from genrec.pipeline import train_run
+    from genrec.run.build import train_run
     from genrec.retriever import Retriever
     from semid.store import read_sids
 

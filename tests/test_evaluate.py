@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from genrec.baselines import FitContext, make_baseline
+from genrec.evaluation.baselines import FitContext, make_baseline
 from genrec.data.dataset import Dataset
-from genrec.evaluate import (EvalConfig, build_eval_data, drop_events, evaluate, format_table, held_out,
+from genrec.evaluation.harness import (EvalConfig, build_eval_data, drop_events, evaluate, format_table, held_out,
                              tail_items, training_events, within_basket_queries)
 from genrec.data.sequences import SequenceConfig, build_histories, make_splits
 from semid.common import DataError
@@ -241,8 +241,8 @@ def test_cold_start_hold_out_accepts_a_config_train_stride():
 def test_each_k_is_scored_on_the_list_made_for_it():
     """Our model's top K has its own cold-start slots, so recall@K reads the K-list, not a longer list's
     prefix; one list serves every K by its prefixes."""
-    from genrec.evaluate import _by_k
-    from genrec.metrics import Targets, rank_metrics
+    from genrec.evaluation.harness import _by_k
+    from genrec.evaluation.metrics import Targets, rank_metrics
 
     targets = Targets(np.array([0, 1]), np.array([7]))
     per_k = _by_k(rank_metrics, {1: np.array([[7]]), 2: np.array([[3, 5]])}, targets, [1, 2])
@@ -256,8 +256,8 @@ def test_training_dataset_dates_the_cold_start_items_as_launched_after_the_log(s
     index built on the training copy: every other product, bought in training, later or never, is listed
     from the start, so one without training interactions is established and stays out of the pool."""
     from genrec.data.dataset import read_dataset
-    from genrec.evaluate import training_dataset
-    from genrec.pipeline import established_items
+    from genrec.evaluation.harness import training_dataset
+    from genrec.run.build import established_items
 
     path, _ = seq_data
     ds = read_dataset(path)

@@ -8,8 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from genrec.baselines.itemknn import KNNSettings, pair_counts, query_matrix, similarity
-from genrec.baselines.base import counts_per_item, train_sequences
+from genrec.evaluation.baselines.itemknn import KNNSettings, pair_counts, query_matrix, similarity
+from genrec.evaluation.baselines.base import counts_per_item, train_sequences
 from genrec.model.memory import MEMORY_FILE, CoPurchaseMemory, MemoryConfig
 from genrec.data.sequences import Examples
 from semid.common import DataError
@@ -72,7 +72,7 @@ def test_bad_settings_are_config_errors():
 
 
 def test_a_run_trained_with_a_memory_serves_reranked_valid_stocked_products(tmp_path):
-    from genrec.pipeline import train_run
+    from genrec.run.build import train_run
     from genrec.retriever import Retriever
     from genrec.data.synth.tiny import tiny_config, tiny_world
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from genrec.metrics import (ItemFacets, Targets, candidate_quality, keep_items, per_example, rank_metrics,
+from genrec.evaluation.metrics import (ItemFacets, Targets, candidate_quality, keep_items, per_example, rank_metrics,
                             remove_items, unique_targets)
 from semid.common import DataError
 

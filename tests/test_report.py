@@ -22,7 +22,7 @@ from genrec.model.history import HISTORY_FILE, append_history, read_history
 @pytest.fixture(scope="module")
 def report(tiny_run, tmp_path_factory) -> tuple[Path, dict]:
     """The report of a copy of the tiny run, evaluated beside the popularity baseline (``RUN/eval.json``)."""
-    from genrec.evaluate import evaluate
+    from genrec.evaluation.harness import evaluate
     from semid.common import write_json
 
     root, _ = tiny_run

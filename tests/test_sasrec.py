@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from genrec.baselines.base import FitContext
-from genrec.baselines.sasrec import (SASRec, SASRecConfig, SASRecModel, banned_pairs, left_pad, ranking_metrics,
+from genrec.evaluation.baselines.base import FitContext
+from genrec.evaluation.baselines.sasrec import (SASRec, SASRecConfig, SASRecModel, banned_pairs, left_pad, ranking_metrics,
                                      sample_negatives, training_matrices)
 from genrec.data.sequences import Examples, SequenceConfig, build_histories, make_splits
 from semid.common import DataError

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.baselines.base import FitContext
-from genrec.baselines.two_tower import (TwoTower, TwoTowerConfig, TwoTowerModel, build_index, label_log_frequency,
+from genrec.evaluation.baselines.base import FitContext
+from genrec.evaluation.baselines.two_tower import (TwoTower, TwoTowerConfig, TwoTowerModel, build_index, label_log_frequency,
                                         search_excluding)
 from genrec.data.sequences import SequenceConfig, build_histories, make_splits
 from semid.common import DataError

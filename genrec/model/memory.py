@@ -3,7 +3,7 @@
 The decoder generalises over SID prefixes and loses rare products to their popular neighbours: on Amazon
 Beauty it reaches 0.016 recall@10 on targets bought 1-4 times in training where item-kNN reaches 0.034
 (README). This memory keeps what item-kNN keeps, the windowed co-purchase similarity of the training
-sequences (``genrec.baselines.itemknn.similarity``), and re-scores the products the decoder's beam
+sequences (``genrec.evaluation.baselines.itemknn.similarity``), and re-scores the products the decoder's beam
 already decoded: ``log p(SID) + weight * log(floor + sim(history, product))``, a product of experts. It
 never adds a product the beam did not generate (results stay generated SIDs mapped through the index),
 and a product new since training has no co-purchase, so it keeps its decoder score less a constant:
@@ -20,8 +20,8 @@ import scipy.sparse as sp
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from genrec.baselines.base import counts_per_item, item_columns, train_sequences
-from genrec.baselines.itemknn import KNNSettings, pair_counts, query_matrix, similarity
+from genrec.evaluation.baselines.base import counts_per_item, item_columns, train_sequences
+from genrec.evaluation.baselines.itemknn import KNNSettings, pair_counts, query_matrix, similarity
 from genrec.data.sequences import Examples
 from semid.common import DataError
 from semid.config import ConfigError

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from genrec.model.history import read_history
-from genrec.semid_run import evaluate_semids, load_run_items
+from genrec.run.semids import evaluate_semids, load_run_items
 from semid.common import DataError
 from semid.intrinsic import PairProtocol, nearest_neighbours, normalize, sample_pairs, shared_depth
 from semid.sids import codes_matrix

@@ -90,7 +90,7 @@ def create_review_app(store: ReviewStore, title: str = "genrec review") -> FastA
 def open_review(run: Path, db: Path | None = None, min_support: int = 5, top: int | None = None) -> tuple[ReviewStore, dict]:
     """Audit ``run``'s codebook and load the cases into the database ``db`` (default ``RUN/review.sqlite``),
     keeping the decisions whose case did not change; returns the store and what the load kept."""
-    from genrec.semid_run import audit_run
+    from genrec.run.semids import audit_run
     from semid.store import load_codebook
 
     audit = audit_run(Path(run), min_support=min_support, top=top)  # a missing run fails here, creating nothing

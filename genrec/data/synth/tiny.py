@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from genrec.data.dataset import Dataset
-from genrec.runconfig import RunConfig
+from genrec.run.config import RunConfig
 from genrec.data.synth.config import SynthConfig
 from genrec.data.synth.world import synthesize
 

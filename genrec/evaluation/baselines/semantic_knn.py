@@ -14,7 +14,7 @@ from typing import Sequence
 import faiss
 import numpy as np
 
-from genrec.baselines.base import (FitContext, run_text_embeddings_path, counts_per_item, excluded_mask,
+from genrec.evaluation.baselines.base import (FitContext, run_text_embeddings_path, counts_per_item, excluded_mask,
                                    first_k_allowed, fixed_order_top_k, item_columns, popularity_ranking, tuning_subset,
                                    validation_score)
 from semid.common import DataError, ragged_rows

@@ -5,7 +5,7 @@ One dataset gives one split (``genrec.data.sequences.make_splits``: leave-one-ou
 Instacart). Every baseline is fitted on the training examples only and tunes itself on validation; whether
 a model's lists skip the shopper's past items is also chosen per model on validation (``exclude_history``
 "auto"). Test lists are full rankings over the catalog (a retailer's lists only over what it stocks) and
-are scored with ``genrec.metrics``. Slices: cold-start targets (never in training), tail categories (the
+are scored with ``genrec.evaluation.metrics``. Slices: cold-start targets (never in training), tail categories (the
 least-interacted categories holding ``tail_share`` of training interactions), per retailer, and, where the
 data has anonymous one-basket shoppers (Instacart, negative user ids), next add-to-cart within held-out
 anonymous baskets. ``EvalConfig.cold_start_fraction`` turns on TIGER's cold-start protocol (``held_out``): a
@@ -27,10 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from genrec.baselines import BASELINES, FitContext, make_baseline, train_sequences
-from genrec.baselines.base import PAD_ITEM, tuning_subset
+from genrec.evaluation.baselines import BASELINES, FitContext, make_baseline, train_sequences
+from genrec.evaluation.baselines.base import PAD_ITEM, tuning_subset
 from genrec.data.dataset import Dataset, read_dataset
-from genrec.metrics import ItemFacets, Targets, candidate_quality, keep_items, rank_metrics, remove_items
+from genrec.evaluation.metrics import ItemFacets, Targets, candidate_quality, keep_items, rank_metrics, remove_items
 from genrec.data.sequences import NO_RETAILER, Examples, Histories, SequenceConfig, build_histories, make_splits, \
     resolve_split
 from semid.common import DataError, jsonable
@@ -496,7 +496,7 @@ def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: S
         raise DataError(f"unknown baselines {unknown}; known: {sorted(BASELINES)}")
     seq_cfg = SequenceConfig()
     if run is not None:
-        from genrec.runconfig import load_run_config
+        from genrec.run.config import load_run_config
 
         seq_cfg = load_run_config(Path(run) / "config.yaml").sequence
     t0 = time.perf_counter()

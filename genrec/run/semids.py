@@ -12,10 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from genrec.baselines.base import catalog_rows
+from genrec.evaluation.baselines.base import catalog_rows
 from genrec.collab import collab_embeddings, combine, fill_missing, impute_from_text
 from genrec.data.dataset import read_dataset
-from genrec.runconfig import RunConfig, load_run_config
+from genrec.run.config import RunConfig, load_run_config
 from genrec.data.sequences import split_events
 from semid.catalog import read_items
 from semid.common import DataError, write_json
@@ -217,7 +217,7 @@ def assign_new_items(run: Path, items_file: Path, cfg: RunConfig | None = None) 
     existing = read_sids(run, expected_version=model.codebook_version)
     new_items = read_items(items_file)
     if cfg is None:
-        from genrec.runconfig import load_run_config
+        from genrec.run.config import load_run_config
 
         cfg = load_run_config(run / CONFIG_FILE)
     vectors = embed_new_items(new_items, cfg, run)

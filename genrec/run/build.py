@@ -11,8 +11,8 @@ import pyarrow.compute as pc
 
 from genrec.data.dataset import Dataset, read_dataset
 from genrec.model.memory import MEMORY_FILE, CoPurchaseMemory
-from genrec.runconfig import RunConfig
-from genrec.semid_run import build_semids, record_dataset
+from genrec.run.config import RunConfig
+from genrec.run.semids import build_semids, record_dataset
 from genrec.data.sequences import split_events
 from genrec.model.tokens import ItemTokens
 from genrec.model.train import TrainResult, train_decoder

@@ -111,7 +111,7 @@ def validation_score(model: Recommender, validation: Examples, ctx: FitContext,
     """``ctx.tune_metric`` (e.g. ``ndcg@10``) of ``model`` on ``validation``: the number tuning maximises.
     Without ``exclude`` and with ``ctx.tune_with_exclusion``, the better of keeping and excluding the
     query's history items (the harness chooses that mode per model on validation afterwards)."""
-    from genrec.metrics import Targets, rank_metrics
+    from genrec.evaluation.metrics import Targets, rank_metrics
 
     name, _, k = ctx.tune_metric.partition("@")
     if name not in ("recall", "ndcg") or not k.isdigit():
@@ -372,7 +372,7 @@ def excluded_mask(cand: np.ndarray, exclude: Sequence[np.ndarray] | None) -> np.
 
 def run_text_embeddings_path(run: Path | None) -> Path | None:
     """The run's item *text* embeddings file: ``text_embeddings.parquet`` when the run's codebook was trained
-    on text + collaborative vectors (genrec.semid_run writes both), else ``embeddings.parquet``; None without
+    on text + collaborative vectors (genrec.run.semids writes both), else ``embeddings.parquet``; None without
     a run. Content baselines must not see the collaborative part."""
     if run is None:
         return None

@@ -1,4 +1,4 @@
-"""Baseline recommenders run in the same harness as the generative model (``genrec.evaluate``).
+"""Baseline recommenders run in the same harness as the generative model (``genrec.evaluation.harness``).
 
 ``BASELINES`` maps a baseline's name (the key in the evaluation JSON) to where its class lives and the
 keyword arguments it is built with; ``make_baseline(name, **overrides)`` imports the module only when the
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-from genrec.baselines.base import FitContext, Recommender, top_k, train_sequences
+from genrec.evaluation.baselines.base import FitContext, Recommender, top_k, train_sequences
 from semid.common import DataError
 
 
@@ -17,20 +17,20 @@ from semid.common import DataError
 class BaselineSpec:
     """Where a baseline's class is and the keyword arguments that make this variant of it."""
 
-    module: str  # e.g. "genrec.baselines.popular"
+    module: str  # e.g. "genrec.evaluation.baselines.popular"
     cls: str  # class name inside the module
     kwargs: dict = field(default_factory=dict)  # constructor keyword arguments of this variant
     needs_run: bool = False  # needs the generative run folder (its embeddings)
 
 
 BASELINES: dict[str, BaselineSpec] = {
-    "popular": BaselineSpec("genrec.baselines.popular", "MostPopular"),
-    "own_popular": BaselineSpec("genrec.baselines.popular", "OwnMostBought"),
-    "itemknn": BaselineSpec("genrec.baselines.itemknn", "ItemKNN"),
-    "semantic_knn": BaselineSpec("genrec.baselines.semantic_knn", "SemanticKNN", needs_run=True),
-    "sasrec_ce": BaselineSpec("genrec.baselines.sasrec", "SASRec", {"loss": "ce"}),
-    "sasrec_bce": BaselineSpec("genrec.baselines.sasrec", "SASRec", {"loss": "bce"}),
-    "two_tower": BaselineSpec("genrec.baselines.two_tower", "TwoTower"),
+    "popular": BaselineSpec("genrec.evaluation.baselines.popular", "MostPopular"),
+    "own_popular": BaselineSpec("genrec.evaluation.baselines.popular", "OwnMostBought"),
+    "itemknn": BaselineSpec("genrec.evaluation.baselines.itemknn", "ItemKNN"),
+    "semantic_knn": BaselineSpec("genrec.evaluation.baselines.semantic_knn", "SemanticKNN", needs_run=True),
+    "sasrec_ce": BaselineSpec("genrec.evaluation.baselines.sasrec", "SASRec", {"loss": "ce"}),
+    "sasrec_bce": BaselineSpec("genrec.evaluation.baselines.sasrec", "SASRec", {"loss": "bce"}),
+    "two_tower": BaselineSpec("genrec.evaluation.baselines.two_tower", "TwoTower"),
 }
 
 

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.baselines.base import FitContext, item_columns, run_text_embeddings_path
-from genrec.baselines.sasrec import (PAD, CausalEncoder, banned_pairs, history_matrix,
+from genrec.evaluation.baselines.base import FitContext, item_columns, run_text_embeddings_path
+from genrec.evaluation.baselines.sasrec import (PAD, CausalEncoder, banned_pairs, history_matrix,
                                      length_batches, mask_pairs, ranking_metrics, topk_columns, train_loop,
                                      training_matrices, with_options)
 from genrec.data.sequences import Examples

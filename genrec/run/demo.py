@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 
 from genrec.data.dataset import read_dataset
-from genrec.evaluate import EvalConfig, evaluate, format_table
-from genrec.pipeline import train_run
+from genrec.evaluation.harness import EvalConfig, evaluate, format_table
+from genrec.run.build import train_run
 from genrec.report import write_report
 from genrec.retriever import Retriever
-from genrec.runconfig import RunConfig, load_run_config
-from genrec.semid_run import audit_run, build_semids, evaluate_semids
+from genrec.run.config import RunConfig, load_run_config
+from genrec.run.semids import audit_run, build_semids, evaluate_semids
 from semid.common import write_json
 from genrec.data.stats import dataset_stats, format_stats
 from genrec.data.synth import SynthConfig, synthesize
@@ -21,7 +21,7 @@ from semid.intrinsic import format_intrinsic
 
 log = logging.getLogger(__name__)
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
 def _stage(title: str) -> float:

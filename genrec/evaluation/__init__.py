@@ -1,0 +1,2 @@
+"""Offline evaluation: ranking and candidate metrics (``metrics``), the harness that runs the generative
+model and every baseline on one split (``harness``) and the baselines themselves (``baselines``)."""
