@@ -1,0 +1,59 @@
+"""The ``genrec`` command line. Each subcommand parses its flags and hands off to one library function;
+the commands come in groups, one module each (``data``, ``sids``, ``runs``, ``surfaces``); nothing else
+imports this package."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from semid.common import DataError
+from semid.config import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands and their flags, one command group per module."""
+    from genrec.cli import data, runs, sids, surfaces
+
+    p = argparse.ArgumentParser(prog="genrec", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    for group in (data, sids, runs, surfaces):
+        group.register(sub)
+    return p
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """INFO (DEBUG when ``verbose``) records of genrec on stderr, faiss's loader chatter left out."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``genrec`` console script; user errors print one line and exit 2."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        args.func(args)
+    except (DataError, ConfigError, FileNotFoundError) as e:
+        print(f"genrec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genrec: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        _close_process_group()
+    return 0
+
+
+def _close_process_group() -> None:
+    """Under ``accelerate launch``, wait for every process and tear the process group down before exit:
+    a gloo group left to interpreter shutdown can abort the process ("terminate called without an active
+    exception") after the work is done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
