@@ -88,11 +88,11 @@ def random_setup(args: argparse.Namespace) -> Setup:
 def run_setup(args: argparse.Namespace) -> Setup:
     """The trained decoder and the index of run ``--run``."""
     from genrec.model.decoder import load_decoder
-    from genrec.run.build import MODEL_DIR
+    from genrec.run.layout import decoder_model
 
     run = Path(args.run)
     index = RetailerIndex.load(run / "index")
-    model = load_decoder(run / MODEL_DIR, codebook_version=index.codebook_version)
+    model = load_decoder(decoder_model(run), codebook_version=index.codebook_version)
     leaves = index.trie_for(None).leaf_rows.numpy()
     return Setup(model, leaves, f"run {run}: decoder {type(model).__name__}, {len(index):,} products")
 

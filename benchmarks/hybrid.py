@@ -24,8 +24,9 @@ from memory_weight import decode, metrics  # noqa: E402 (benchmarks/ is on the p
 from genrec.evaluation.baselines.base import item_columns
 from genrec.cli import configure_logging
 from genrec.evaluation.harness import EvalConfig, build_eval_data
-from genrec.model.item_head import (HEAD_FILE, ItemHead, ItemHeadConfig, head_ndcg, query_states, save_head,
-                              sid_embeddings, train_item_head, training_pairs)
+from genrec.model.item_head import (ItemHead, ItemHeadConfig, head_ndcg, query_states, save_head, sid_embeddings,
+                                    train_item_head, training_pairs)
+from genrec.run.layout import HEAD_FILE
 from genrec.model.memory import CoPurchaseMemory, MemoryConfig
 from genrec.retriever import Retriever
 from genrec.data.sequences import SequenceConfig

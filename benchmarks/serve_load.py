@@ -155,7 +155,7 @@ def _batch_totals(client: httpx.Client) -> tuple[float, float]:
 def make_bodies(run: Path, n: int, k: int, max_history: int, seed: int, per_retailer: bool = True) -> list[dict]:
     """Random requests: histories of 1..max_history catalog products, each for the whole catalog or (with
     ``per_retailer``) one of the retailers, drawn evenly."""
-    from genrec.run.build import INDEX_DIR
+    from genrec.run.layout import INDEX_DIR
     from index.retailer_index import RetailerIndex
 
     index = RetailerIndex.load(run / INDEX_DIR)

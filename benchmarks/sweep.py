@@ -31,8 +31,9 @@ from quality import data_split, seeded  # noqa: E402
 
 from genrec.cli import configure_logging  # noqa: E402
 from genrec.evaluation.harness import GENREC, EvalConfig, evaluate, evaluate_baseline  # noqa: E402
-from genrec.run.build import DECODER_DIR, train_run  # noqa: E402
+from genrec.run.build import train_run  # noqa: E402
 from genrec.run.config import RunConfig, load_run_config  # noqa: E402
+from genrec.run.layout import DECODER_DIR  # noqa: E402
 from semid.config import from_dict, to_dict  # noqa: E402
 
 

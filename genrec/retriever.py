@@ -13,11 +13,10 @@ import torch
 
 from genrec.model.beam_search import constrained_beam_search
 from genrec.model.decoder import decoder_meta, inference_dtype, load_decoder
-from genrec.run.build import INDEX_DIR, MODEL_DIR, TOKENIZER_FILE
+from genrec.run.layout import CONFIG_FILE, INDEX_DIR, MEMORY_FILE, TOKENIZER_FILE, decoder_model
 from genrec.model.item_decoder import pack_rows
-from genrec.model.memory import MEMORY_FILE, CoPurchaseMemory
+from genrec.model.memory import CoPurchaseMemory
 from genrec.run.config import load_run_config
-from genrec.run.semids import CONFIG_FILE
 from genrec.data.sequences import NO_RETAILER, query_examples
 from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
 from index.candidates import cold_slots, empty_candidates
@@ -85,8 +84,8 @@ class Retriever:
         version = codebook_version(run)
         tokenizer = SIDTokenizer.load(run / TOKENIZER_FILE, codebook_version=version)
         index = RetailerIndex.load(run / INDEX_DIR, codebook_version=version)
-        model = load_decoder(run / MODEL_DIR, codebook_version=version).to(device, inference_dtype(dtype, device))
-        weights = run / MODEL_DIR / "model.safetensors"
+        model = load_decoder(decoder_model(run), codebook_version=version).to(device, inference_dtype(dtype, device))
+        weights = decoder_model(run) / "model.safetensors"
         model_version = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else None
         cold = _cold_start_config(run)
         ranker = ColdRanker.from_codewords(load_codebook(run).codewords(),

@@ -20,9 +20,10 @@ import pyarrow.compute as pc
 
 from genrec.collab import combine, fill_missing
 from genrec.data.dataset import read_dataset
-from genrec.run.build import TOKENIZER_FILE, build_index
+from genrec.run.build import build_index
+from genrec.run.layout import CONFIG_FILE, EMBEDDINGS_FILE, TOKENIZER_FILE
 from genrec.run.config import load_run_config
-from genrec.run.semids import CONFIG_FILE, EMBEDDINGS_FILE, run_collab_parts, run_dataset
+from genrec.run.semids import run_collab_parts, run_dataset
 from genrec.model.tokens import ItemTokens
 from semid.embeddings import read_embeddings, write_embeddings
 from semid.sids import extend_sids

@@ -12,8 +12,8 @@ import pytest
 
 from genrec.collab import collab_embeddings, combine, cooccurrence, training_sequences
 from genrec.run.config import RunConfig, load_run_config
-from genrec.run.semids import (EMBEDDINGS_FILE, TEXT_EMBEDDINGS_FILE, assign_new_items, build_semids,
-                              embed_new_items, evaluate_semids, heldout_pairs)
+from genrec.run.semids import assign_new_items, build_semids, embed_new_items, evaluate_semids, heldout_pairs
+from genrec.run.layout import EMBEDDINGS_FILE, TEXT_EMBEDDINGS_FILE
 from genrec.data.sequences import Examples, SequenceConfig
 from semid.common import DataError
 from semid.config import ConfigError, from_dict

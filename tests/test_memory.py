@@ -10,7 +10,8 @@ import pytest
 
 from genrec.evaluation.baselines.itemknn import KNNSettings, pair_counts, query_matrix, similarity
 from genrec.evaluation.baselines.base import counts_per_item, train_sequences
-from genrec.model.memory import MEMORY_FILE, CoPurchaseMemory, MemoryConfig
+from genrec.model.memory import CoPurchaseMemory, MemoryConfig
+from genrec.run.layout import MEMORY_FILE
 from genrec.data.sequences import Examples
 from semid.common import DataError
 from semid.config import ConfigError

@@ -16,7 +16,8 @@ from browser import chrome, screenshot, wait_for
 from genrec.report import write_report
 from genrec.report.html import render_report
 from genrec.report.data import report_payload
-from genrec.model.history import HISTORY_FILE, append_history, read_history
+from genrec.model.history import append_history, read_history
+from genrec.run.layout import HISTORY_FILE
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from genrec.run.layout import INDEX_DIR
 from semid.common import DataError
 
 
@@ -66,7 +67,7 @@ def _cmd_semid_substitutes(args: argparse.Namespace) -> None:
     if args.retailer_id is not None:
         from index.retailer_index import RetailerIndex
 
-        index = RetailerIndex.load(Path(args.run) / "index")
+        index = RetailerIndex.load(Path(args.run) / INDEX_DIR)
         if args.retailer_id not in index.retailers.tolist():
             raise DataError(f"unknown retailer {args.retailer_id}; known: {index.retailers.tolist()[:50]}")
         stocked = index.stocked(args.retailer_id)

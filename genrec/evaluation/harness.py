@@ -33,6 +33,7 @@ from genrec.data.dataset import Dataset, read_dataset
 from genrec.evaluation.metrics import ItemFacets, Targets, candidate_quality, keep_items, rank_metrics, remove_items
 from genrec.data.sequences import NO_RETAILER, Examples, Histories, SequenceConfig, build_histories, make_splits, \
     resolve_split
+from genrec.run.layout import CONFIG_FILE
 from semid.common import DataError, jsonable
 
 GENREC = "genrec"  # the generative model's key in the result
@@ -498,7 +499,7 @@ def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: S
     if run is not None:
         from genrec.run.config import load_run_config
 
-        seq_cfg = load_run_config(Path(run) / "config.yaml").sequence
+        seq_cfg = load_run_config(Path(run) / CONFIG_FILE).sequence
     t0 = time.perf_counter()
     data_ = build_eval_data(Path(data), seq_cfg, cfg, seed)
     ks = tuple(sorted(set(k_values))) if k_values else K_BY_SPLIT[data_.split]

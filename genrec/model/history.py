@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from genrec.run.layout import HISTORY_FILE, RESULT_FILE
 
-HISTORY_FILE = "history.jsonl"  # under the trainer's output folder (``RUN/decoder``)
 
 
 class LossMeter:
@@ -54,7 +54,7 @@ def read_history(decoder_dir: str | Path) -> list[dict]:
         for r in records[start:]:
             latest[(r.get("epoch"), r.get("step"), "lr" in r)] = r
         return list(latest.values())
-    result = Path(decoder_dir) / "train_result.json"
+    result = Path(decoder_dir) / RESULT_FILE
     if result.is_file():
         return list(json.loads(result.read_text(encoding="utf-8")).get("history", []))
     return []

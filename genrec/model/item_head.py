@@ -27,7 +27,6 @@ from semid.common import DataError
 from semid.config import ConfigError
 from semid.tokenizer import BOS, PAD
 
-HEAD_FILE = "item_head.safetensors"
 
 
 @dataclass

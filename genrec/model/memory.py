@@ -26,7 +26,6 @@ from genrec.data.sequences import Examples
 from semid.common import DataError
 from semid.config import ConfigError
 
-MEMORY_FILE = "memory.safetensors"
 
 
 @dataclass

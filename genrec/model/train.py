@@ -33,6 +33,7 @@ from genrec.model.beam_search import constrained_beam_search
 from genrec.model.decoder import DecoderConfig, build_decoder, decoder_config, save_decoder, training_loss
 from genrec.model.history import LossMeter, append_history
 from genrec.data.sequences import Examples, SequenceConfig, split_events
+from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR, RESULT_FILE
 from semid.common import DataError, jsonable, replace_dir, temp_sibling, torch_threads
 from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
 from index.trie import PrefixTrie
@@ -41,9 +42,6 @@ from semid.tokenizer import BOS, PAD
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "train_result.json"  # the TrainResult of the last finished training, under the output folder
-CHECKPOINT_DIR = "checkpoint"  # the last checkpoint, under the trainer's output folder
-MODEL_DIR = "model"  # the best decoder (transformers folder), under the trainer's output folder
 # settings that may change between an interrupted run and its resumption without changing the result
 RESUMABLE_CHANGES = ("progress", "num_threads", "checkpoint_every", "log_every")
 

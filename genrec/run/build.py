@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from genrec.data.dataset import Dataset, read_dataset
-from genrec.model.memory import MEMORY_FILE, CoPurchaseMemory
+from genrec.model.memory import CoPurchaseMemory
+from genrec.run.layout import DECODER_DIR, INDEX_DIR, MEMORY_FILE, SIDS_FILE, TOKENIZER_FILE
 from genrec.run.config import RunConfig
 from genrec.run.semids import build_semids, record_dataset
 from genrec.data.sequences import split_events
@@ -22,10 +23,6 @@ from semid.tokenizer import SIDTokenizer
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILE = "tokenizer.json"
-INDEX_DIR = "index"
-DECODER_DIR = "decoder"  # the trainer's folder: decoder/model (best), decoder/checkpoint (last)
-MODEL_DIR = "decoder/model"
 
 
 def dedup_capacity(sids: pa.Table) -> int:
@@ -110,7 +107,7 @@ def build_memory(run: Path, ds: Dataset, cfg: RunConfig, item_tokens: ItemTokens
 
 def train_run(data: Path, cfg: RunConfig, run: Path, resume: bool = True) -> TrainResult:
     """Build whatever the run folder lacks, then train (or resume training) the decoder."""
-    if not (run / "sids.parquet").is_file():
+    if not (run / SIDS_FILE).is_file():
         build_semids(data, cfg, run)
     record_dataset(run, data)
     ds, tok, item_tokens = build_serving_parts(data, cfg, run)

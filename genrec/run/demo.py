@@ -13,6 +13,7 @@ from genrec.run.build import train_run
 from genrec.report import write_report
 from genrec.retriever import Retriever
 from genrec.run.config import RunConfig, load_run_config
+from genrec.run.layout import EVAL_FILE, SEMID_EVAL_FILE, SIDS_FILE
 from genrec.run.semids import audit_run, build_semids, evaluate_semids
 from semid.common import write_json
 from genrec.data.stats import dataset_stats, format_stats
@@ -45,10 +46,10 @@ def run_demo(workdir: Path, config: Path | None = None, seed: int = 0) -> dict:
     _done(t)
 
     t = _stage(f"2. text embeddings + RQ-VAE Semantic IDs -> {run}")
-    if not (run / "sids.parquet").is_file():
+    if not (run / SIDS_FILE).is_file():
         build_semids(data, cfg, run)
     metrics = evaluate_semids(run, seed=seed)
-    write_json(metrics, run / "semid_eval.json")
+    write_json(metrics, run / SEMID_EVAL_FILE)
     print(format_intrinsic(metrics))
     _done(t)
 
@@ -64,7 +65,7 @@ def run_demo(workdir: Path, config: Path | None = None, seed: int = 0) -> dict:
 
     t = _stage("5. offline evaluation against baselines (held-out last basket per shopper)")
     result = evaluate(data, run, ["popular", "own_popular", "itemknn"], seed=seed, config=EvalConfig(max_test=500))
-    write_json(result, run / "eval.json")
+    write_json(result, run / EVAL_FILE)
     print(format_table(result))
     _done(t)
 

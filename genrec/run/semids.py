@@ -17,6 +17,7 @@ from genrec.collab import collab_embeddings, combine, fill_missing, impute_from_
 from genrec.data.dataset import read_dataset
 from genrec.run.config import RunConfig, load_run_config
 from genrec.data.sequences import split_events
+from genrec.run.layout import CONFIG_FILE, DATASET_FILE, EMBEDDINGS_FILE, ITEMS_FILE, TEXT_EMBEDDINGS_FILE
 from semid.catalog import read_items
 from semid.common import DataError, write_json
 from semid.churn import carry_over_sids, migration_table, sid_churn
@@ -29,11 +30,6 @@ from semid.train import SemIDModel, train_codebook
 
 log = logging.getLogger(__name__)
 
-EMBEDDINGS_FILE = "embeddings.parquet"  # what the codebook was trained on (text, or text + collaborative)
-TEXT_EMBEDDINGS_FILE = "text_embeddings.parquet"  # the text part alone, written when a collaborative part is added
-ITEMS_FILE = "items.parquet"  # the catalog the codebook was trained on (for eval and audit)
-CONFIG_FILE = "config.yaml"  # the resolved run config
-DATASET_FILE = "dataset.json"  # where the run's dataset lives, so eval and carousels can find it
 
 
 @dataclass

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 import torch
 
 from genrec.data.sequences import Examples
+from genrec.run.layout import EMBEDDINGS_FILE, TEXT_EMBEDDINGS_FILE
 from semid.common import DataError, ragged_rows
 
 PAD_ITEM = -1  # item id filling a row of recommendations shorter than K
@@ -376,5 +377,5 @@ def run_text_embeddings_path(run: Path | None) -> Path | None:
     a run. Content baselines must not see the collaborative part."""
     if run is None:
         return None
-    text_only = Path(run) / "text_embeddings.parquet"
-    return text_only if text_only.is_file() else Path(run) / "embeddings.parquet"
+    text_only = Path(run) / TEXT_EMBEDDINGS_FILE
+    return text_only if text_only.is_file() else Path(run) / EMBEDDINGS_FILE
