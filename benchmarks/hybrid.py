@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from memory_weight import decode, metrics  # noqa: E402 (benchmarks/ is on the path when run as a script)
-from genrec.evaluation.baselines.base import item_columns
+from semid.catalog import item_columns
 from genrec.cli import configure_logging
 from genrec.evaluation.harness import EvalConfig, build_eval_data
 from genrec.model.item_head import (ItemHead, ItemHeadConfig, head_ndcg, query_states, save_head, sid_embeddings,

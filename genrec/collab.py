@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from genrec.evaluation.baselines.base import catalog_rows, train_sequences
+from genrec.data.sequences import Examples, SequenceConfig, build_histories, make_splits, train_sequences
+from semid.catalog import catalog_rows
 from semid.common import DataError, ragged_rows
-from genrec.data.sequences import Examples, SequenceConfig, build_histories, make_splits
 from semid.embeddings import l2_normalize
 
 OVERSAMPLE = 16  # extra random directions of the randomized SVD beyond ``dim`` (accuracy of the subspace)

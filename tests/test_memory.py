@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from genrec.evaluation.baselines.itemknn import KNNSettings, pair_counts, query_matrix, similarity
-from genrec.evaluation.baselines.base import counts_per_item, train_sequences
+from genrec.data.sequences import Examples, train_sequences
+from semid.catalog import counts_per_item
 from genrec.model.memory import CoPurchaseMemory, MemoryConfig
 from genrec.run.layout import MEMORY_FILE
-from genrec.data.sequences import Examples
 from semid.common import DataError
 from semid.config import ConfigError
 

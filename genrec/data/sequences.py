@@ -237,3 +237,31 @@ def _gather(values: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.
 def _take_ragged(offsets: np.ndarray, values: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows ``index`` of a ragged array."""
     return _gather(values, offsets[:-1][index], offsets[1:][index])
+
+
+def train_sequences(train: Examples) -> Examples:
+    """Each shopper's whole training sequence rebuilt from its training windows (history = the sequence,
+    no targets): the first window's context followed by every window's targets, windows oldest first."""
+    n = len(train)
+    if n == 0:
+        return train
+    new_user = np.r_[True, train.user_ids[1:] != train.user_ids[:-1]]
+    if np.unique(train.user_ids[new_user]).size != int(new_user.sum()):
+        raise DataError("training examples: a shopper's windows are not contiguous")
+    h_len = np.diff(train.history_offsets) * new_user  # only the first window's context is kept
+    t_len = np.diff(train.target_offsets)
+    pieces_start = np.stack([train.history_offsets[:-1], train.target_offsets[:-1]], 1).reshape(-1)
+    pieces_len = np.stack([h_len, t_len], 1).reshape(-1)
+    pieces_src = np.tile([0, 1], n)  # 0: history array, 1: target array
+    flat = np.concatenate([train.history_items, train.target_items])
+    shift = np.where(pieces_src == 1, train.history_items.size, 0)
+    index = np.repeat(pieces_start + shift - np.r_[0, np.cumsum(pieces_len)[:-1]], pieces_len) + np.arange(
+        pieces_len.sum())
+    items = flat[index]
+    user_rows = np.cumsum(new_user) - 1
+    per_user = np.bincount(user_rows, weights=h_len + t_len).astype(np.int64)
+    offsets = np.r_[0, np.cumsum(per_user)].astype(np.int64)
+    starts = np.flatnonzero(new_user)
+    n_users = starts.size
+    return Examples(train.user_ids[starts], offsets, items, np.zeros(n_users + 1, np.int64),
+                    np.zeros(0, np.int64), train.retailer_ids[starts])

@@ -27,7 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from genrec.evaluation.baselines import BASELINES, FitContext, make_baseline, train_sequences
+from genrec.evaluation.baselines import BASELINES, FitContext, make_baseline
+from genrec.data.sequences import train_sequences
 from genrec.evaluation.baselines.base import PAD_ITEM, tuning_subset
 from genrec.data.dataset import Dataset, read_dataset
 from genrec.evaluation.metrics import ItemFacets, Targets, candidate_quality, keep_items, rank_metrics, remove_items

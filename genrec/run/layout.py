@@ -27,11 +27,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from semid.store import CONFIG_FILE as CODEBOOK_FILE
-from semid.store import HEALTH_FILE as CODEBOOK_HEALTH_FILE
-from semid.store import HISTORY_FILE as CODEBOOK_HISTORY_FILE
-from semid.store import SIDS_FILE
-from semid.store import WEIGHTS_FILE as CODEBOOK_WEIGHTS_FILE
+from semid.store import CONFIG_FILE as CODEBOOK_FILE, HEALTH_FILE as CODEBOOK_HEALTH_FILE, SIDS_FILE
+from semid.store import HISTORY_FILE as CODEBOOK_HISTORY_FILE, WEIGHTS_FILE as CODEBOOK_WEIGHTS_FILE
 
 CONFIG_FILE = "config.yaml"
 DATASET_FILE = "dataset.json"

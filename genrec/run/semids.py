@@ -12,13 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from genrec.evaluation.baselines.base import catalog_rows
+from semid.catalog import catalog_rows, read_items
 from genrec.collab import collab_embeddings, combine, fill_missing, impute_from_text
 from genrec.data.dataset import read_dataset
 from genrec.run.config import RunConfig, load_run_config
 from genrec.data.sequences import split_events
 from genrec.run.layout import CONFIG_FILE, DATASET_FILE, EMBEDDINGS_FILE, ITEMS_FILE, TEXT_EMBEDDINGS_FILE
-from semid.catalog import read_items
 from semid.common import DataError, write_json
 from semid.churn import carry_over_sids, migration_table, sid_churn
 from semid.config import save_yaml

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-from genrec.evaluation.baselines.base import FitContext, Recommender, top_k, train_sequences
+from genrec.evaluation.baselines.base import FitContext, Recommender, top_k
 from semid.common import DataError
 
 
@@ -45,4 +45,4 @@ def make_baseline(name: str, **overrides) -> Recommender:
     return model
 
 
-__all__ = ["BASELINES", "BaselineSpec", "FitContext", "Recommender", "make_baseline", "top_k", "train_sequences"]
+__all__ = ["BASELINES", "BaselineSpec", "FitContext", "Recommender", "make_baseline", "top_k"]

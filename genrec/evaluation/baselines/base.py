@@ -21,8 +21,9 @@ import pyarrow as pa
 import scipy.sparse as sp
 import torch
 
-from genrec.data.sequences import Examples
+from genrec.data.sequences import Examples, train_sequences
 from genrec.run.layout import EMBEDDINGS_FILE, TEXT_EMBEDDINGS_FILE
+from semid.catalog import item_columns
 from semid.common import DataError, ragged_rows
 
 PAD_ITEM = -1  # item id filling a row of recommendations shorter than K
@@ -128,52 +129,6 @@ def validation_score(model: Recommender, validation: Examples, ctx: FitContext,
     return best
 
 
-def item_columns(catalog: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
-    """Index of each id in the ascending ``catalog``; -1 where absent."""
-    item_ids = np.asarray(item_ids, dtype=np.int64)
-    pos = np.searchsorted(catalog, item_ids)
-    pos_c = np.minimum(pos, catalog.size - 1)
-    return np.where(catalog[pos_c] == item_ids, pos_c, -1).astype(np.int64)
-
-
-def catalog_rows(catalog: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
-    """Row of each id in ``catalog`` (any order, unique ids); -1 where absent."""
-    catalog = np.asarray(catalog, dtype=np.int64)
-    if catalog.size == 0:
-        return np.full(np.shape(item_ids), -1, dtype=np.int64)
-    order = np.argsort(catalog, kind="stable")
-    cols = item_columns(catalog[order], item_ids)
-    return np.where(cols >= 0, order[np.maximum(cols, 0)], -1)
-
-
-def train_sequences(train: Examples) -> Examples:
-    """Each shopper's whole training sequence rebuilt from its training windows (history = the sequence,
-    no targets): the first window's context followed by every window's targets, windows oldest first."""
-    n = len(train)
-    if n == 0:
-        return train
-    new_user = np.r_[True, train.user_ids[1:] != train.user_ids[:-1]]
-    if np.unique(train.user_ids[new_user]).size != int(new_user.sum()):
-        raise DataError("training examples: a shopper's windows are not contiguous")
-    h_len = np.diff(train.history_offsets) * new_user  # only the first window's context is kept
-    t_len = np.diff(train.target_offsets)
-    pieces_start = np.stack([train.history_offsets[:-1], train.target_offsets[:-1]], 1).reshape(-1)
-    pieces_len = np.stack([h_len, t_len], 1).reshape(-1)
-    pieces_src = np.tile([0, 1], n)  # 0: history array, 1: target array
-    flat = np.concatenate([train.history_items, train.target_items])
-    shift = np.where(pieces_src == 1, train.history_items.size, 0)
-    index = np.repeat(pieces_start + shift - np.r_[0, np.cumsum(pieces_len)[:-1]], pieces_len) + np.arange(
-        pieces_len.sum())
-    items = flat[index]
-    user_rows = np.cumsum(new_user) - 1
-    per_user = np.bincount(user_rows, weights=h_len + t_len).astype(np.int64)
-    offsets = np.r_[0, np.cumsum(per_user)].astype(np.int64)
-    starts = np.flatnonzero(new_user)
-    n_users = starts.size
-    return Examples(train.user_ids[starts], offsets, items, np.zeros(n_users + 1, np.int64),
-                    np.zeros(0, np.int64), train.retailer_ids[starts])
-
-
 def top_k(scores: np.ndarray, catalog: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None,
           tiebreak: np.ndarray | None = None) -> np.ndarray:
     """Top ``k`` item ids per row of dense ``scores`` [B, n_items] (columns = ``catalog``), best first.
@@ -231,12 +186,6 @@ def chunked_top_k(score_rows: Callable[[np.ndarray], np.ndarray], n_rows: int, c
 def popularity_ranking(catalog: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Catalog item ids by descending ``counts``, equal counts by ascending id."""
     return catalog[np.lexsort((np.arange(counts.size), -counts))]
-
-
-def counts_per_item(catalog: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
-    """How often each catalog item occurs in ``item_ids`` (ids outside the catalog are ignored)."""
-    cols = item_columns(catalog, item_ids)
-    return np.bincount(cols[cols >= 0], minlength=catalog.size).astype(np.float64)
 
 
 def ragged_exclusions(exclude: Sequence[np.ndarray] | None, n_rows: int) -> tuple[np.ndarray, np.ndarray]:

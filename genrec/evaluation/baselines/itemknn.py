@@ -15,8 +15,9 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from genrec.evaluation.baselines.base import (FitContext, counts_per_item, item_columns, popularity_ranking, sparse_top_k,
-                                   tuning_subset, validation_score)
+from genrec.evaluation.baselines.base import (FitContext, popularity_ranking, sparse_top_k, tuning_subset,
+                                              validation_score)
+from semid.catalog import counts_per_item, item_columns
 from semid.common import DataError, ragged_rows
 from genrec.data.sequences import Examples
 

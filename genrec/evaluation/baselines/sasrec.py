@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.evaluation.baselines.base import FitContext, item_columns
+from genrec.evaluation.baselines.base import FitContext
+from semid.catalog import item_columns
 from semid.common import DataError, ragged_rows, torch_threads
 from genrec.data.sequences import Examples
 

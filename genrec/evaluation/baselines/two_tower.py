@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.evaluation.baselines.base import FitContext, item_columns, run_text_embeddings_path
+from genrec.evaluation.baselines.base import FitContext, run_text_embeddings_path
+from semid.catalog import item_columns
 from genrec.evaluation.baselines.sasrec import (PAD, CausalEncoder, banned_pairs, history_matrix,
                                      length_batches, mask_pairs, ranking_metrics, topk_columns, train_loop,
                                      training_matrices, with_options)
