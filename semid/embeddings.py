@@ -47,7 +47,7 @@ class EmbeddingConfig:
     cache_dir: str = DEFAULT_CACHE_DIR  # cache root; GENREC_CACHE_DIR replaces this default when set
     device: str = "cpu"  # torch device of the text model ("cpu", "cuda", "cuda:1", "mps")
     progress: bool = True  # tqdm progress bar over the texts to embed (hidden when stderr is not a TTY)
-    collab_weight: float = 0.0  # share of squared norm given to co-purchase vectors (genrec.collab); 0: text only
+    collab_weight: float = 0.0  # share of squared norm given to co-purchase vectors (semid.collab); 0: text only
     collab_dim: int = 64  # width of the co-purchase vectors appended to the text vectors
     collab_window: int = 3  # items within this many positions of a shopper's training sequence co-occur
     collab_impute: int = 10  # products with no co-purchase borrow the mean vector of this many text neighbours; 0: zero

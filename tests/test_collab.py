@@ -1,4 +1,4 @@
-"""Collaborative item vectors (genrec.collab) and their use in a run's Semantic IDs: shapes, determinism,
+"""Collaborative item vectors (semid.collab) and their use in a run's Semantic IDs: shapes, determinism,
 no leak of validation / test targets, cold products, the config keys, and a run built with them."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from genrec.collab import collab_embeddings, combine, cooccurrence, training_sequences
+from semid.collab import combine, cooccurrence
+from genrec.data.copurchase import collab_embeddings, training_sequences
 from genrec.run.config import RunConfig, load_run_config
 from genrec.run.semids import assign_new_items, build_semids, embed_new_items, evaluate_semids, heldout_pairs
 from genrec.run.layout import EMBEDDINGS_FILE, TEXT_EMBEDDINGS_FILE
@@ -125,10 +126,10 @@ def test_cooccurrence_counts_pairs_within_the_window_both_ways():
         [2, 1, 0, 1],
         [0, 0, 1, 0],
     ])
-    np.testing.assert_array_equal(cooccurrence(seqs, catalog, window=2).toarray(), expected)
-    adjacent = cooccurrence(seqs, catalog, window=1).toarray()
+    np.testing.assert_array_equal(cooccurrence(seqs.history_offsets, seqs.history_items, catalog, window=2).toarray(), expected)
+    adjacent = cooccurrence(seqs.history_offsets, seqs.history_items, catalog, window=1).toarray()
     assert adjacent[0, 1] == 1 and adjacent[0, 2] == 1
-    assert not np.diag(cooccurrence(seqs, catalog, window=3).toarray()).any()  # 10 .. 10 is no pair
+    assert not np.diag(cooccurrence(seqs.history_offsets, seqs.history_items, catalog, window=3).toarray()).any()  # 10 .. 10 is no pair
 
 
 def test_unknown_event_item_is_a_data_error():
@@ -257,7 +258,7 @@ def test_semid_eval_measures_copurchase_sharing(world, tmp_path, caplog):
 
 
 def test_products_without_co_purchases_borrow_their_text_neighbours_vectors():
-    from genrec.collab import fill_missing, impute_from_text
+    from semid.collab import fill_missing, impute_from_text
 
     text = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [1, 0.05]], np.float32)
     collab = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1], [0, 0, 0]], np.float32)

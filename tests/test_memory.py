@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from genrec.evaluation.baselines.itemknn import KNNSettings, pair_counts, query_matrix, similarity
+from genrec.data.copurchase import KNNSettings, pair_counts, query_matrix, similarity
 from genrec.data.sequences import Examples, train_sequences
 from semid.catalog import counts_per_item
 from genrec.model.memory import CoPurchaseMemory, MemoryConfig

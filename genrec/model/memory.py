@@ -22,7 +22,7 @@ from safetensors.numpy import load_file, save_file
 
 from genrec.data.sequences import Examples, train_sequences
 from semid.catalog import counts_per_item, item_columns
-from genrec.evaluation.baselines.itemknn import KNNSettings, pair_counts, query_matrix, similarity
+from genrec.data.copurchase import KNNSettings, pair_counts, query_matrix, similarity
 from semid.common import DataError
 from semid.config import ConfigError
 

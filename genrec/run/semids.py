@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from semid.catalog import catalog_rows, read_items
-from genrec.collab import collab_embeddings, combine, fill_missing, impute_from_text
+from semid.collab import combine, fill_missing, impute_from_text
+from genrec.data.copurchase import collab_embeddings
 from genrec.data.dataset import read_dataset
 from genrec.run.config import RunConfig, load_run_config
 from genrec.data.sequences import split_events
@@ -75,7 +76,7 @@ def build_semids(data: Path, cfg: RunConfig, run: Path, init_run: Path | None = 
 
 def with_collab(data: Path, item_ids: np.ndarray, text: np.ndarray, cfg: RunConfig) -> np.ndarray:
     """``[sqrt(1-w) * text, sqrt(w) * collab]``: text vectors joined by co-purchase vectors learned from the
-    training part of ``data``'s sequences (``genrec.collab``); products with no co-purchase borrow their text
+    training part of ``data``'s sequences (``semid.collab``); products with no co-purchase borrow their text
     neighbours' (``embedding.collab_impute``; 0: text only)."""
     emb = cfg.embedding
     start = time.perf_counter()

@@ -15,24 +15,12 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from genrec.data.copurchase import KNNSettings, pair_counts, query_matrix, similarity
 from genrec.evaluation.baselines.base import (FitContext, popularity_ranking, sparse_top_k, tuning_subset,
                                               validation_score)
-from semid.catalog import counts_per_item, item_columns
-from semid.common import DataError, ragged_rows
+from semid.catalog import counts_per_item
+from semid.common import DataError
 from genrec.data.sequences import Examples
-
-
-@dataclass(frozen=True)
-class KNNSettings:
-    """One point of the item-kNN search space."""
-
-    window: int = 3  # co-occurrence window in steps
-    decay: float = 1.0  # weight of a pair d steps apart = decay ** (d - 1)
-    backward: float = 1.0  # weight of "b before a" relative to "a before b"
-    alpha: float = 0.5  # exponent of count(source item) in the normalisation
-    gamma: float = 0.5  # exponent of count(candidate item) in the normalisation
-    last_n: int = 3  # history items the query is scored from
-    recency: float = 0.7  # weight of the j-th most recent of them = recency ** j
 
 
 @dataclass
@@ -114,41 +102,3 @@ class ItemKNN:
             raise DataError("itemknn: recommend called before fit")
         query = query_matrix(queries.history_offsets, queries.history_items, self.ctx.item_ids, self.settings)
         return sparse_top_k(query @ self.sim, self.ctx.item_ids, k, exclude, self.fallback)
-
-
-def similarity(pairs: list[sp.csr_matrix], counts: np.ndarray, s: KNNSettings) -> sp.csr_matrix:
-    """The normalised similarity matrix of settings ``s`` from ``pair_counts`` (rows: source item, columns:
-    candidate) and each item's training count."""
-    if s.window < 1 or s.window > len(pairs):
-        raise DataError(f"itemknn: window {s.window} outside 1..{len(pairs)}")
-    fwd = pairs[0].copy()
-    for d in range(2, s.window + 1):
-        fwd = fwd + (s.decay ** (d - 1)) * pairs[d - 1]
-    sim = fwd + s.backward * fwd.T if s.backward else fwd
-    c = np.maximum(counts, 1.0)
-    return (sp.diags(c ** -s.alpha) @ sim @ sp.diags(c ** -s.gamma)).tocsr()
-
-
-def query_matrix(offsets: np.ndarray, items: np.ndarray, catalog: np.ndarray, s: KNNSettings) -> sp.csr_matrix:
-    """Queries (ragged histories) as sparse rows over ``catalog``: the last ``s.last_n`` items of each,
-    the j-th most recent weighted ``s.recency ** j``; ids outside the catalog are skipped."""
-    rows = ragged_rows(offsets)
-    age = offsets[1:][rows] - 1 - np.arange(rows.size)
-    cols = item_columns(catalog, items)
-    keep = (age < s.last_n) & (cols >= 0)
-    weight = s.recency ** age[keep].astype(np.float64)
-    return sp.csr_matrix((weight, (rows[keep], cols[keep])), shape=(offsets.size - 1, catalog.size))
-
-
-def pair_counts(seqs: Examples, catalog: np.ndarray, max_window: int) -> list[sp.csr_matrix]:
-    """For d = 1..max_window, the sparse count matrix of (item, item d steps later) in the sequences."""
-    cols = item_columns(catalog, seqs.history_items)
-    rows = ragged_rows(seqs.history_offsets)
-    n = catalog.size
-    out = []
-    for d in range(1, max_window + 1):
-        a = np.arange(max(cols.size - d, 0))
-        ok = (rows[a] == rows[a + d]) & (cols[a] >= 0) & (cols[a + d] >= 0)
-        src, dst = cols[a[ok]], cols[a[ok] + d]
-        out.append(sp.csr_matrix((np.ones(src.size), (src, dst)), shape=(n, n)))
-    return out

@@ -1,19 +1,15 @@
-"""Collaborative item vectors: products bought near each other in shoppers' training sequences get nearby
-vectors, so Semantic IDs learned from [text, collaborative] group co-purchased products (as LETTER, LC-Rec
-and EAGER do). Windowed co-occurrence counts -> degree normalisation -> truncated randomized SVD, all sparse.
-
-Only the training part of each shopper's sequence counts, exactly what the decoder trains on
-(``make_splits``): validation and test targets never contribute a co-occurrence.
+"""Collaborative item vectors, the array part: products bought near each other in shoppers' sequences get
+nearby vectors, so Semantic IDs learned from [text, collaborative] group co-purchased products (as LETTER,
+LC-Rec and EAGER do). Windowed co-occurrence counts -> degree normalisation -> truncated randomized SVD, all
+sparse. The sequences come in as ragged arrays (``genrec.data.copurchase`` cuts them from the training split:
+validation and test targets never contribute a co-occurrence); the settings are ``EmbeddingConfig``'s
+``collab_*`` fields.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
-import pyarrow as pa
 import scipy.sparse as sp
 
-from genrec.data.sequences import Examples, SequenceConfig, build_histories, make_splits, train_sequences
 from semid.catalog import catalog_rows
 from semid.common import DataError, ragged_rows
 from semid.embeddings import l2_normalize
@@ -22,17 +18,17 @@ OVERSAMPLE = 16  # extra random directions of the randomized SVD beyond ``dim`` 
 POWER_ITERS = 2  # subspace iterations; 2 mixes in multi-hop co-occurrence (A^5 x): beat 4, 8 and exact top-k on Beauty
 
 
-def collab_embeddings(events: pa.Table, item_ids: np.ndarray, seq_cfg: SequenceConfig, dim: int, window: int,
-                      seed: int) -> np.ndarray:
-    """Co-purchase vectors float32 [len(item_ids), dim] in ``item_ids`` order, rows L2-normalised; items
-    with no co-occurrence in the training sequences get zero rows. Deterministic for a ``seed``."""
+def collab_vectors(offsets: np.ndarray, items: np.ndarray, item_ids: np.ndarray, dim: int, window: int,
+                   seed: int) -> np.ndarray:
+    """Co-purchase vectors float32 [len(item_ids), dim] in ``item_ids`` order from the sequences
+    ``items[offsets[i]:offsets[i + 1]]``, rows L2-normalised; items with no co-occurrence get zero rows.
+    Deterministic for a ``seed``."""
     if dim < 1:
         raise DataError(f"collab_embeddings: dim must be at least 1, got {dim}")
     if window < 1:
         raise DataError(f"collab_embeddings: window must be at least 1, got {window}")
     item_ids = np.asarray(item_ids, dtype=np.int64)
-    seqs = training_sequences(events, seq_cfg)
-    counts = cooccurrence(seqs, item_ids, window)
+    counts = cooccurrence(offsets, items, item_ids, window)
     similarity = normalized_cooccurrence(counts)
     vectors = np.zeros((item_ids.size, dim), dtype=np.float32)
     if similarity.nnz:
@@ -42,21 +38,11 @@ def collab_embeddings(events: pa.Table, item_ids: np.ndarray, seq_cfg: SequenceC
     return l2_normalize(vectors)
 
 
-def training_sequences(events: pa.Table, seq_cfg: SequenceConfig) -> Examples:
-    """Each shopper's training sequence (as ``history``), cut by ``make_splits`` exactly as for the decoder:
-    the held-out validation and test items are not in it. The span does not depend on the decoder's
-    history cap, so one window per shopper (cap = longest history) keeps it whole and small."""
-    histories = build_histories(events)
-    longest = max(int(histories.lengths.max()), 1)
-    seq = dataclasses.replace(seq_cfg, train_stride=longest)
-    return train_sequences(make_splits(histories, longest, seq).train)
-
-
-def cooccurrence(seqs: Examples, item_ids: np.ndarray, window: int) -> sp.csr_matrix:
+def cooccurrence(offsets: np.ndarray, items: np.ndarray, item_ids: np.ndarray, window: int) -> sp.csr_matrix:
     """Symmetric counts [n_items, n_items] of two different items within ``window`` positions of each
-    other in one sequence (``seqs.history``); the diagonal (repeat purchases) is left out."""
-    rows = _item_rows(item_ids, seqs.history_items)
-    owner = ragged_rows(seqs.history_offsets)
+    other in one sequence (``items[offsets[i]:offsets[i + 1]]``); the diagonal (repeat purchases) is left out."""
+    rows = _item_rows(item_ids, items)
+    owner = ragged_rows(offsets)
     src, dst = [], []
     for d in range(1, window + 1):
         a = np.arange(max(rows.size - d, 0))
