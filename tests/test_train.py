@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from genrec.model.decoder import DecoderConfig, build_decoder, decoder_meta, load_decoder
 from genrec.data.sequences import SequenceConfig, build_histories, make_splits
 from genrec.model.tokens import ItemTokens, tokenize_examples
-from genrec.model.train import DecoderTrainer, RecallEvaluator, TrainConfig, _schedule
+from genrec.model.train import DecoderTrainer, TrainConfig, _schedule
+from genrec.model.validation import RecallEvaluator
 from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR
 from semid.common import DataError
 from semid.tokenizer import BOS, PAD, SIDTokenizer

@@ -29,14 +29,13 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from genrec.model.beam_search import constrained_beam_search
 from genrec.model.decoder import DecoderConfig, build_decoder, decoder_config, save_decoder, training_loss
 from genrec.model.history import LossMeter, append_history
 from genrec.data.sequences import Examples, SequenceConfig, split_events
+from genrec.model.validation import EarlyStopping, RecallEvaluator, sample_examples
 from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR, RESULT_FILE
 from semid.common import DataError, jsonable, replace_dir, temp_sibling, torch_threads
 from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
-from index.trie import PrefixTrie
 from semid.config import to_dict
 from semid.tokenizer import BOS, PAD
 
@@ -109,56 +108,6 @@ class TrainResult:
     tokens_per_s: float
     train_seconds: float
     history: list
-
-
-class RecallEvaluator:
-    """Validation recall@K / ndcg@K: decode the top K items of every example with the constrained beam search
-    over all items, count hits among its target items."""
-
-    def __init__(
-        self,
-        examples: Examples,
-        item_tokens: ItemTokens,
-        bos_id: int,
-        pad_id: int,
-        retailer_token: Callable[[np.ndarray], np.ndarray] | None = None,
-        k: int = 10,
-        beam_width: int = 20,
-        batch_size: int = 256,
-        vocab_size: int | None = None,
-    ) -> None:
-        self.k, self.beam_width, self.batch_size, self.pad_id = k, max(beam_width, k), batch_size, pad_id
-        self.monitor = f"recall@{k}"
-        self.queries = tokenize_examples(examples, item_tokens, bos_id, retailer_token, with_targets=False)
-        self.trie = PrefixTrie(item_tokens.tokens, vocab_size=vocab_size)
-        leaf = self.trie.walk(item_tokens.tokens).numpy()
-        self.leaf_item = np.full(self.trie.n_leaves, -1, np.int64)
-        self.leaf_item[leaf] = item_tokens.item_ids  # leaf id -> item id (distinct SIDs: one item per leaf)
-        self.target_offsets, self.target_items = examples.target_offsets, examples.target_items
-        self.order = np.argsort(self.queries.lengths, kind="stable")  # similar lengths share a batch
-
-    def __call__(self, model: PreTrainedModel) -> dict[str, float]:
-        """Metrics of ``model`` on the validation examples (model left in the mode it came in)."""
-        device = next(model.parameters()).device
-        recall, ndcg = np.zeros(len(self.queries)), np.zeros(len(self.queries))
-        discount = 1.0 / np.log2(np.arange(2, self.k + 2))
-        for c in range(0, self.order.size, self.batch_size):
-            index = self.order[c : c + self.batch_size]
-            batch = collate(self.queries, index, self.pad_id, padding_side="left")
-            rows, _ = constrained_beam_search(
-                model, batch["input_ids"].to(device), batch["attention_mask"].to(device), self.trie,
-                self.beam_width, self.k,
-            )
-            leaf = self.trie.walk(rows.reshape(-1, rows.shape[-1]).clamp(min=0)).view(rows.shape[:2]).cpu().numpy()
-            items = np.where((leaf >= 0) & (rows[..., 0].cpu().numpy() >= 0), self.leaf_item[leaf.clip(0)], -1)
-            for j, i in enumerate(index):  # per query: set lookups over K and the basket only
-                targets = set(self.target_items[self.target_offsets[i] : self.target_offsets[i + 1]].tolist())
-                hit = np.fromiter((x in targets for x in items[j]), bool, count=items.shape[1])
-                hit &= items[j] >= 0
-                recall[i] = hit.sum() / len(targets)
-                ideal = discount[: min(len(targets), self.k)].sum()
-                ndcg[i] = (discount[: hit.size] * hit).sum() / ideal
-        return {self.monitor: float(recall.mean()), f"ndcg@{self.k}": float(ndcg.mean())}
 
 
 class DecoderTrainer:
@@ -292,12 +241,12 @@ class DecoderTrainer:
         st.history.append({"epoch": st.epoch, "step": st.step, "lr": self.scheduler.get_last_lr()[0]})
         append_history(self.out, {**st.history[-1], **self.loss_meter.take()}, self.accelerator.is_main_process)
         if self.evaluator is not None and st.epoch % max(self.cfg.eval_every, 1) == 0:
-            self._evaluate()
-            st.stopped_early = st.bad_evals >= self.cfg.patience
+            st.stopped_early = self._evaluate().exhausted
         self.save_checkpoint()
 
-    def _evaluate(self) -> None:
-        """Validation metrics; on improvement the decoder is saved as the best one."""
+    def _evaluate(self) -> EarlyStopping:
+        """Validation metrics; on improvement the decoder is saved as the best one. Returns the early-stopping
+        record (kept in the checkpointed state as best, best_step, bad_evals)."""
         st = self.state
         metrics = [None]
         if self.accelerator.is_main_process:  # one evaluation, shared: every process takes the same decision
@@ -308,18 +257,17 @@ class DecoderTrainer:
                 metrics[0] = self.evaluator(model)
             model.train(was_training)
         metrics = broadcast_object_list(metrics)[0]
-        value = metrics[self.monitor]
-        improved = st.best is None or value > st.best
+        stopper = EarlyStopping(self.cfg.patience, st.best, st.best_step, st.bad_evals)
+        improved = stopper.update(metrics[self.monitor], st.step)
+        st.best, st.best_step, st.bad_evals = stopper.best, stopper.best_at, stopper.bad
         st.evaluated_step = st.step
         st.history.append({"epoch": st.epoch, "step": st.step, **metrics})
         append_history(self.out, st.history[-1], self.accelerator.is_main_process)
         if improved:
-            st.best, st.best_step, st.bad_evals = value, st.step, 0
             self._save_model()
-        else:
-            st.bad_evals += 1
         log.info("step %d epoch %d: %s%s", st.step, st.epoch,
                  ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), " (best)" if improved else "")
+        return stopper
 
     def _out_of_steps(self) -> bool:
         return self.state.step >= self.total_steps
@@ -471,14 +419,6 @@ def _set_rng_state(states: dict[str, torch.Tensor]) -> None:
     cuda = [states[k] for k in sorted(k for k in states if k.startswith("cuda"))]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
-
-
-def sample_examples(examples: Examples, n: int | None, seed: int) -> Examples:
-    """A fixed random subset of ``n`` examples (all when ``n`` is None or not smaller)."""
-    if n is None or n >= len(examples):
-        return examples
-    pick = np.sort(np.random.default_rng([seed, 7]).choice(len(examples), size=n, replace=False))
-    return examples.subset(pick)
 
 
 def retailer_token_fn(tokenizer, enabled: bool) -> Callable[[np.ndarray], np.ndarray] | None:

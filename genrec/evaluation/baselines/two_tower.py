@@ -22,9 +22,9 @@ from torch import nn
 
 from genrec.evaluation.baselines.base import FitContext, run_text_embeddings_path
 from semid.catalog import item_columns
-from genrec.evaluation.baselines.sasrec import (PAD, CausalEncoder, banned_pairs, history_matrix,
-                                     length_batches, mask_pairs, ranking_metrics, topk_columns, train_loop,
-                                     training_matrices, with_options)
+from genrec.evaluation.baselines.neural import (PAD, CausalEncoder, banned_pairs, history_matrix, length_batches,
+                                                mask_pairs, column_metrics, topk_columns, train_loop, training_matrices,
+                                                with_options)
 from genrec.data.sequences import Examples
 from semid.common import DataError, torch_threads
 from semid.embeddings import l2_normalize, read_embeddings
@@ -226,7 +226,7 @@ class TwoTower:
                 if len(validation) == 0:  # nothing to validate on: the lowest training loss wins
                     return -row["loss"]
                 ranked = self._exact_columns(validation, k)
-                return ranking_metrics(ranked, validation, self.catalog)[f"ndcg@{k}"]
+                return column_metrics(ranked, validation, self.catalog)[f"ndcg@{k}"]
 
             self.history = train_loop(self.model, step, inputs, labels, evaluate, cfg, ctx.seed, self.name)
             self.index = build_index(self.item_matrix(), cfg)
