@@ -7,7 +7,7 @@ import hashlib
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import numpy as np
@@ -387,8 +387,3 @@ def _epoch_summary(net: RQVAE, x, epoch: int, quantize: bool, sums: dict, n: int
         entry.update(_stats_fields(code_stats(net.quantizer.encode(latents).numpy(), cfg.codebook_sizes)))
     entry["seconds"] = round(time.perf_counter() - start, 2)
     return entry
-
-
-def config_dict(cfg: SemIDConfig) -> dict:
-    """The config as a plain dict (for JSON/YAML)."""
-    return asdict(cfg)

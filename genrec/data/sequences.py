@@ -76,18 +76,6 @@ class Examples:
         t_off, t = _take_ragged(self.target_offsets, self.target_items, index)
         return Examples(self.user_ids[index], h_off, h, t_off, t, self.retailer_ids[index])
 
-    def to_table(self) -> pa.Table:
-        """user_id, history list<int64>, targets list<int64>, retailer_id (null where none)."""
-        retailer = pa.array(self.retailer_ids, pa.int64(), mask=self.retailer_ids == NO_RETAILER)
-        return pa.table(
-            {
-                "user_id": pa.array(self.user_ids, pa.int64()),
-                "history": pa.ListArray.from_arrays(pa.array(self.history_offsets, pa.int32()), self.history_items),
-                "targets": pa.ListArray.from_arrays(pa.array(self.target_offsets, pa.int32()), self.target_items),
-                "retailer_id": retailer.cast(pa.int32()),
-            }
-        )
-
 
 @dataclass
 class Splits:

@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from genrec.data.sequences import Examples, query_examples
 from genrec.model.tokens import ItemTokens, collate, tokenize_examples
 from semid.common import DataError
 from semid.config import ConfigError
 from semid.tokenizer import BOS, PAD
-
 
 
 @dataclass
@@ -177,19 +176,3 @@ def save_head(head: ItemHead, catalog: np.ndarray, cfg: ItemHeadConfig, path: st
     tensors["catalog"] = torch.from_numpy(np.asarray(catalog, np.int64))
     save_file(tensors, str(path), metadata={"config": json.dumps(asdict(cfg))})
     return path
-
-
-def load_head(path: str | Path) -> tuple[ItemHead, np.ndarray, ItemHeadConfig]:
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no item head (train the run with item_head.weight > 0)")
-    with safe_open(str(path), "pt") as f:
-        cfg = ItemHeadConfig(**json.loads(f.metadata()["config"]))
-    t = load_file(str(path))
-    catalog = t.pop("catalog").numpy()
-    head = ItemHead(t["sid_emb"], t["known"][:, 0], cfg)
-    head.load_state_dict(t)
-    head.eval()
-    return head, catalog, cfg

@@ -20,14 +20,13 @@ class BaselineSpec:
     module: str  # e.g. "genrec.evaluation.baselines.popular"
     cls: str  # class name inside the module
     kwargs: dict = field(default_factory=dict)  # constructor keyword arguments of this variant
-    needs_run: bool = False  # needs the generative run folder (its embeddings)
 
 
 BASELINES: dict[str, BaselineSpec] = {
     "popular": BaselineSpec("genrec.evaluation.baselines.popular", "MostPopular"),
     "own_popular": BaselineSpec("genrec.evaluation.baselines.popular", "OwnMostBought"),
     "itemknn": BaselineSpec("genrec.evaluation.baselines.itemknn", "ItemKNN"),
-    "semantic_knn": BaselineSpec("genrec.evaluation.baselines.semantic_knn", "SemanticKNN", needs_run=True),
+    "semantic_knn": BaselineSpec("genrec.evaluation.baselines.semantic_knn", "SemanticKNN"),
     "sasrec_ce": BaselineSpec("genrec.evaluation.baselines.sasrec", "SASRec", {"loss": "ce"}),
     "sasrec_bce": BaselineSpec("genrec.evaluation.baselines.sasrec", "SASRec", {"loss": "bce"}),
     "two_tower": BaselineSpec("genrec.evaluation.baselines.two_tower", "TwoTower"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -166,20 +166,6 @@ def top_k(scores: np.ndarray, catalog: np.ndarray, k: int, exclude: Sequence[np.
     best = np.take_along_axis(part, order, 1)
     best_vals = np.take_along_axis(vals, order, 1)
     out[:, :kk] = np.where(best_vals > -np.inf, catalog[best], PAD_ITEM)
-    return out
-
-
-def chunked_top_k(score_rows: Callable[[np.ndarray], np.ndarray], n_rows: int, catalog: np.ndarray, k: int,
-                  exclude: Sequence[np.ndarray] | None = None, tiebreak: np.ndarray | None = None,
-                  max_cells: int = 2 ** 24) -> np.ndarray:
-    """``top_k`` over dense scores produced chunk by chunk: ``score_rows(rows)`` returns [len(rows), n_items]
-    scores, and chunks are sized so that at most ``max_cells`` scores exist at once."""
-    chunk = max(1, max_cells // max(catalog.size, 1))
-    out = np.full((n_rows, k), PAD_ITEM, dtype=np.int64)
-    for start in range(0, n_rows, chunk):
-        rows = np.arange(start, min(start + chunk, n_rows))
-        ex = None if exclude is None else [exclude[i] for i in rows]
-        out[rows] = top_k(score_rows(rows), catalog, k, ex, tiebreak)
     return out
 
 

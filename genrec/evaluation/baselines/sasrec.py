@@ -14,7 +14,6 @@ items that Adam washes out only slowly (Amazon Beauty, val NDCG@10: 0.054 vs 0.0
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -134,7 +133,6 @@ class SASRec:
         self.device = "cpu"
         self.history: list[dict] = []  # per-epoch training log of the last fit
         self.best_epoch = 0  # epoch whose weights were kept
-        self.fit_seconds = 0.0  # wall time of the last fit
 
     def fit(self, train: Examples, validation: Examples, ctx: FitContext) -> "SASRec":
         """Train on every labelled position of ``train``; keep the epoch best on validation NDCG@K (K = the
@@ -145,7 +143,6 @@ class SASRec:
         if inputs.shape[0] == 0:
             raise DataError("SASRec: the training examples hold no item to learn from")
         k = max(ctx.k_values)
-        start = time.perf_counter()
         with torch_threads(cfg.threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
             gen = torch.Generator(device=ctx.device).manual_seed(ctx.seed + 1)
@@ -161,7 +158,6 @@ class SASRec:
                 return column_metrics(ranked, validation, self.catalog)[f"ndcg@{k}"]
 
             self.history = train_loop(self.model, step, inputs, labels, evaluate, cfg, ctx.seed, self.name)
-        self.fit_seconds = time.perf_counter() - start
         scored = [r for r in self.history if "validation" in r]
         self.best_epoch = max(scored, key=lambda r: r["validation"])["epoch"] if scored else len(self.history)
         return self

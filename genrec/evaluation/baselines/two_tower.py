@@ -10,7 +10,6 @@ every item vector in a faiss inner-product index (exact ``flat`` or approximate 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -201,7 +200,6 @@ class TwoTower:
         self.device = "cpu"
         self.history: list[dict] = []  # per-epoch training log of the last fit
         self.best_epoch = 0  # epoch whose weights were kept
-        self.fit_seconds = 0.0  # wall time of the last fit
 
     def fit(self, train: Examples, validation: Examples, ctx: FitContext) -> "TwoTower":
         """Train both towers on every labelled position of ``train``, keep the epoch best on validation
@@ -214,7 +212,6 @@ class TwoTower:
         text = run_text_embeddings(ctx) if cfg.text else None
         log_q = label_log_frequency(labels, ctx.n_items).to(ctx.device) if cfg.logq else None
         k = max(ctx.k_values)
-        start = time.perf_counter()
         with torch_threads(cfg.threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
             self.model = TwoTowerModel(ctx.n_items, cfg, text).to(ctx.device)
@@ -230,7 +227,6 @@ class TwoTower:
 
             self.history = train_loop(self.model, step, inputs, labels, evaluate, cfg, ctx.seed, self.name)
             self.index = build_index(self.item_matrix(), cfg)
-        self.fit_seconds = time.perf_counter() - start
         scored = [r for r in self.history if "validation" in r]
         self.best_epoch = max(scored, key=lambda r: r["validation"])["epoch"] if scored else len(self.history)
         return self
