@@ -257,7 +257,7 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
 
 def quick_world(workdir: Path) -> tuple[Path, RunConfig]:
     """A tiny synthetic world and a config small enough to train in seconds (``--quick``)."""
-    from genrec.data.synth.tiny import tiny_config, tiny_world
+    from genrec.run.tiny import tiny_config, tiny_world
 
     data = workdir / "quick-data"
     if not (data / "events.parquet").is_file():

@@ -259,9 +259,9 @@ def measure(server: Server, key: str, bodies: list[dict], clients: int, seconds:
 
 def build_small_run(workdir: Path) -> Path:
     """A tiny trained run (synthetic world, 300 products, 2 retailers, a 1-layer decoder) in seconds;
-    embeddings are cheap stand-ins with the taxonomy planted (``genrec.data.synth.tiny``)."""
+    embeddings are cheap stand-ins with the taxonomy planted (``genrec.run.tiny``)."""
     from genrec.run.build import train_run
-    from genrec.data.synth.tiny import tiny_config, tiny_world
+    from genrec.run.tiny import tiny_config, tiny_world
 
     run = workdir / "run"
     if (run / "decoder" / "model").is_dir():

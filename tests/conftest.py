@@ -94,7 +94,7 @@ def tiny_run(tmp_path_factory):
     """A complete run (SIDs, tokenizer, index, decoder) trained in seconds on a tiny synthetic world with 2
     retailers; returns (root, cfg) with root/"data" the dataset and root/"run" the run folder."""
     from genrec.run.build import train_run
-    from genrec.data.synth.tiny import tiny_config, tiny_world
+    from genrec.run.tiny import tiny_config, tiny_world
 
     root = tmp_path_factory.mktemp("tiny")
     tiny_world().write(root / "data")

@@ -174,7 +174,7 @@ def test_config_keys_load_from_yaml_and_are_checked(tmp_path: Path):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> tuple[Path, RunConfig]:
     """A small synthetic dataset with precomputed vectors and a config that trains a codebook in seconds."""
-    from genrec.data.synth.tiny import tiny_config, tiny_world
+    from genrec.run.tiny import tiny_config, tiny_world
 
     root = tmp_path_factory.mktemp("collab")
     tiny_world(seed=4, items=200, users=120, retailers=1).write(root / "data")

@@ -75,7 +75,7 @@ def test_bad_settings_are_config_errors():
 def test_a_run_trained_with_a_memory_serves_reranked_valid_stocked_products(tmp_path):
     from genrec.run.build import train_run
     from genrec.retriever import Retriever
-    from genrec.data.synth.tiny import tiny_config, tiny_world
+    from genrec.run.tiny import tiny_config, tiny_world
 
     tiny_world().write(tmp_path / "data")
     cfg = tiny_config("tiny")
