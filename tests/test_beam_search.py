@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from genrec import beam_search
+from genrec.model import beam_search
 from genrec.model.beam_search import constrained_beam_search
 from index.trie import PrefixTrie
 from semid.common import DataError
