@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from genrec.cli import configure_logging
-from genrec.evaluation.harness import GENREC, K_BY_SPLIT, EvalConfig, build_eval_data, fit_context, make_model, run_model
+from genrec.evaluation.harness import GENREC, fit_context, make_model, run_model
+from genrec.evaluation.protocol import K_BY_SPLIT, EvalConfig, build_eval_data
 from genrec.run.config import load_run_config
 
 POPULARITY_EDGES = (0, 1, 5, 10, 20, 50)  # training purchases of the target: [0,1), [1,5), ..., [50, inf)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from genrec.cli import configure_logging
-from genrec.evaluation.harness import EvalConfig, build_eval_data
+from genrec.evaluation.protocol import EvalConfig, build_eval_data
 from genrec.model.memory import CoPurchaseMemory, MemoryConfig
 from genrec.retriever import Retriever
 from genrec.data.sequences import Examples, SequenceConfig

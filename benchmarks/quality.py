@@ -32,7 +32,8 @@ import numpy as np
 
 from genrec.data.dataset import Dataset, read_dataset
 from genrec.cli import configure_logging
-from genrec.evaluation.harness import GENREC, EvalConfig, evaluate, evaluate_baseline, format_table, training_dataset
+from genrec.evaluation.harness import GENREC, evaluate, evaluate_baseline, format_table
+from genrec.evaluation.protocol import EvalConfig, training_dataset
 from genrec.run.build import build_serving_parts, train_run
 from genrec.run.config import RunConfig, load_run_config
 from genrec.run.semids import build_semids

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import data_split, seeded  # noqa: E402
 
 from genrec.cli import configure_logging  # noqa: E402
-from genrec.evaluation.harness import GENREC, EvalConfig, evaluate, evaluate_baseline  # noqa: E402
+from genrec.evaluation.harness import GENREC, evaluate, evaluate_baseline  # noqa: E402
+from genrec.evaluation.protocol import EvalConfig  # noqa: E402
 from genrec.run.build import train_run  # noqa: E402
 from genrec.run.config import RunConfig, load_run_config  # noqa: E402
 from genrec.run.layout import DECODER_DIR  # noqa: E402
@@ -88,7 +89,7 @@ def beam_vs_exact(data: Path, run: Path, seed: int, ecfg: EvalConfig, n: int = 2
     import numpy as np
     import torch
 
-    from genrec.evaluation.harness import build_eval_data
+    from genrec.evaluation.protocol import build_eval_data
     from genrec.model.item_decoder import exact_top
     from genrec.retriever import Retriever
     from genrec.data.sequences import SequenceConfig

@@ -11,8 +11,9 @@ import pytest
 
 from genrec.evaluation.baselines import FitContext, make_baseline
 from genrec.data.dataset import Dataset
-from genrec.evaluation.harness import (EvalConfig, build_eval_data, drop_events, evaluate, format_table, held_out,
-                             tail_items, training_events, within_basket_queries)
+from genrec.evaluation.harness import evaluate, format_table
+from genrec.evaluation.protocol import (EvalConfig, build_eval_data, drop_events, held_out, tail_items, training_events,
+                                        within_basket_queries)
 from genrec.data.sequences import SequenceConfig, build_histories, make_splits
 from semid.common import DataError
 
@@ -256,7 +257,7 @@ def test_training_dataset_dates_the_cold_start_items_as_launched_after_the_log(s
     index built on the training copy: every other product, bought in training, later or never, is listed
     from the start, so one without training interactions is established and stays out of the pool."""
     from genrec.data.dataset import read_dataset
-    from genrec.evaluation.harness import training_dataset
+    from genrec.evaluation.protocol import training_dataset
     from genrec.run.build import established_items
 
     path, _ = seq_data

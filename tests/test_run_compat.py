@@ -73,7 +73,8 @@ def test_old_run_serves(old_run, retriever, one_thread):
 
 
 def test_old_run_evaluates_as_it_did(old_run, one_thread):
-    from genrec.evaluation.harness import EvalConfig, evaluate
+    from genrec.evaluation.harness import evaluate
+    from genrec.evaluation.protocol import EvalConfig
 
     result = evaluate(old_run / "data", old_run / "run", ["popular"], k_values=[5, 10], seed=0,
                       config=EvalConfig(max_test=40, tune_examples=40, beam_width=10))

@@ -17,7 +17,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from genrec.evaluation.harness import EvalConfig, evaluate, format_table
+    from genrec.evaluation.harness import evaluate, format_table
+    from genrec.evaluation.protocol import EvalConfig
     from genrec.run.semids import run_dataset
     from semid.common import write_json
 

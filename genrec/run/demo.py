@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from genrec.data.dataset import read_dataset
-from genrec.evaluation.harness import EvalConfig, evaluate, format_table
+from genrec.evaluation.harness import evaluate, format_table
+from genrec.evaluation.protocol import EvalConfig
 from genrec.run.build import train_run
 from genrec.report import write_report
 from genrec.retriever import Retriever
