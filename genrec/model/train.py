@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +24,16 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from genrec.model.checkpoint import has_checkpoint, read_checkpoint, read_record, write_checkpoint
 from genrec.model.decoder import DecoderConfig, build_decoder, decoder_config, save_decoder, training_loss
 from genrec.model.history import LossMeter, append_history
 from genrec.data.sequences import Examples, SequenceConfig, split_events
 from genrec.model.validation import EarlyStopping, RecallEvaluator, sample_examples
 from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR, RESULT_FILE
-from semid.common import DataError, jsonable, replace_dir, temp_sibling, torch_threads
+from semid.common import DataError, torch_threads
 from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
 from semid.config import to_dict
 from semid.tokenizer import BOS, PAD
@@ -153,7 +152,7 @@ class DecoderTrainer:
         if cfg.ema_decay > 0:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
         self.out.mkdir(parents=True, exist_ok=True)
-        if resume and (self.out / CHECKPOINT_DIR / "trainer_state.json").is_file():
+        if resume and has_checkpoint(self.out / CHECKPOINT_DIR):
             self._load_checkpoint(self.out / CHECKPOINT_DIR)
             log.info("resumed from %s at epoch %d, batch %d (step %d)", self.out / CHECKPOINT_DIR,
                      self.state.epoch, self.state.batch_in_epoch, self.state.step)
@@ -289,36 +288,12 @@ class DecoderTrainer:
 
     def save_checkpoint(self) -> Path:
         """Write the last checkpoint atomically: model, optimizer and scheduler state, RNG, trainer state."""
-        acc = self.accelerator
-        path = self.out / CHECKPOINT_DIR
-        tmp = temp_sibling(path, shared=True)  # every process writes its RNG state into it
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            save_model(self.model, str(tmp / "model.safetensors"))
-            if self.ema is not None:
-                save_model(self.ema.module, str(tmp / "ema.safetensors"))
-                (tmp / "ema.json").write_text(json.dumps({"n_averaged": int(self.ema.n_averaged)}))
-            tensors, meta = _flatten_optimizer(self.optimizer.state_dict())
-            save_file(tensors, str(tmp / "optimizer.safetensors"))
-            (tmp / "optimizer.json").write_text(json.dumps(meta))
-            (tmp / "scheduler.json").write_text(json.dumps(jsonable(self.scheduler.state_dict())))
-            if acc.scaler is not None:  # fp16 loss scale
-                (tmp / "scaler.json").write_text(json.dumps(jsonable(acc.scaler.state_dict())))
-            (tmp / "trainer_state.json").write_text(
-                json.dumps({"state": to_dict(self.state), "config": to_dict(self.cfg)}, indent=1)
-            )
-        acc.wait_for_everyone()
-        save_file(_rng_state(), str(tmp / f"rng_{acc.process_index}.safetensors"))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            replace_dir(tmp, path)
-        acc.wait_for_everyone()
-        return path
+        record = {"state": to_dict(self.state), "config": to_dict(self.cfg)}
+        return write_checkpoint(self.out / CHECKPOINT_DIR, self.accelerator, self.model, self.ema, self.optimizer,
+                                self.scheduler, record)
 
     def _load_checkpoint(self, path: Path) -> None:
-        saved = json.loads((path / "trainer_state.json").read_text())
+        saved = read_record(path)
         mine, theirs, defaults = to_dict(self.cfg), saved["config"], to_dict(TrainConfig())
         # a setting the checkpoint does not name (added since) was at its default
         changed = [k for k in mine if k not in RESUMABLE_CHANGES and mine[k] != theirs.get(k, defaults[k])]
@@ -327,19 +302,8 @@ class DecoderTrainer:
                 f"{path}: checkpoint was written with other training settings ({', '.join(changed)}); resuming "
                 "would not reproduce the run. Use the same config or a new output folder."
             )
-        load_model(self.model, str(path / "model.safetensors"))
-        if self.ema is not None:
-            load_model(self.ema.module, str(path / "ema.safetensors"))
-            self.ema.n_averaged.fill_(json.loads((path / "ema.json").read_text())["n_averaged"])
-        meta = json.loads((path / "optimizer.json").read_text())
-        self.optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), meta))
-        self.scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
-        if self.accelerator.scaler is not None and (path / "scaler.json").is_file():
-            self.accelerator.scaler.load_state_dict(json.loads((path / "scaler.json").read_text()))
+        read_checkpoint(path, self.accelerator, self.model, self.ema, self.optimizer, self.scheduler)
         self.state = TrainState(**saved["state"])
-        rng_file = path / f"rng_{self.accelerator.process_index}.safetensors"
-        if rng_file.is_file():
-            _set_rng_state(load_file(str(rng_file)))
 
     def _save_model(self) -> None:
         if self.accelerator.is_main_process:
@@ -383,42 +347,6 @@ def _schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * decay
 
     return factor
-
-
-def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimizer state dict -> (tensors for safetensors, JSON for the rest)."""
-    tensors, scalars = {}, {}
-    for idx, entry in state["state"].items():
-        for name, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{idx}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{idx}.{name}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict = {}
-    for key, value in [*tensors.items(), *meta["scalars"].items()]:
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def _rng_state() -> dict[str, torch.Tensor]:
-    """Torch CPU (and CUDA) generator states as uint8 tensors; numpy and Python RNGs are not used."""
-    out = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            out[f"cuda{i}"] = s
-    return out
-
-
-def _set_rng_state(states: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(states["torch"])
-    cuda = [states[k] for k in sorted(k for k in states if k.startswith("cuda"))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
 
 
 def retailer_token_fn(tokenizer, enabled: bool) -> Callable[[np.ndarray], np.ndarray] | None:
