@@ -29,9 +29,8 @@ from semid.tokenizer import BOS, PAD, SIDTokenizer
 
 # TIGER's epsilon (run config ``cold_start.share``): the last 20% of each list (at least one slot) is open
 # to products never interacted with in training; each open slot keeps its listed product unless a new one
-# lies nearer the query's SID point (index.cold). Amazon Beauty seed 0 (TIGER's cold-start hold-out):
-# cold-start recall@10 0.0562 against 0.0321 by SID prefix at 10% (the earlier default) and semantic-kNN's
-# 0.0449, while overall recall@10 goes 0.0697 -> 0.0700 (0.0707 with no mixing); 0 turns it off.
+# lies nearer the query's SID point (index.cold; measured in the README, "Cold-start mixing by SID point");
+# 0 turns it off.
 DEFAULT_COLD_SHARE = ColdStartConfig().share
 
 
