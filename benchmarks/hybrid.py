@@ -21,15 +21,15 @@ import numpy as np
 import torch
 
 from memory_weight import decode, metrics  # noqa: E402 (benchmarks/ is on the path when run as a script)
-from semid.catalog import item_columns
 from genrec.cli import configure_logging
+from genrec.data.sequences import SequenceConfig
 from genrec.evaluation.protocol import EvalConfig, build_eval_data
 from genrec.model.item_head import (ItemHead, ItemHeadConfig, head_ndcg, query_states, save_head, sid_embeddings,
                                     train_item_head, training_pairs)
-from genrec.run.layout import HEAD_FILE
 from genrec.model.memory import CoPurchaseMemory, MemoryConfig
 from genrec.retriever import Retriever
-from genrec.data.sequences import SequenceConfig
+from genrec.run.layout import HEAD_FILE
+from semid.catalog import item_columns
 
 
 def fit_head(retriever: Retriever, data, validation, cfg: ItemHeadConfig) -> tuple[ItemHead, dict]:

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from genrec.cli import configure_logging
+from genrec.data.sequences import Examples, SequenceConfig
 from genrec.evaluation.protocol import EvalConfig, build_eval_data
 from genrec.model.memory import CoPurchaseMemory, MemoryConfig
 from genrec.retriever import Retriever
-from genrec.data.sequences import Examples, SequenceConfig
 
 
 def decode(retriever: Retriever, examples: Examples, beam: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:

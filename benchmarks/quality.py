@@ -30,14 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.data.dataset import Dataset, read_dataset
 from genrec.cli import configure_logging
+from genrec.data.dataset import Dataset, read_dataset
+from genrec.data.sequences import SequenceConfig, build_histories, resolve_split
 from genrec.evaluation.harness import GENREC, evaluate, evaluate_baseline, format_table
 from genrec.evaluation.protocol import EvalConfig, training_dataset
 from genrec.run.build import build_serving_parts, train_run
 from genrec.run.config import RunConfig, load_run_config
 from genrec.run.semids import build_semids
-from genrec.data.sequences import SequenceConfig, build_histories, resolve_split
 
 # Rajput et al. 2023 (TIGER), Table 1, Amazon Beauty: quoted, not measured here
 TIGER_BEAUTY = {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384}

@@ -11,14 +11,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from genrec.data.sequences import NO_RETAILER, query_examples
 from genrec.model.beam_search import constrained_beam_search
 from genrec.model.decoder import decoder_meta, inference_dtype, load_decoder
-from genrec.run.layout import CONFIG_FILE, INDEX_DIR, MEMORY_FILE, TOKENIZER_FILE, decoder_model
 from genrec.model.item_decoder import pack_rows
 from genrec.model.memory import CoPurchaseMemory
-from genrec.run.config import load_run_config
-from genrec.data.sequences import NO_RETAILER, query_examples
 from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
+from genrec.run.config import load_run_config
+from genrec.run.layout import CONFIG_FILE, INDEX_DIR, MEMORY_FILE, TOKENIZER_FILE, decoder_model
 from index.candidates import cold_slots, empty_candidates
 from index.cold import ColdRanker, ColdStartConfig
 from index.retailer_index import Candidates, RetailerIndex
@@ -77,8 +77,10 @@ class Retriever:
         ``cold_share``: the share of each list open to products never interacted with in training, those
         whose SIDs' codebook points lie nearest the query's (TIGER's cold-start mixing, ``index.cold``);
         None: the run config's ``cold_start.share``.
-        ``dtype``: the decoder's weights, ``float32``, ``bfloat16`` or ``auto`` (``genrec.model.decoder.inference_dtype``).
-        ``memory_weight``: the co-purchase memory's weight (``genrec.model.memory``); None: as the run saved it, 0: off."""
+        ``dtype``: the decoder's weights, ``float32``, ``bfloat16`` or ``auto``
+        (``genrec.model.decoder.inference_dtype``).
+        ``memory_weight``: the co-purchase memory's weight (``genrec.model.memory``); None: as the run saved it,
+        0: off."""
         run = Path(run)
         version = codebook_version(run)
         tokenizer = SIDTokenizer.load(run / TOKENIZER_FILE, codebook_version=version)

@@ -18,13 +18,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from semid.collab import combine, fill_missing
 from genrec.data.dataset import read_dataset
-from genrec.run.build import build_index
-from genrec.run.layout import CONFIG_FILE, EMBEDDINGS_FILE, TOKENIZER_FILE
-from genrec.run.config import load_run_config
-from genrec.run.semids import run_collab_parts, run_dataset
 from genrec.model.tokens import ItemTokens
+from genrec.run.build import build_index
+from genrec.run.config import load_run_config
+from genrec.run.layout import CONFIG_FILE, EMBEDDINGS_FILE, TOKENIZER_FILE
+from genrec.run.semids import run_collab_parts, run_dataset
+from semid.collab import combine, fill_missing
 from semid.embeddings import read_embeddings, write_embeddings
 from semid.sids import extend_sids
 from semid.store import load_codebook, read_sids, write_sids

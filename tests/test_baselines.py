@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from genrec.evaluation.baselines import BASELINES, FitContext, make_baseline
 from genrec.data.sequences import Examples, Histories, SequenceConfig, make_splits, query_examples, train_sequences
+from genrec.evaluation.baselines import BASELINES, FitContext, make_baseline
 from genrec.evaluation.baselines.base import (excluded_mask, first_k_allowed, fixed_order_top_k, popularity_ranking,
                                               sparse_top_k, top_k)
 from semid.catalog import catalog_rows

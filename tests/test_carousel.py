@@ -19,8 +19,8 @@ import pytest
 from genrec.carousel import OUTPUT_SCHEMA, CarouselConfig, run_carousel
 from genrec.carousel.parts import PartStore
 from genrec.carousel.requests import iter_chunks
-from genrec.retriever import Retriever
 from genrec.data.sequences import build_histories
+from genrec.retriever import Retriever
 from semid.common import DataError
 
 REPO = Path(__file__).parents[1]

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from genrec.cli import main
-from semid.common import DataError
 from semid.churn import MIGRATION_SCHEMA, carry_over_sids, format_churn, migration_table, sid_churn
+from semid.common import DataError
 from semid.sids import assign_sids, codebook_version_of, collision_summary, sid_table
 from semid.store import write_sids
 from semid.train import SemIDConfig, train_codebook

@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from semid.collab import combine, cooccurrence
 from genrec.data.copurchase import collab_embeddings, training_sequences
-from genrec.run.config import RunConfig, load_run_config
-from genrec.run.semids import assign_new_items, build_semids, embed_new_items, evaluate_semids, heldout_pairs
-from genrec.run.layout import EMBEDDINGS_FILE, TEXT_EMBEDDINGS_FILE
 from genrec.data.sequences import Examples, SequenceConfig
+from genrec.run.config import RunConfig, load_run_config
+from genrec.run.layout import EMBEDDINGS_FILE, TEXT_EMBEDDINGS_FILE
+from genrec.run.semids import assign_new_items, build_semids, embed_new_items, evaluate_semids, heldout_pairs
+from semid.collab import combine, cooccurrence
 from semid.common import DataError
 from semid.config import ConfigError, from_dict
 from semid.embeddings import EmbeddingConfig, embed_items, l2_normalize, read_embeddings
@@ -126,10 +126,11 @@ def test_cooccurrence_counts_pairs_within_the_window_both_ways():
         [2, 1, 0, 1],
         [0, 0, 1, 0],
     ])
-    np.testing.assert_array_equal(cooccurrence(seqs.history_offsets, seqs.history_items, catalog, window=2).toarray(), expected)
-    adjacent = cooccurrence(seqs.history_offsets, seqs.history_items, catalog, window=1).toarray()
+    counts = lambda window: cooccurrence(seqs.history_offsets, seqs.history_items, catalog, window).toarray()  # noqa: E731
+    np.testing.assert_array_equal(counts(2), expected)
+    adjacent = counts(1)
     assert adjacent[0, 1] == 1 and adjacent[0, 2] == 1
-    assert not np.diag(cooccurrence(seqs.history_offsets, seqs.history_items, catalog, window=3).toarray()).any()  # 10 .. 10 is no pair
+    assert not np.diag(counts(3)).any()  # 10 .. 10 is no pair
 
 
 def test_unknown_event_item_is_a_data_error():

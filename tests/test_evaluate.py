@@ -9,12 +9,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from genrec.evaluation.baselines import FitContext, make_baseline
 from genrec.data.dataset import Dataset
+from genrec.data.sequences import SequenceConfig, build_histories, make_splits
+from genrec.evaluation.baselines import FitContext, make_baseline
 from genrec.evaluation.harness import evaluate, format_table
 from genrec.evaluation.protocol import (EvalConfig, build_eval_data, drop_events, held_out, tail_items, training_events,
                                         within_basket_queries)
-from genrec.data.sequences import SequenceConfig, build_histories, make_splits
 from semid.common import DataError
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from genrec.data.copurchase import KNNSettings, pair_counts, query_matrix, similarity
 from genrec.data.sequences import Examples, train_sequences
-from semid.catalog import counts_per_item
 from genrec.model.memory import CoPurchaseMemory, MemoryConfig
 from genrec.run.layout import MEMORY_FILE
+from semid.catalog import counts_per_item
 from semid.common import DataError
 from semid.config import ConfigError
 

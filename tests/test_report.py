@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from browser import chrome, screenshot, wait_for
-from genrec.report import write_report
-from genrec.report.html import render_report
-from genrec.report.data import report_payload
 from genrec.model.history import append_history, read_history
+from genrec.report import write_report
+from genrec.report.data import report_payload
+from genrec.report.html import render_report
 from genrec.run.layout import HISTORY_FILE
 
 

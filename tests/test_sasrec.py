@@ -6,10 +6,10 @@ import pyarrow as pa
 import pytest
 import torch
 
-from genrec.evaluation.baselines.base import FitContext
-from genrec.evaluation.baselines.sasrec import SASRec, SASRecConfig, SASRecModel, sample_negatives
-from genrec.evaluation.baselines.neural import banned_pairs, left_pad, column_metrics, training_matrices
 from genrec.data.sequences import Examples, SequenceConfig, build_histories, make_splits
+from genrec.evaluation.baselines.base import FitContext
+from genrec.evaluation.baselines.neural import banned_pairs, left_pad, column_metrics, training_matrices
+from genrec.evaluation.baselines.sasrec import SASRec, SASRecConfig, SASRecModel, sample_negatives
 from semid.common import DataError
 
 N_ITEMS = 24

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from genrec.model.decoder import DecoderConfig, build_decoder, decoder_meta, load_decoder
 from genrec.data.sequences import SequenceConfig, build_histories, make_splits
+from genrec.model.decoder import DecoderConfig, build_decoder, decoder_meta, load_decoder
 from genrec.model.tokens import ItemTokens, tokenize_examples
 from genrec.model.train import DecoderTrainer, TrainConfig, _schedule
 from genrec.model.validation import RecallEvaluator

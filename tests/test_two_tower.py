@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.evaluation.baselines.base import FitContext
-from genrec.evaluation.baselines.two_tower import (TwoTower, TwoTowerConfig, TwoTowerModel, build_index, label_log_frequency,
-                                        search_excluding)
 from genrec.data.sequences import SequenceConfig, build_histories, make_splits
+from genrec.evaluation.baselines.base import FitContext
+from genrec.evaluation.baselines.two_tower import (TwoTower, TwoTowerConfig, TwoTowerModel, build_index,
+                                                   label_log_frequency, search_excluding)
 from semid.common import DataError
 from semid.embeddings import write_embeddings
 from tests.test_sasrec import CATALOG, N_ITEMS, cycle_events, expected_next

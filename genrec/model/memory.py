@@ -19,9 +19,9 @@ import scipy.sparse as sp
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
+from genrec.data.copurchase import KNNSettings, pair_counts, query_matrix, similarity
 from genrec.data.sequences import Examples, train_sequences
 from semid.catalog import counts_per_item, item_columns
-from genrec.data.copurchase import KNNSettings, pair_counts, query_matrix, similarity
 from semid.common import DataError
 from semid.config import ConfigError
 

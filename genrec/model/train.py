@@ -27,14 +27,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from genrec.data.sequences import Examples, SequenceConfig, split_events
 from genrec.model.checkpoint import has_checkpoint, read_checkpoint, read_record, write_checkpoint
 from genrec.model.decoder import DecoderConfig, build_decoder, decoder_config, save_decoder, training_loss
 from genrec.model.history import LossMeter, append_history
-from genrec.data.sequences import Examples, SequenceConfig, split_events
+from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
 from genrec.model.validation import EarlyStopping, RecallEvaluator, sample_examples
 from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR, RESULT_FILE
 from semid.common import DataError, torch_threads
-from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
 from semid.config import to_dict
 from semid.tokenizer import BOS, PAD
 

@@ -10,13 +10,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from genrec.data.dataset import Dataset, read_dataset
-from genrec.model.memory import CoPurchaseMemory
-from genrec.run.layout import DECODER_DIR, INDEX_DIR, MEMORY_FILE, SIDS_FILE, TOKENIZER_FILE
-from genrec.run.config import RunConfig
-from genrec.run.semids import build_semids, record_dataset
 from genrec.data.sequences import split_events
+from genrec.model.memory import CoPurchaseMemory
 from genrec.model.tokens import ItemTokens
 from genrec.model.train import TrainResult, train_decoder
+from genrec.run.config import RunConfig
+from genrec.run.layout import DECODER_DIR, INDEX_DIR, MEMORY_FILE, SIDS_FILE, TOKENIZER_FILE
+from genrec.run.semids import build_semids, record_dataset
 from index.retailer_index import RetailerIndex
 from semid.store import codebook_version, read_sids
 from semid.tokenizer import SIDTokenizer

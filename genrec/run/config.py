@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from genrec.data.sequences import SequenceConfig
 from genrec.model.decoder import DecoderConfig
 from genrec.model.memory import MemoryConfig
-from genrec.data.sequences import SequenceConfig
 from genrec.model.train import TrainConfig
 from index.cold import ColdStartConfig
 from semid.config import ConfigError, from_dict, load_yaml

@@ -8,17 +8,17 @@ import time
 from pathlib import Path
 
 from genrec.data.dataset import read_dataset
+from genrec.data.stats import dataset_stats, format_stats
+from genrec.data.synth import SynthConfig, synthesize
 from genrec.evaluation.harness import evaluate, format_table
 from genrec.evaluation.protocol import EvalConfig
-from genrec.run.build import train_run
 from genrec.report import write_report
 from genrec.retriever import Retriever
+from genrec.run.build import train_run
 from genrec.run.config import RunConfig, load_run_config
 from genrec.run.layout import EVAL_FILE, SEMID_EVAL_FILE, SIDS_FILE
 from genrec.run.semids import audit_run, build_semids, evaluate_semids
 from semid.common import write_json
-from genrec.data.stats import dataset_stats, format_stats
-from genrec.data.synth import SynthConfig, synthesize
 from semid.intrinsic import format_intrinsic
 
 log = logging.getLogger(__name__)

@@ -12,15 +12,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from semid.catalog import catalog_rows, read_items
-from semid.collab import combine, fill_missing, impute_from_text
 from genrec.data.copurchase import collab_embeddings
 from genrec.data.dataset import read_dataset
-from genrec.run.config import RunConfig, load_run_config
 from genrec.data.sequences import split_events
+from genrec.run.config import RunConfig, load_run_config
 from genrec.run.layout import CONFIG_FILE, DATASET_FILE, EMBEDDINGS_FILE, ITEMS_FILE, TEXT_EMBEDDINGS_FILE
-from semid.common import DataError, write_json
+from semid.catalog import catalog_rows, read_items
 from semid.churn import carry_over_sids, migration_table, sid_churn
+from semid.collab import combine, fill_missing, impute_from_text
+from semid.common import DataError, write_json
 from semid.config import save_yaml
 from semid.embeddings import embed_items, read_embeddings, write_embeddings
 from semid.intrinsic import codebook_health, collisions, copurchase_sharing, intrinsic_metrics

@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow as pa
 
 from genrec.data.dataset import Dataset
-from genrec.run.config import RunConfig
 from genrec.data.synth.config import SynthConfig
 from genrec.data.synth.world import synthesize
+from genrec.run.config import RunConfig
 
 VECTOR_COLUMN = "vec"  # the items column holding the planted vectors
 

@@ -16,11 +16,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from genrec.data.copurchase import KNNSettings, pair_counts, query_matrix, similarity
+from genrec.data.sequences import Examples
 from genrec.evaluation.baselines.base import (FitContext, popularity_ranking, sparse_top_k, tuning_subset,
                                               validation_score)
 from semid.catalog import counts_per_item
 from semid.common import DataError
-from genrec.data.sequences import Examples
 
 
 @dataclass

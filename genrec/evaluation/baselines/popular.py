@@ -10,11 +10,11 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from genrec.data.sequences import Examples
 from genrec.evaluation.baselines.base import (FitContext, fixed_order_top_k, popularity_ranking, sparse_top_k,
                                               tuning_subset, validation_score)
 from semid.catalog import counts_per_item, item_columns
 from semid.common import DataError, ragged_rows
-from genrec.data.sequences import Examples
 
 
 class MostPopular:

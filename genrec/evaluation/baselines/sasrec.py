@@ -21,10 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.evaluation.baselines.base import FitContext
-from genrec.evaluation.baselines.neural import PAD, CausalEncoder, banned_pairs, column_metrics, history_matrix, length_batches, mask_pairs, topk_columns, train_loop, training_matrices, with_options
-from semid.common import DataError, torch_threads
 from genrec.data.sequences import Examples
+from genrec.evaluation.baselines.base import FitContext
+from genrec.evaluation.baselines.neural import (PAD, CausalEncoder, banned_pairs, column_metrics, history_matrix,
+                                                length_batches, mask_pairs, topk_columns, train_loop, training_matrices,
+                                                with_options)
+from semid.common import DataError, torch_threads
 
 log = logging.getLogger(__name__)
 

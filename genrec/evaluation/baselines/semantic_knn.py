@@ -14,11 +14,11 @@ from typing import Sequence
 import faiss
 import numpy as np
 
+from genrec.data.sequences import Examples
 from genrec.evaluation.baselines.base import (FitContext, run_text_embeddings_path, excluded_mask, first_k_allowed,
                                               fixed_order_top_k, popularity_ranking, tuning_subset, validation_score)
 from semid.catalog import counts_per_item, item_columns
 from semid.common import DataError, ragged_rows
-from genrec.data.sequences import Examples
 from semid.embeddings import l2_normalize, read_embeddings
 
 

@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genrec.data.sequences import Examples
 from genrec.evaluation.baselines.base import FitContext, run_text_embeddings_path
-from semid.catalog import item_columns
 from genrec.evaluation.baselines.neural import (PAD, CausalEncoder, banned_pairs, history_matrix, length_batches,
                                                 mask_pairs, column_metrics, topk_columns, train_loop, training_matrices,
                                                 with_options)
-from genrec.data.sequences import Examples
+from semid.catalog import item_columns
 from semid.common import DataError, torch_threads
 from semid.embeddings import l2_normalize, read_embeddings
 
