@@ -264,7 +264,7 @@ def quick_world(workdir: Path) -> tuple[Path, RunConfig]:
     if not (data / "events.parquet").is_file():
         tiny_world(seed=0, items=300, users=200, retailers=2).write(data, overwrite=True)
     cfg = tiny_config("quick")
-    cfg.semid.threads, cfg.train.num_threads = 1, 1
+    cfg.semid.threads, cfg.train.threads = 1, 1
     return data, cfg
 
 

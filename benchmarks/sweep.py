@@ -44,9 +44,10 @@ def apply_overrides(cfg: RunConfig, overrides: str) -> RunConfig:
     for item in filter(None, overrides.split(",")):
         path, _, value = item.partition("=")
         *parents, leaf = path.strip().split(".")
-        node = tree
+        node, section = tree, cfg
         for p in parents:
-            node = node[p]
+            node, section = node[p], getattr(section, p, None)
+        leaf = getattr(type(section), "OLD_KEYS", {}).get(leaf, leaf)  # old spellings (recorded sweeps) still work
         if leaf not in node:
             raise SystemExit(f"override {path!r}: no such setting")
         node[leaf] = yaml.safe_load(value)

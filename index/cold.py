@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from semid.common import DataError
-from semid.config import ConfigError
+from semid.config import Checks
 
 HISTORY_WEIGHT = 0.3  # share of the latest history item in the query point (the rest: the decoded beams)
 
@@ -28,10 +28,7 @@ class ColdStartConfig:
     history_weight: float = HISTORY_WEIGHT
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.share < 1.0:
-            raise ConfigError(f"cold_start.share must lie in [0, 1), got {self.share}")
-        if not 0.0 <= self.history_weight <= 1.0:
-            raise ConfigError(f"cold_start.history_weight must lie in [0, 1], got {self.history_weight}")
+        Checks(self, "cold_start").within(0, 1, "share", open_high=True).within(0, 1, "history_weight")
 
 
 @dataclass(frozen=True)

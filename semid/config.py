@@ -1,9 +1,13 @@
-"""Strict YAML -> dataclass loading: every component's config is a dataclass, and a wrong key or type is
-an error that names it (``semid.codebook_sizes: expected list[int], got str``)."""
+"""Strict YAML -> dataclass loading: every component's config is a dataclass, and a wrong key, type or value is
+an error that names it (``semid.codebook_sizes: expected list[int], got str``). Each dataclass states its
+value rules in ``__post_init__`` with ``Checks``, so a bad value fails where the config is made (loaded from a
+file, built from flags or in code), before any work starts."""
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import numbers
 import types
 import typing
 from pathlib import Path
@@ -15,41 +19,178 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A config file or mapping does not match its dataclass."""
+    """A bad configuration: an unknown key, a wrong type, a value out of range, a missing or broken file.
+    ``section`` (``train``; None at the top level) and ``key`` (``epochs``) say where, ``file`` which file;
+    ``str(e)`` is one line, ``FILE: section.key: message``."""
+
+    def __init__(self, message: str, section: str | None = None, key: str | None = None,
+                 file: str | Path | None = None) -> None:
+        self.message = " ".join(str(message).split())  # one line, even for a YAML parser's multi-line text
+        self.section, self.key = section or None, key or None
+        self.file = str(file) if file else None
+        super().__init__(self.message)
+
+    @property
+    def where(self) -> str:
+        """``section.key`` (or the part that is known)."""
+        return ".".join(p for p in (self.section, self.key) if p)
+
+    def __str__(self) -> str:
+        return ": ".join(p for p in (self.file, self.where, self.message) if p)
+
+    def __reduce__(self):  # pickles whole (accelerate ships exceptions between processes)
+        return type(self), (self.message, self.section, self.key, self.file)
+
+
+class Checks:
+    """The value rules of one config section, a line each in its dataclass's ``__post_init__``::
+
+        c = Checks(self, "train")
+        c.at_least(1, "batch_size", "epochs")
+        c.within(0, 1, "min_lr_ratio")
+
+    A broken rule raises a ConfigError naming ``section.key``. A value of None (an optional setting left
+    unset) passes every rule; the loader has checked the types already."""
+
+    def __init__(self, cfg: Any, section: str) -> None:
+        self.cfg, self.section = cfg, section
+
+    def fail(self, key: str, message: str) -> typing.NoReturn:
+        raise ConfigError(message, self.section, key)
+
+    def rule(self, ok: bool, key: str, message: str) -> Checks:
+        """A rule of its own (across settings, say); ``message`` says what ``key`` must be."""
+        if not ok:
+            self.fail(key, message)
+        return self
+
+    def at_least(self, low: float, *keys: str) -> Checks:
+        for key, value in self._numbers(keys):
+            self.rule(value >= low, key, f"must be >= {low}, got {value!r}")
+        return self
+
+    def above(self, low: float, *keys: str) -> Checks:
+        for key, value in self._numbers(keys):
+            self.rule(value > low, key, f"must be > {low}, got {value!r}")
+        return self
+
+    def within(self, low: float, high: float, *keys: str, open_high: bool = False) -> Checks:
+        """``low <= value <= high`` (``< high`` with ``open_high``): shares, probabilities, ratios."""
+        for key, value in self._numbers(keys):
+            ok = low <= value < high if open_high else low <= value <= high
+            self.rule(ok, key, f"must lie in [{low}, {high}{')' if open_high else ']'}, got {value!r}")
+        return self
+
+    def one_of(self, key: str, options: typing.Iterable) -> Checks:
+        value, options = getattr(self.cfg, key), list(options)
+        return self.rule(value is None or value in options, key, f"must be one of {options}, got {value!r}")
+
+    def literals(self) -> Checks:
+        """Every ``Literal[...]`` setting (optional ones too) holds one of its values."""
+        for key, options in _literal_fields(type(self.cfg)).items():
+            self.one_of(key, options)
+        return self
+
+    def sizes(self, *keys: str, empty: bool = False) -> Checks:
+        """Lists of whole numbers >= 1 (codebook sizes, layer widths), non-empty unless ``empty``."""
+        for key in keys:
+            value = getattr(self.cfg, key)
+            ok = isinstance(value, (list, tuple)) and (empty or len(value) > 0) and all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value)
+            self.rule(ok, key, f"must be a {'' if empty else 'non-empty '}list of whole numbers >= 1, got {value!r}")
+        return self
+
+    def _numbers(self, keys: tuple[str, ...]) -> typing.Iterator[tuple[str, Any]]:
+        for key in keys:
+            value = getattr(self.cfg, key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                self.fail(key, f"expected a number, got {type(value).__name__} ({value!r})")
+            yield key, value
+
+
+@functools.lru_cache(maxsize=None)
+def _literal_fields(cls: type) -> dict[str, tuple]:
+    """Field name -> allowed values, for the fields typed ``Literal[...]`` or ``Literal[...] | None``."""
+    out = {}
+    for name, tp in typing.get_type_hints(cls).items():
+        for arg in typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,):
+            if typing.get_origin(arg) is typing.Literal:
+                out[name] = typing.get_args(arg)
+    return out
+
+
+def renamed_keys(cls: type, data: dict, where: str = "") -> dict:
+    """``data`` with old spellings of ``cls``'s keys (its ``OLD_KEYS``, old -> new) under their new names, so a
+    config saved in an old run folder still loads; a mapping that gives both spellings is a ConfigError."""
+    old_keys = getattr(cls, "OLD_KEYS", {})
+    if not any(key in old_keys for key in data):
+        return data
+    out = {}
+    for key, value in data.items():
+        new = old_keys.get(key, key)
+        if new != key and new in data:
+            raise ConfigError(f"old spelling of {new!r}, which is given too: keep one", *_at(_join(where, key)))
+        out[new] = value
+    return out
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _at(path: str) -> tuple[str | None, str | None]:
+    """A dotted path as (section, key): ``semid.codebook_sizes[1]`` -> (``semid``, ``codebook_sizes[1]``)."""
+    section, _, key = path.rpartition(".")
+    return section or None, key or None
 
 
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; a missing file or a non-mapping top level is a ConfigError."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError("config file not found", file=path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        raise ConfigError(f"not valid YAML: {e}", file=path) from e
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"top level must be a mapping, got {type(data).__name__}", file=path)
     return data
 
 
+def load(cls: type[T], path: str | Path) -> T:
+    """Read and check a YAML config file into dataclass ``cls``; an error names the file and the key."""
+    try:
+        return from_dict(cls, load_yaml(path))
+    except ConfigError as e:
+        e.file = e.file or str(path)
+        raise
+
+
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping, checking every key and value type recursively."""
+    """Build dataclass ``cls`` from a mapping, checking every key and value type recursively, then its value
+    rules (``__post_init__``). Old spellings of renamed keys (``cls.OLD_KEYS``) are read as the new ones."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"expected a mapping, got {type(data).__name__}", *_at(where))
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
+    for key, value in renamed_keys(cls, data, where).items():
+        path = _join(where, key)
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{path}: unknown key{hint}; allowed: {', '.join(sorted(fields))}")
+            raise ConfigError(f"unknown key{hint}; allowed: {', '.join(sorted(fields))}", *_at(path))
         kwargs[key] = _coerce(hints[key], value, path)
     try:
         return cls(**kwargs)
+    except ConfigError as e:  # a value rule: it names its own section, the mapping's place is where it is
+        e.section = where or e.section
+        raise
     except TypeError as e:  # a required field is missing
-        raise ConfigError(f"{where or cls.__name__}: {e}") from e
+        raise ConfigError(str(e), *_at(where)) from e
 
 
 def to_dict(obj: Any) -> Any:
@@ -80,28 +221,27 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(arg, value, path)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} ({value!r})")
+            except ConfigError:
+                pass
+        raise ConfigError(f"expected {_type_name(tp)}, got {type(value).__name__} ({value!r})", *_at(path))
     if typing.get_origin(tp) is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{path}: must be one of {list(args)}, got {value!r}")
+            raise ConfigError(f"must be one of {list(args)}, got {value!r}", *_at(path))
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} ({value!r})")
+            raise ConfigError(f"expected a list, got {type(value).__name__} ({value!r})", *_at(path))
         inner = args[0] if args else Any
         items = [_coerce(inner, v, f"{path}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+            raise ConfigError(f"expected a mapping, got {type(value).__name__}", *_at(path))
         return {k: _coerce(args[1] if args else Any, v, f"{path}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -112,8 +252,8 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             pass
     if isinstance(tp, type):
         if isinstance(value, bool) and tp is not bool:
-            raise ConfigError(f"{path}: expected {tp.__name__}, got bool ({value!r})")
+            raise ConfigError(f"expected {tp.__name__}, got bool ({value!r})", *_at(path))
         if not isinstance(value, tp):
-            raise ConfigError(f"{path}: expected {tp.__name__}, got {type(value).__name__} ({value!r})")
+            raise ConfigError(f"expected {tp.__name__}, got {type(value).__name__} ({value!r})", *_at(path))
         return value
     return value

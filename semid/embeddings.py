@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from semid.common import DataError, atomic_write
-from semid.config import ConfigError
+from semid.config import Checks
 from semid.embedding_cache import EmbeddingCache, text_keys
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,20 @@ class EmbeddingConfig:
     collab_impute: int = 10  # products with no co-purchase borrow the mean vector of this many text neighbours; 0: zero
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.collab_weight < 1.0:
-            raise ConfigError(f"embedding.collab_weight must lie in [0, 1), got {self.collab_weight}")
-        if self.collab_dim < 1:
-            raise ConfigError(f"embedding.collab_dim must be at least 1, got {self.collab_dim}")
-        if self.collab_window < 1:
-            raise ConfigError(f"embedding.collab_window must be at least 1, got {self.collab_window}")
-        if self.collab_impute < 0:
-            raise ConfigError(f"embedding.collab_impute must be >= 0, got {self.collab_impute}")
+        c = Checks(self, "embedding")
+        c.one_of("provider", PROVIDERS)
+        c.rule(self.provider != "column" or bool(self.column), "column",
+               "provider 'column' needs the name of the items column holding the vectors")
+        c.rule(self.provider != "callable" or _is_callable_spec(self.callable), "callable",
+               f"provider 'callable' needs 'module:function', got {self.callable!r}")
+        c.at_least(1, "batch_size", "collab_dim", "collab_window")
+        c.at_least(0, "collab_impute")
+        c.within(0, 1, "collab_weight", open_high=True)
+
+
+def _is_callable_spec(spec: str | None) -> bool:
+    """``module:function``, both parts named."""
+    return bool(spec) and spec.count(":") == 1 and all(spec.split(":"))
 
 
 def embed_items(items: pa.Table, cfg: EmbeddingConfig, embed_fn: EmbedFn | None = None) -> np.ndarray:
@@ -225,7 +231,7 @@ def _direct_callable(fn: EmbedFn) -> tuple[str | None, str, Callable[[], EmbedFn
 
 def _named_callable(spec: str | None) -> tuple[str, str, Callable[[], EmbedFn]]:
     """Provider "callable": ``module:function`` imported on first use (only if something is not cached)."""
-    if not spec or spec.count(":") != 1 or not all(spec.split(":")):
+    if not _is_callable_spec(spec):
         raise DataError(f"embedding.callable: expected 'module:function', got {spec!r}")
     module_name, attr = spec.split(":")
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from semid.config import Checks
 from semid.contrastive import (
     ContrastiveScales,
     calibrate,
@@ -52,8 +53,8 @@ class SemIDConfig:
     init_epochs: int = 5  # RQ-VAE epochs when continuing from a previous codebook (replaces epochs)
     init_lr_ratio: float = 0.25  # peak learning rate when continuing, as a share of lr
     batch_size: int = 512  # products per batch
-    lr: float = 2e-3  # AdamW peak learning rate, cosine-decayed to lr_min_ratio * lr
-    lr_min_ratio: float = 0.05  # final learning rate as a share of lr
+    lr: float = 2e-3  # AdamW peak learning rate, cosine-decayed to min_lr_ratio * lr
+    min_lr_ratio: float = 0.05  # final learning rate as a share of lr (train's spelling; was lr_min_ratio)
     weight_decay: float = 0.0  # AdamW weight decay (codebooks excluded)
     contrastive_lambda: float = 0.01  # weight of the taxonomy term; 0 = vanilla RQ-VAE
     contrastive_temperature: float = 0.05  # InfoNCE temperature, on distances relative to their mean at init
@@ -70,6 +71,21 @@ class SemIDConfig:
     seed: int = 0  # seeds weights, k-means, sampling: same seed + data = same codebook
     threads: int = 0  # torch CPU threads while training; 0 leaves the process setting alone
     progress: bool = True  # tqdm bar over epochs
+
+    OLD_KEYS = {"lr_min_ratio": "min_lr_ratio"}  # old spelling -> key, read from old run folders
+
+    def __post_init__(self) -> None:
+        c = Checks(self, "semid")
+        c.literals()
+        c.sizes("codebook_sizes")
+        c.sizes("hidden_dims", empty=True)
+        c.at_least(1, "latent_dim", "epochs", "init_epochs", "batch_size", "contrastive_every", "per_leaf",
+                   "kmeans_iters")
+        c.at_least(0, "warmup_epochs", "beta", "weight_decay", "contrastive_lambda", "contrastive_decay", "seed",
+                   "threads")
+        c.above(0, "lr", "init_lr_ratio", "contrastive_temperature", "contrastive_sharpness")
+        c.within(0, 1, "min_lr_ratio", "parent_share", "hard_share")
+        c.within(0, 1, "dropout", open_high=True)
 
     def rqvae_config(self, input_dim: int) -> RQVAEConfig:
         return RQVAEConfig(input_dim, list(self.hidden_dims), self.latent_dim, list(self.codebook_sizes),
@@ -224,17 +240,13 @@ def train_codebook(
 
 
 def _check(embeddings: np.ndarray, category_paths, cfg: SemIDConfig) -> None:
+    """The inputs fit each other and the codebook (the config's own values are checked when it is made)."""
     if embeddings.ndim != 2 or len(embeddings) == 0:
         raise ValueError(f"embeddings must be a non-empty (n, d) array, got shape {embeddings.shape}")
     if not np.isfinite(embeddings).all():
         raise ValueError("embeddings contain NaN or infinite values")
     if category_paths is not None and len(category_paths) != len(embeddings):
         raise ValueError(f"{len(category_paths)} category paths for {len(embeddings)} embeddings")
-    if cfg.init_epochs < 1 or cfg.init_lr_ratio <= 0:
-        raise ValueError(f"init_epochs must be >= 1 and init_lr_ratio > 0, "
-                         f"got {cfg.init_epochs} and {cfg.init_lr_ratio}")
-    if cfg.contrastive_every < 1:
-        raise ValueError(f"contrastive_every must be >= 1, got {cfg.contrastive_every}")
     if len(embeddings) < max(cfg.codebook_sizes):
         raise ValueError(f"{len(embeddings)} products cannot fill a codebook of {max(cfg.codebook_sizes)} codewords")
 
@@ -278,7 +290,7 @@ def _train_rqvae(
     steps_per_epoch = max(1, math.ceil(len(x) / cfg.batch_size))
     warmup = 0 if init is not None else cfg.warmup_epochs
     total_steps = (warmup + epochs) * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total_steps, cfg.lr_min_ratio))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total_steps, cfg.min_lr_ratio))
     history: list[dict] = []
     if init is not None:
         net.load_state_dict(init.net.state_dict())

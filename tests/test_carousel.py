@@ -22,6 +22,7 @@ from genrec.carousel.requests import iter_chunks
 from genrec.data.sequences import build_histories
 from genrec.retriever import Retriever
 from semid.common import DataError
+from semid.config import ConfigError
 
 REPO = Path(__file__).parents[1]
 K = 5
@@ -230,7 +231,7 @@ def test_bad_inputs_say_what_is_wrong(tmp_path, world):
         run_carousel(run, tmp_path / "junk.parquet", out, **FAST)
     with pytest.raises(DataError, match="events.parquet: file not found"):
         run_carousel(run, tmp_path / "bare.parquet", out, data=tmp_path, **FAST)
-    with pytest.raises(DataError, match="k must be >= 1"):
+    with pytest.raises(ConfigError, match="carousel.k: must be >= 1"):
         run_carousel(run, tmp_path / "bare.parquet", out, data=data, **{**FAST, "k": 0})
     assert not out.exists() and not (tmp_path / "out.parquet.parts").exists()
 

@@ -137,7 +137,7 @@ def test_retrain_from_init_keeps_sids_on_a_grown_catalog():
 
 def test_init_schedule_is_checked():
     x, paths = clustered(n_clusters=4, per=20)
-    with pytest.raises(ValueError, match="init_epochs must be >= 1"):
+    with pytest.raises(ValueError, match="semid.init_epochs: must be >= 1, got 0"):
         train_codebook(x, paths, SemIDConfig(codebook_sizes=[4, 4], init_epochs=0, progress=False))
 
 

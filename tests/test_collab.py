@@ -202,7 +202,7 @@ def test_run_with_collab_trains_and_assigns_cold_start_sids(world):
     cfg = copy.deepcopy(base)
     cfg.embedding.collab_weight, cfg.embedding.collab_dim = 0.4, 8
     cfg.decoder.d_model, cfg.decoder.n_layers, cfg.decoder.n_heads, cfg.decoder.d_ff = 32, 1, 2, 64
-    cfg.train.max_epochs, cfg.train.eval_examples, cfg.train.progress, cfg.train.warmup_steps = 1, 40, False, 5
+    cfg.train.epochs, cfg.train.eval_examples, cfg.train.progress, cfg.train.warmup_steps = 1, 40, False, 5
     result = train_run(root / "data", cfg, root / "collab")  # SIDs, tokenizer, index, decoder
     assert result.steps > 0 and (root / "collab" / "decoder" / "model").is_dir()
     ids, vecs = read_embeddings(root / "collab" / EMBEDDINGS_FILE)
@@ -282,7 +282,7 @@ def test_refresh_script_migrates_a_run_built_without_imputation(world, tmp_path,
     cfg = copy.deepcopy(base)
     cfg.embedding.collab_weight, cfg.embedding.collab_dim, cfg.embedding.collab_impute = 0.4, 8, 0
     cfg.decoder.d_model, cfg.decoder.n_layers, cfg.decoder.n_heads, cfg.decoder.d_ff = 32, 1, 2, 64
-    cfg.train.max_epochs, cfg.train.eval_examples, cfg.train.progress, cfg.train.warmup_steps = 1, 40, False, 5
+    cfg.train.epochs, cfg.train.eval_examples, cfg.train.progress, cfg.train.warmup_steps = 1, 40, False, 5
     train_run(root / "data", cfg, tmp_path / "old")
     ids, old_vecs = read_embeddings(tmp_path / "old" / EMBEDDINGS_FILE)
     bare = ~np.any(old_vecs[:, 16:] != 0, axis=1)

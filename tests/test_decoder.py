@@ -20,6 +20,7 @@ from genrec.model.decoder import (
 )
 from genrec.model.tokens import TokenizedExamples, collate
 from semid.common import DataError
+from semid.config import ConfigError
 
 VOCAB, TPI = 60, 3
 
@@ -72,9 +73,9 @@ def test_not_a_decoder_folder(tmp_path):
 
 
 def test_bad_configs_are_errors():
-    with pytest.raises(DataError, match="multiple of n_heads"):
+    with pytest.raises(ConfigError, match=r"decoder\.n_heads: must divide d_model \(10\), got 3"):
         DecoderConfig(d_model=10, n_heads=3)
-    with pytest.raises(DataError, match="arch"):
+    with pytest.raises(ConfigError, match=r"decoder\.arch: must be one of \['llama', 'gpt2', 'item'\], got 'rnn'"):
         build_decoder(DecoderConfig(arch="rnn"), VOCAB, TPI)  # type: ignore[arg-type]
 
 

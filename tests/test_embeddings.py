@@ -14,6 +14,7 @@ import pytest
 import semid.embedding_cache as embedding_cache
 import semid.embeddings as emb
 from semid.common import DataError
+from semid.config import ConfigError
 from semid.embeddings import EmbeddingConfig, embed_items, read_embeddings, write_embeddings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -251,11 +252,18 @@ def test_callable_returning_bad_arrays(cfg: EmbeddingConfig, output, message: st
 
 def test_bad_configuration(cfg: EmbeddingConfig) -> None:
     items = make_items(["a"])
+    with pytest.raises(ConfigError, match=r"embedding\.provider: must be one of \['text', 'column', 'callable'\]"):
+        EmbeddingConfig(provider="sbert")
+    cfg.provider = "sbert"  # changed after the config was made: embedding still refuses it
     with pytest.raises(DataError, match="unknown provider 'sbert'"):
-        embed_items(items, EmbeddingConfig(provider="sbert"))
+        embed_items(items, cfg)
     for spec in (None, "no_colon", "a:b:c"):
+        with pytest.raises(ConfigError, match=r"embedding\.callable: provider 'callable' needs 'module:function'"):
+            EmbeddingConfig(provider="callable", callable=spec)
+        cfg.provider, cfg.callable = "callable", spec
         with pytest.raises(DataError, match="module:function"):
-            embed_items(items, EmbeddingConfig(provider="callable", callable=spec, cache_dir=cfg.cache_dir))
+            embed_items(items, cfg)
+    cfg.provider = "text"
     with pytest.raises(DataError, match="cannot import"):
         embed_items(items, EmbeddingConfig(provider="callable", callable="no_such_mod_xyz:f", cache_dir=cfg.cache_dir))
     with pytest.raises(DataError, match="model folder './no/such/model' not found"):

@@ -38,7 +38,7 @@ def test_training_writes_its_history_as_it_goes(tiny_run):
     lines = [json.loads(x) for x in (root / "run" / "decoder" / HISTORY_FILE).read_text().splitlines()]
     epochs = [r for r in lines if "lr" in r]
     evals = [r for r in lines if "recall@10" in r]
-    assert [r["epoch"] for r in epochs] == list(range(1, cfg.train.max_epochs + 1))
+    assert [r["epoch"] for r in epochs] == list(range(1, cfg.train.epochs + 1))
     assert all(np.isfinite(r["train_loss"]) and r["train_loss"] > 0 for r in epochs)
     result = json.loads((root / "run" / "decoder" / "train_result.json").read_text())
     assert [r for r in result["history"] if "recall@10" in r] == evals  # the same records as the result's

@@ -27,7 +27,7 @@ from genrec.serve import ServerThread, ServeSettings, add_arguments, create_app,
 from genrec.serve.batcher import MicroBatcher, Query, ShuttingDown
 from genrec.serve.metrics import ServeMetrics
 from index.retailer_index import Candidates
-from semid.common import DataError
+from semid.config import ConfigError
 
 KEY_ENV = "GENREC_SERVE_TEST_KEY"
 KEY = "test-key-7f3a"
@@ -542,7 +542,7 @@ def test_histogram_buckets_are_cumulative():
 
 
 def test_settings_are_checked_and_become_flags():
-    with pytest.raises(DataError, match="max_batch"):
+    with pytest.raises(ConfigError, match="serve.max_batch: must be >= 1"):
         ServeSettings(max_batch=0)
     parser = argparse.ArgumentParser()
     add_arguments(parser)

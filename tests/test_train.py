@@ -17,6 +17,7 @@ from genrec.model.train import DecoderTrainer, TrainConfig, _schedule
 from genrec.model.validation import RecallEvaluator
 from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR
 from semid.common import DataError
+from semid.config import ConfigError
 from semid.tokenizer import BOS, PAD, SIDTokenizer
 
 N_ITEMS = 32
@@ -42,7 +43,7 @@ def _world(n_users: int = 120, length: int = 7, seed: int = 0):
 
 
 def _config(**kw) -> TrainConfig:
-    return TrainConfig(**{"progress": False, "num_threads": 1, "warmup_steps": 5, **kw})
+    return TrainConfig(**{"progress": False, "threads": 1, "warmup_steps": 5, **kw})
 
 
 def _trainer(out, cfg: TrainConfig, dropout: float = 0.1, with_eval: bool = True, arch: str = "llama"):
@@ -65,7 +66,7 @@ def _weights(path):
 
 @pytest.mark.parametrize("arch", ["llama", "item"])
 def test_training_learns_the_pattern_and_saves_the_best_decoder(tmp_path, arch):
-    cfg = _config(lr=5e-3, batch_size=16, max_epochs=6, patience=20, checkpoint_every=0)
+    cfg = _config(lr=5e-3, batch_size=16, epochs=6, patience=20, checkpoint_every=0)
     tr = _trainer(tmp_path, cfg, dropout=0.0, arch=arch)
     tr.setup()
     result = tr.train()
@@ -81,7 +82,7 @@ def test_training_learns_the_pattern_and_saves_the_best_decoder(tmp_path, arch):
 
 @pytest.mark.parametrize("arch", ["llama", "item"])
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, arch):
-    cfg = _config(lr=5e-3, warmup_steps=3, batch_size=48, max_epochs=3, checkpoint_every=3)
+    cfg = _config(lr=5e-3, warmup_steps=3, batch_size=48, epochs=3, checkpoint_every=3)
     full = _trainer(tmp_path / "full", cfg, arch=arch)
     full.setup()
     reference = full.train()
@@ -120,23 +121,26 @@ def test_resume_refuses_other_settings(tmp_path):
 
 
 def test_resume_accepts_a_checkpoint_from_before_a_new_setting(tmp_path):
-    """A checkpoint written before a setting existed resumes when that setting is at its default."""
-    cfg = _config(batch_size=16, max_steps=3, checkpoint_every=2)
+    """A checkpoint written before a setting existed resumes when that setting is at its default, and one
+    written under a key's old spelling (max_epochs, num_threads) reads it as the new key."""
+    cfg = _config(batch_size=16, max_steps=3, checkpoint_every=2, epochs=7)
     tr = _trainer(tmp_path, cfg, with_eval=False)
     tr.setup()
     tr.train()
     state_file = tmp_path / CHECKPOINT_DIR / "trainer_state.json"
     saved = json.loads(state_file.read_text())
     del saved["config"]["ema_decay"]
+    saved["config"]["max_epochs"] = saved["config"].pop("epochs")
+    saved["config"]["num_threads"] = saved["config"].pop("threads")
     state_file.write_text(json.dumps(saved))
     _trainer(tmp_path, cfg, with_eval=False).setup(resume=True)
     with pytest.raises(DataError, match="ema_decay"):
-        _trainer(tmp_path, _config(batch_size=16, max_steps=3, checkpoint_every=2, ema_decay=0.9),
+        _trainer(tmp_path, _config(batch_size=16, max_steps=3, checkpoint_every=2, epochs=7, ema_decay=0.9),
                  with_eval=False).setup(resume=True)
 
 
 def test_early_stopping_and_max_steps(tmp_path):
-    cfg = _config(lr=0.0, warmup_steps=0, batch_size=64, max_epochs=20, patience=2)
+    cfg = _config(lr=0.0, warmup_steps=0, batch_size=64, epochs=20, patience=2)
     tr = _trainer(tmp_path / "a", cfg, arch="gpt2")  # lr 0: the metric never improves after the first eval
     tr.setup()
     result = tr.train()
@@ -177,7 +181,7 @@ def test_train_decoder_end_to_end_with_retailer_tokens(tmp_path, arch):
     sids = assign_sids(np.arange(N_ITEMS), rng.integers(0, 4, (N_ITEMS, 2)), codebook_version="cb-e2e")
     tok = SIDTokenizer.from_sids(sids, [4, 4], retailer_ids=[0, 1, 2], codebook_version="cb-e2e")
     items = ItemTokens.from_sids(sids, tok)
-    cfg = _config(batch_size=16, max_epochs=2, eval_k=5, eval_beam_width=5)
+    cfg = _config(batch_size=16, epochs=2, eval_k=5, eval_beam_width=5)
     dcfg = DC(arch=arch, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_items=3, memorize=arch == "item")
     result = train_decoder(ev, items, tok, dcfg, cfg, tmp_path)
     assert result.steps > 0 and result.monitor == "recall@5"
@@ -202,7 +206,7 @@ def test_bf16_mixed_precision_trains_after_a_full_precision_run(tmp_path):
 def test_weight_average_is_scored_saved_and_resumed_exactly(tmp_path):
     """ema_decay: the saved decoder is the moving average (not the raw weights), it still learns the pattern,
     and an interrupted run resumes to the same average bit for bit."""
-    cfg = _config(lr=5e-3, warmup_steps=3, batch_size=48, max_epochs=3, checkpoint_every=3, ema_decay=0.8)
+    cfg = _config(lr=5e-3, warmup_steps=3, batch_size=48, epochs=3, checkpoint_every=3, ema_decay=0.8)
     full = _trainer(tmp_path / "full", cfg, with_eval=False)
     full.setup()
     full.train()
@@ -227,9 +231,9 @@ def test_weight_average_is_scored_saved_and_resumed_exactly(tmp_path):
     resumed = load_file(str(tmp_path / "cut" / CHECKPOINT_DIR / "ema.safetensors"))
     assert all(torch.equal(ema[k], resumed[k]) for k in ema)
 
-    learner = _trainer(tmp_path / "learn", _config(lr=5e-3, batch_size=16, max_epochs=6, patience=20,
+    learner = _trainer(tmp_path / "learn", _config(lr=5e-3, batch_size=16, epochs=6, patience=20,
                                                    checkpoint_every=0, ema_decay=0.9), dropout=0.0)
     learner.setup()
     assert learner.train().best >= 0.9
-    with pytest.raises(DataError, match="ema_decay"):
-        _trainer(tmp_path / "bad", _config(ema_decay=1.0)).setup()
+    with pytest.raises(ConfigError, match=r"train\.ema_decay: must lie in \[0, 1\), got 1.0"):
+        _config(ema_decay=1.0)

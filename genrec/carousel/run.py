@@ -33,6 +33,7 @@ from genrec.carousel.requests import (
 )
 from genrec.retriever import Retriever
 from semid.common import DataError, torch_threads
+from semid.config import Checks
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,13 @@ class CarouselConfig:
     dtype: str = "auto"  # decoder weights: float32, bfloat16, auto (bf16 on CUDA / CPUs with native bf16 matmul)
     progress: bool = True  # progress bar (requests per second) on the main process
 
+    def __post_init__(self) -> None:
+        c = Checks(self, "carousel")
+        c.literals()
+        c.at_least(1, "k", "chunk_size", "batch_size", "beam_width")
+        c.at_least(0, "threads")
+        c.one_of("dtype", ("auto", "float32", "bfloat16"))
+
 
 def run_carousel(
     run: Path,
@@ -68,7 +76,7 @@ def run_carousel(
     ``requests``; ``options`` override ``cfg`` fields (k=..., chunk_size=...). ``data``: the dataset whose
     events give the histories of requests without one. ``on_chunk(index)`` is called after each part is
     written. Resumes an unfinished job with the same inputs. Returns the job's summary (on every process)."""
-    cfg = _check_config(replace(cfg or CarouselConfig(), **options))
+    cfg = replace(cfg or CarouselConfig(), **options)  # checks the options too
     run, requests, out = Path(run), Path(requests), Path(out)
     state = PartialState(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
     with torch_threads(cfg.threads):
@@ -184,18 +192,6 @@ def _decode(ch: ChunkHistories, rows: np.ndarray, histories: list[np.ndarray], r
             "score": pa.array(scores[found].astype(np.float32), pa.float32()),
         }
     )
-
-
-def _check_config(cfg: CarouselConfig) -> CarouselConfig:
-    """Reject settings that cannot work."""
-    for name in ("k", "chunk_size", "batch_size", "beam_width"):
-        if getattr(cfg, name) < 1:
-            raise DataError(f"carousel: {name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.on_missing not in ("skip", "error"):
-        raise DataError(f"carousel: on_missing must be 'skip' or 'error', got {cfg.on_missing!r}")
-    if cfg.threads < 0:
-        raise DataError(f"carousel: threads must be >= 0, got {cfg.threads}")
-    return cfg
 
 
 def _dataset(info: RequestsInfo, data: Path | None, cfg: CarouselConfig) -> DatasetHistories | None:

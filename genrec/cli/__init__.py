@@ -32,12 +32,16 @@ def configure_logging(verbose: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``genrec`` console script; user errors print one line and exit 2."""
+    """Entry point of the ``genrec`` console script; user errors print one line and exit 2 (a bad config:
+    ``genrec: config error: FILE: section.key: message``)."""
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     try:
         args.func(args)
-    except (DataError, ConfigError, FileNotFoundError) as e:
+    except ConfigError as e:
+        print(f"genrec: config error: {e}", file=sys.stderr)
+        return 2
+    except (DataError, FileNotFoundError) as e:
         print(f"genrec: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -33,11 +33,8 @@ def _cmd_stats(args: argparse.Namespace) -> None:
 def _cmd_synth(args: argparse.Namespace) -> None:
     from genrec.data.synth import SynthConfig, synthesize
 
-    cfg = SynthConfig(seed=args.seed)
-    for name in ("items", "users", "retailers"):
-        if getattr(args, name) is not None:
-            setattr(cfg, name, getattr(args, name))
-    ds = synthesize(cfg)
+    sizes = {name: getattr(args, name) for name in ("items", "users", "retailers") if getattr(args, name) is not None}
+    ds = synthesize(SynthConfig(seed=args.seed, **sizes))
     ds.write(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: {ds.items.num_rows:,} items, {ds.events.num_rows:,} events")
 

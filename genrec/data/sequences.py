@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from semid.common import DataError
+from semid.config import Checks
 
 Split = Literal["leave_one_out", "last_basket", "auto"]
 NO_RETAILER = -1  # retailer_id of an example whose events carry none
@@ -29,6 +30,9 @@ class SequenceConfig:
     train_stride: int | None = None  # labelled items per training window of a long history; None: max_items // 2
     train_first_item: bool = False  # also train to predict a shopper's very first item from no history
     retailer_token: bool = True  # precede each sequence with its retailer's token (when the events have one)
+
+    def __post_init__(self) -> None:
+        Checks(self, "sequence").literals().at_least(1, "train_stride")
 
 
 @dataclass

@@ -13,6 +13,7 @@ be trained on ``training_events(...)`` of the same seed and settings for its num
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from genrec.data.sequences import (Examples, Histories, SequenceConfig, build_hi
                                    resolve_split, train_sequences)
 from genrec.evaluation.metrics import ItemFacets
 from semid.common import DataError
+from semid.config import Checks
 
 
 UNCAPPED = 1 << 40  # a history cap no shopper reaches
@@ -53,12 +55,13 @@ class EvalConfig:
     fit_options: dict = field(default_factory=dict)  # name -> FitContext.options (e.g. epochs in quick runs)
 
     def __post_init__(self) -> None:
-        if self.exclude_history not in ("auto", "always", "never"):
-            raise DataError(f"exclude_history must be auto, always or never, got {self.exclude_history!r}")
-        if not 0 < self.tail_share < 1:
-            raise DataError(f"tail_share must lie in (0, 1), got {self.tail_share}")
-        if self.cold_start_fraction is not None and not 0 < self.cold_start_fraction < 1:
-            raise DataError(f"cold_start_fraction must lie in (0, 1), got {self.cold_start_fraction}")
+        c = Checks(self, "eval")
+        c.one_of("exclude_history", ("auto", "always", "never"))
+        c.rule(re.fullmatch(r"(recall|ndcg)@[1-9][0-9]*", str(self.tune_metric)) is not None, "tune_metric",
+               f"must look like recall@K or ndcg@K, got {self.tune_metric!r}")
+        c.at_least(1, "baseline_max_items", "tune_examples", "max_test", "within_basket_max", "beam_width")
+        c.above(0, "tail_share", "cold_start_fraction")
+        c.within(0, 1, "tail_share", "cold_start_fraction", "within_basket_share", "cold_share", open_high=True)
 
 
 @dataclass

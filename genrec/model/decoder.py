@@ -20,7 +20,7 @@ from transformers.utils import logging as hf_logging
 
 from genrec.model.item_decoder import ItemDecoder, ItemDecoderConfig
 from semid.common import DataError, atomic_dir
-from semid.config import from_dict, to_dict
+from semid.config import Checks, from_dict, to_dict
 
 META_KEY = "genrec"  # the block of config.json that holds what genrec needs besides the weights
 IGNORE = -100
@@ -50,16 +50,12 @@ class DecoderConfig:
     depth_memory: bool = False  # item: the depth decoder also cross-attends to every item state so far
 
     def __post_init__(self) -> None:
-        if self.d_model % self.n_heads:
-            raise DataError(f"decoder: d_model {self.d_model} must be a multiple of n_heads {self.n_heads}")
-        if min(self.d_model, self.n_layers, self.n_heads, self.d_ff, self.max_items) < 1:
-            raise DataError("decoder: d_model, n_layers, n_heads, d_ff and max_items must be >= 1")
-        if self.arch not in ("llama", "gpt2", "item"):
-            raise DataError(f"decoder: arch must be 'llama', 'gpt2' or 'item', got {self.arch!r}")
-        if self.depth_layers < 1:
-            raise DataError(f"decoder: depth_layers must be >= 1, got {self.depth_layers}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise DataError(f"decoder: dropout must lie in [0, 1), got {self.dropout}")
+        c = Checks(self, "decoder")
+        c.literals()
+        c.at_least(1, "d_model", "n_layers", "n_heads", "d_ff", "max_items", "depth_layers")
+        c.rule(self.d_model % self.n_heads == 0, "n_heads", f"must divide d_model ({self.d_model}), got {self.n_heads}")
+        c.above(0, "rope_theta")
+        c.within(0, 1, "dropout", open_high=True)
 
     def max_positions(self, tokens_per_item: int) -> int:
         """Longest sequence: <bos>, a retailer token, ``max_items`` history items and one item to predict."""

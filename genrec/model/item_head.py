@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from genrec.data.sequences import Examples, query_examples
 from genrec.model.tokens import ItemTokens, collate, tokenize_examples
 from semid.common import DataError
-from semid.config import ConfigError
+from semid.config import Checks
 from semid.tokenizer import BOS, PAD
 
 
@@ -44,13 +44,11 @@ class ItemHeadConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.weight < 0:
-            raise ConfigError(f"item_head.weight must be >= 0 (got {self.weight})")
-        for key in ("dim", "epochs", "batch_size", "patience", "max_items"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"item_head.{key} must be >= 1 (got {getattr(self, key)})")
-        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.dropout < 1:
-            raise ConfigError("item_head: lr must be > 0, weight_decay >= 0 and dropout in [0, 1)")
+        c = Checks(self, "item_head")
+        c.at_least(0, "weight", "weight_decay", "seed")
+        c.at_least(1, "dim", "epochs", "batch_size", "patience", "max_items")
+        c.above(0, "lr")
+        c.within(0, 1, "dropout", open_high=True)
 
 
 class ItemHead(torch.nn.Module):

@@ -23,7 +23,7 @@ from genrec.data.copurchase import KNNSettings, pair_counts, query_matrix, simil
 from genrec.data.sequences import Examples, train_sequences
 from semid.catalog import counts_per_item, item_columns
 from semid.common import DataError
-from semid.config import ConfigError
+from semid.config import Checks, from_dict
 
 
 
@@ -44,10 +44,10 @@ class MemoryConfig:
     recency: float = 0.7
 
     def __post_init__(self) -> None:
-        if self.weight < 0 or self.floor <= 0:
-            raise ConfigError(f"memory: weight must be >= 0 and floor > 0, got {self.weight}, {self.floor}")
-        if self.beam_width < 1 or self.window < 1 or self.last_n < 1:
-            raise ConfigError("memory: beam_width, window and last_n must be >= 1")
+        c = Checks(self, "memory")
+        c.at_least(0, "weight", "decay", "backward", "alpha", "gamma", "recency")
+        c.above(0, "floor")
+        c.at_least(1, "beam_width", "window", "last_n")
 
     @property
     def settings(self) -> KNNSettings:
@@ -106,7 +106,7 @@ class CoPurchaseMemory:
             raise DataError(f"{path}: no co-purchase memory (train the run with memory.weight > 0)")
         t = load_file(str(path))
         with safe_open(str(path), "np") as f:
-            cfg = MemoryConfig(**json.loads(f.metadata()["config"]))
+            cfg = from_dict(MemoryConfig, json.loads(f.metadata()["config"]), "memory")
         if weight is not None:
             cfg = replace(cfg, weight=float(weight))
         n = t["item_ids"].size

@@ -35,13 +35,13 @@ from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, epoch_ba
 from genrec.model.validation import EarlyStopping, RecallEvaluator, sample_examples
 from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR, RESULT_FILE
 from semid.common import DataError, torch_threads
-from semid.config import to_dict
+from semid.config import Checks, to_dict
 from semid.tokenizer import BOS, PAD
 
 log = logging.getLogger(__name__)
 
 # settings that may change between an interrupted run and its resumption without changing the result
-RESUMABLE_CHANGES = ("progress", "num_threads", "checkpoint_every", "log_every")
+RESUMABLE_CHANGES = ("progress", "threads", "checkpoint_every", "log_every")
 
 
 @dataclass
@@ -55,7 +55,7 @@ class TrainConfig:
     schedule: Literal["cosine", "linear", "constant"] = "cosine"  # decay after warm-up, over all planned steps
     min_lr_ratio: float = 0.05  # floor of the decay, as a fraction of lr
     batch_size: int = 256  # sequences per optimizer step (per process)
-    max_epochs: int = 50  # planned epochs (the schedule spans them; early stopping may end sooner)
+    epochs: int = 50  # planned epochs (the schedule spans them; early stopping may end sooner)
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule then spans these)
     eval_every: int = 1  # evaluate on validation every N epochs
     patience: int = 5  # stop after this many evaluations without a better validation metric
@@ -72,9 +72,20 @@ class TrainConfig:
     checkpoint_every: int = 500  # optimizer steps between mid-epoch checkpoints (0: only at epoch ends)
     bucket: int = 50  # length bucketing: sort chunks of batch_size * bucket sequences by length
     padding_side: Literal["right", "left"] = "right"  # where training batches are padded
-    num_threads: int = 0  # torch CPU threads while training (0: torch's default; 1 is fastest on a busy small machine)
+    threads: int = 0  # torch CPU threads while training (0: torch's default; 1 is fastest on a busy small machine)
     log_every: int = 20  # steps between progress-bar updates of loss and tokens/s
     progress: bool = True  # show a tqdm progress bar
+
+    OLD_KEYS = {"max_epochs": "epochs", "num_threads": "threads"}  # old spelling -> key, read from old run folders
+
+    def __post_init__(self) -> None:
+        c = Checks(self, "train")
+        c.literals()
+        c.at_least(0, "lr", "weight_decay", "warmup_steps", "seed", "grad_clip", "checkpoint_every", "threads")
+        c.at_least(1, "batch_size", "epochs", "max_steps", "eval_every", "patience", "eval_examples", "eval_k",
+                   "eval_beam_width", "eval_batch_size", "bucket", "log_every")
+        c.within(0, 1, "min_lr_ratio")
+        c.within(0, 1, "beta2", "ema_decay", open_high=True)
 
 
 @dataclass
@@ -142,13 +153,11 @@ class DecoderTrainer:
         wrapper = training_loss(model, embed_dropout)
         optimizer = torch.optim.AdamW(_param_groups(wrapper, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2))
         self.steps_per_epoch = self._batches_per_process(0)
-        planned = cfg.max_epochs * self.steps_per_epoch
+        planned = cfg.epochs * self.steps_per_epoch
         self.total_steps = min(planned, cfg.max_steps) if cfg.max_steps else planned
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, self.total_steps))
         self.wrapper, self.optimizer = self.accelerator.prepare(wrapper, optimizer)
         self.ema = None
-        if not 0 <= cfg.ema_decay < 1:
-            raise DataError(f"training: ema_decay must lie in [0, 1), got {cfg.ema_decay}")
         if cfg.ema_decay > 0:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -170,9 +179,9 @@ class DecoderTrainer:
     # ----- training -----------------------------------------------------------------------------------
 
     def train(self, step_callback: Callable[[int], None] | None = None) -> TrainResult:
-        """Run epochs until max_epochs, max_steps or early stopping; ``step_callback(step)`` runs after every
+        """Run epochs until ``epochs``, max_steps or early stopping; ``step_callback(step)`` runs after every
         optimizer step (and its checkpoint), e.g. to inject a failure in tests."""
-        with torch_threads(self.cfg.num_threads):
+        with torch_threads(self.cfg.threads):
             return self._train(step_callback)
 
     def _train(self, step_callback: Callable[[int], None] | None) -> TrainResult:
@@ -181,7 +190,7 @@ class DecoderTrainer:
                    disable=not (cfg.progress and self.accelerator.is_main_process))
         window_loss, window_tokens, window_time, log_every = 0.0, 0, 0.0, max(cfg.log_every, 1)
         self.loss_meter = LossMeter()  # the epoch's mean loss, for history.jsonl only (not the resumable state)
-        while st.epoch < cfg.max_epochs and not st.stopped_early and not self._out_of_steps():
+        while st.epoch < cfg.epochs and not st.stopped_early and not self._out_of_steps():
             batches = self._my_batches(st.epoch)
             for index in batches[st.batch_in_epoch :]:
                 t0 = time.perf_counter()

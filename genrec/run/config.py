@@ -1,5 +1,5 @@
 """A run's configuration: one YAML file whose sections are the components' own dataclasses, read
-strictly (a wrong key or type names itself)."""
+strictly (a wrong key, type or value names itself: ``FILE: section.key: message``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,7 +10,7 @@ from genrec.model.decoder import DecoderConfig
 from genrec.model.memory import MemoryConfig
 from genrec.model.train import TrainConfig
 from index.cold import ColdStartConfig
-from semid.config import ConfigError, from_dict, load_yaml
+from semid.config import Checks, load
 from semid.embeddings import EmbeddingConfig
 from semid.train import SemIDConfig
 
@@ -28,11 +28,10 @@ class RunConfig:
     cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)  # list slots open to new products
     memory: MemoryConfig = field(default_factory=MemoryConfig)  # co-purchase re-scoring of the decoded products
 
+    def __post_init__(self) -> None:
+        Checks(self, "").rule(bool(self.name), "name", "must not be empty")  # top-level keys have no section
+
 
 def load_run_config(path: str | Path) -> RunConfig:
-    """Read and check a run config YAML; errors name the file and the offending key."""
-    try:
-        return from_dict(RunConfig, load_yaml(path))
-    except ConfigError as e:
-        msg = str(e)
-        raise ConfigError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from e
+    """Read and check a run config YAML (old run folders' spellings too); errors name the file and the key."""
+    return load(RunConfig, path)

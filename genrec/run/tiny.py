@@ -39,5 +39,5 @@ def tiny_config(name: str = "tiny") -> RunConfig:
     cfg.semid.codebook_sizes, cfg.semid.epochs, cfg.semid.warmup_epochs = [8, 8, 8], 3, 1
     cfg.semid.hidden_dims, cfg.semid.latent_dim, cfg.semid.progress = [32], 8, False
     cfg.decoder.d_model, cfg.decoder.n_layers, cfg.decoder.n_heads, cfg.decoder.d_ff = 32, 1, 2, 64
-    cfg.train.max_epochs, cfg.train.eval_examples, cfg.train.progress, cfg.train.warmup_steps = 1, 40, False, 5
+    cfg.train.epochs, cfg.train.eval_examples, cfg.train.progress, cfg.train.warmup_steps = 1, 40, False, 5
     return cfg

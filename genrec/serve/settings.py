@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, dataclass, field, fields
 
-from semid.common import DataError
+from semid.config import Checks
 
 
 def _setting(default: object, help_text: str):
@@ -49,25 +49,13 @@ class ServeSettings:
     access_log: bool = _setting(False, "log one line per request (costs throughput)")
 
     def __post_init__(self) -> None:
-        checks = {
-            "port": 0 <= self.port <= 65535,
-            "max_batch": self.max_batch >= 1,
-            "max_wait_ms": self.max_wait_ms >= 0,
-            "max_queue": self.max_queue >= 0,
-            "request_timeout_ms": self.request_timeout_ms >= 0,
-            "drain_s": self.drain_s >= 0,
-            "deadline_headroom": 0 <= self.deadline_headroom < 1,
-            "max_history": self.max_history >= 1,
-            "max_k": self.max_k >= 1,
-            "max_body_bytes": self.max_body_bytes >= 1,
-            "beam_width": self.beam_width >= 1,
-            "shutdown_timeout_s": self.shutdown_timeout_s >= 0,
-            "keep_alive_s": self.keep_alive_s > 0,
-            "dtype": self.dtype in ("auto", "float32", "bfloat16"),
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise DataError(f"serve settings: invalid {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+        c = Checks(self, "serve")
+        c.within(0, 65535, "port")
+        c.at_least(1, "max_batch", "max_history", "max_k", "max_body_bytes", "beam_width")
+        c.at_least(0, "max_wait_ms", "max_queue", "request_timeout_ms", "drain_s", "shutdown_timeout_s")
+        c.above(0, "keep_alive_s")
+        c.within(0, 1, "deadline_headroom", open_high=True)
+        c.one_of("dtype", ("auto", "float32", "bfloat16"))
 
     @property
     def queue_limit(self) -> int:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semid.config import ConfigError
+from semid.config import Checks
 
 
 @dataclass
@@ -45,39 +45,21 @@ class SynthConfig:
     leaf_concentration: float = 0.5  # Dirichlet concentration of shopper tastes within a department
     popularity_sigma: float = 1.0  # log-normal spread of product popularity
 
-
-def check_config(cfg: SynthConfig) -> None:
-    """Raise ConfigError naming the first setting that cannot produce a world."""
-    if not isinstance(cfg.seed, (int, np.integer)) or cfg.seed < 0:
-        raise ConfigError(f"synth.seed: must be an integer >= 0, got {cfg.seed!r}")
-    positive = ("items", "users", "orders_min", "base_items_min", "max_basket", "staples_min",
-                "brands_per_department", "brands_per_aisle", "late_first")
-    for name in positive:
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"synth.{name}: must be >= 1, got {getattr(cfg, name)!r}")
-    if cfg.retailers < 0:
-        raise ConfigError(f"synth.retailers: must be >= 0, got {cfg.retailers!r}")
-    for lo, hi in (("orders_min", "orders_max"), ("base_items_min", "base_items_max"),
-                   ("staples_min", "staples_max"), ("staple_rate_min", "staple_rate_max"),
-                   ("late_first", "late_last"), ("coverage_min", "coverage_max")):
-        if getattr(cfg, lo) > getattr(cfg, hi):
-            raise ConfigError(
-                f"synth.{lo} ({getattr(cfg, lo)}) is larger than synth.{hi} ({getattr(cfg, hi)})")
-    shares = ("staple_rate_min", "staple_rate_max", "staples_first", "late_fraction", "organic_share",
-              "organic_shoppers", "store_brand_share", "coverage_min", "coverage_max")
-    for name in shares:
-        if not 0.0 <= getattr(cfg, name) <= 1.0:
-            raise ConfigError(f"synth.{name}: must be between 0 and 1, got {getattr(cfg, name)!r}")
-    at_least_one = ("launch_boost", "organic_pull", "loyalty_max")
-    for name in at_least_one:
-        if getattr(cfg, name) < 1.0:
-            raise ConfigError(f"synth.{name}: must be >= 1, got {getattr(cfg, name)!r}")
-    for name in ("complement_strength", "department_spread", "popularity_sigma"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"synth.{name}: must be >= 0, got {getattr(cfg, name)!r}")
-    for name in ("department_concentration", "leaf_concentration"):
-        if getattr(cfg, name) <= 0:
-            raise ConfigError(f"synth.{name}: must be > 0, got {getattr(cfg, name)!r}")
+    def __post_init__(self) -> None:
+        c = Checks(self, "synth")
+        c.rule(isinstance(self.seed, (int, np.integer)), "seed", f"must be a whole number, got {self.seed!r}")
+        c.at_least(0, "seed", "retailers", "complement_strength", "department_spread", "popularity_sigma")
+        c.at_least(1, "items", "users", "orders_min", "base_items_min", "max_basket", "staples_min",
+                   "brands_per_department", "brands_per_aisle", "late_first")
+        c.at_least(1, "launch_boost", "organic_pull", "loyalty_max")
+        c.above(0, "department_concentration", "leaf_concentration")
+        c.within(0, 1, "staple_rate_min", "staple_rate_max", "staples_first", "late_fraction", "organic_share",
+                 "organic_shoppers", "store_brand_share", "coverage_min", "coverage_max")
+        for low, high in (("orders_min", "orders_max"), ("base_items_min", "base_items_max"),
+                          ("staples_min", "staples_max"), ("staple_rate_min", "staple_rate_max"),
+                          ("late_first", "late_last"), ("coverage_min", "coverage_max")):
+            c.rule(getattr(self, low) <= getattr(self, high), low,
+                   f"must be <= {high} ({getattr(self, high)!r}), got {getattr(self, low)!r}")
 
 
 def stream(cfg: SynthConfig, name: int) -> np.random.Generator:

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from genrec.data.dataset import Dataset
 from genrec.data.synth.catalog import Catalog, make_catalog
-from genrec.data.synth.config import SynthConfig, check_config
+from genrec.data.synth.config import SynthConfig
 from genrec.data.synth.orders import Events, Rules, make_orders, rule_table
 from genrec.data.synth.shoppers import Shoppers, make_shoppers
 from genrec.data.synth.vocab import Taxonomy, complement_rules, grocery_taxonomy, retailer_name
@@ -27,8 +27,8 @@ RETAILER_RULE = (
 
 
 def synthesize(cfg: SynthConfig) -> Dataset:
-    """Generate the synthetic grocery world for ``cfg`` (deterministic for a seed)."""
-    check_config(cfg)
+    """Generate the synthetic grocery world for ``cfg`` (deterministic for a seed; its values are checked
+    when it is made)."""
     start = time.perf_counter()
     tax = grocery_taxonomy()
     cat = make_catalog(cfg, tax)
