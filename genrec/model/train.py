@@ -35,7 +35,7 @@ from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, epoch_ba
 from genrec.model.validation import EarlyStopping, RecallEvaluator, sample_examples
 from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR, RESULT_FILE
 from semid.common import DataError, torch_threads
-from semid.config import Checks, to_dict
+from semid.config import Checks, renamed_keys, to_dict
 from semid.tokenizer import BOS, PAD
 
 log = logging.getLogger(__name__)
