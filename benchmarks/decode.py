@@ -222,7 +222,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> dict:
+    """The benchmark (printing its table), returning its measures: queries/s per decoder and, against
+    generate on the first ``--hf-queries`` queries, the shares of queries with identical top-K lists
+    (``identical``) and with ours at least as good at every rank (``not_worse``), the largest log-prob gap,
+    and the share identical with and without the shared-prompt tree (``tree_identical``)."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -273,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     if ITEM in qps:
         print(f"item-level decoder vs token-level, both trie-constrained: "
               f"{qps[ITEM] / qps['ours, trie-constrained']:.1f}x queries/s (bar: >= 3x)")
+    return {"qps": qps, "speedup": ratio, "constraint_overhead": overhead, **cmp, "tree_identical": tree_same}
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(argv)
     return 0
 
 

@@ -149,7 +149,8 @@ def _tail_similarity(out: Candidates, forest: StockForest, ranker: ColdRanker, q
 
 def _cold_by_point(queries: np.ndarray, forest: StockForest, slots: np.ndarray, ranker: ColdRanker,
                    take: int) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
-    """Per query, its slot's ``take`` new products nearest its point, best first, and their similarities."""
+    """Per query, its slot's ``take`` new products nearest its point, best first (equal similarity: the lower
+    item id first, ``top_cold``), and their similarities."""
     cold, found, near = forest.cold_positions, {}, {}
     for slot in np.unique(slots).tolist():
         lo, hi = np.searchsorted(cold, forest.slot_items(slot))
@@ -157,7 +158,7 @@ def _cold_by_point(queries: np.ndarray, forest: StockForest, slots: np.ndarray, 
             continue
         members = np.flatnonzero(slots == slot)
         rows = forest.rows_at(cold[lo:hi])
-        best = top_cold(ranker, queries[members], rows, min(int(hi - lo), take))
+        best = top_cold(ranker, queries[members], rows, min(int(hi - lo), take), forest.item_ids[cold[lo:hi]])
         # the same arithmetic as _tail_similarity, so a new product whose point equals a listed one's ties it
         sims = np.einsum("bd,btd->bt", queries[members], ranker.points(rows[best]))
         found.update(zip(members.tolist(), cold[lo + best]))

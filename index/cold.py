@@ -5,7 +5,11 @@ latent space: the sum of its codewords. ``ColdRanker`` ranks a query's new produ
 their points and the query's: the mean of its decoded SIDs' points, weighted by beam probability, blended
 with its latest history item's. New products need nothing but their SID, as in TIGER's protocol; SID
 prefixes alone (``index.candidates``' fallback) leave most queries without a new product under any
-decoded prefix."""
+decoded prefix.
+
+Ties are broken, never left to chance: new products at one SID point (the same codewords, e.g. differing
+only in the disambiguation token, which names no codeword) rank by item id, the lower first; an open slot's
+listed product keeps its slot against a new product exactly as near (``index.candidates._nearest_of``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -80,18 +84,33 @@ class ColdRanker:
 
 
 def top_cold(ranker: ColdRanker, queries: np.ndarray, cold_rows: np.ndarray, take: int,
-             chunk: int = 512) -> np.ndarray:
+             cold_ids: np.ndarray | None = None, chunk: int = 512) -> np.ndarray:
     """The ``take`` best of ``cold_rows`` [M, D] for each query point [B, dim], best first: [B, take] row
-    indices (take <= M), chunked so memory stays at chunk x M."""
+    indices (take <= M), chunked so memory stays at chunk x M. Equal similarity (new products at one SID
+    point, e.g. differing only in the disambiguation token): the lower of ``cold_ids`` (default: the row
+    index) comes first, so the choice never depends on where the products lie in the index."""
+    ids = np.arange(cold_rows.shape[0]) if cold_ids is None else np.asarray(cold_ids)
     points = ranker.points(cold_rows)
     out = np.empty((queries.shape[0], take), np.int64)
     for s in range(0, queries.shape[0], chunk):
-        sims = queries[s:s + chunk] @ points.T
-        part = np.argpartition(-sims, take - 1, axis=1)[:, :take] if take < points.shape[0] else \
-            np.broadcast_to(np.arange(points.shape[0]), sims.shape).copy()
-        order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
-        out[s:s + chunk] = np.take_along_axis(part, order, 1)
+        out[s:s + chunk] = _best(queries[s:s + chunk] @ points.T, ids, take)
     return out
+
+
+def _best(sims: np.ndarray, ids: np.ndarray, take: int) -> np.ndarray:
+    """Column indices of each row's ``take`` largest ``sims``, best first, ties to the lower id."""
+    if take >= sims.shape[1]:
+        return np.lexsort((np.broadcast_to(ids, sims.shape), -sims), axis=1)
+    part = np.argpartition(-sims, take - 1, axis=1)[:, :take]
+    edge = np.take_along_axis(sims, part, 1).min(1, keepdims=True)  # each row's take-th best similarity
+    # the partition kept an arbitrary subset of the columns tied at the edge: keep the lowest ids of them
+    short = np.flatnonzero((sims == edge).sum(1) > (np.take_along_axis(sims, part, 1) == edge).sum(1))
+    for r in short.tolist():
+        above = np.flatnonzero(sims[r] > edge[r])
+        tied = np.flatnonzero(sims[r] == edge[r])
+        part[r] = np.r_[above, tied[np.argsort(ids[tied], kind="stable")][: take - above.size]]
+    order = np.lexsort((ids[part], -np.take_along_axis(sims, part, 1)), axis=1)
+    return np.take_along_axis(part, order, 1)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

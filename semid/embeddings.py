@@ -16,11 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from semid.common import DataError, atomic_write
 from semid.config import Checks
 from semid.embedding_cache import EmbeddingCache, text_keys
+from semid.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class EmbeddingConfig:
     cache: bool = True  # reuse vectors of texts embedded before with the same model and normalize flag
     cache_dir: str = DEFAULT_CACHE_DIR  # cache root; GENREC_CACHE_DIR replaces this default when set
     device: str = "cpu"  # torch device of the text model ("cpu", "cuda", "cuda:1", "mps")
-    progress: bool = True  # tqdm progress bar over the texts to embed (hidden when stderr is not a TTY)
+    progress: bool = True  # progress over the texts to embed (a bar on a terminal, else a few log lines)
     collab_weight: float = 0.0  # share of squared norm given to co-purchase vectors (semid.collab); 0: text only
     collab_dim: int = 64  # width of the co-purchase vectors appended to the text vectors
     collab_window: int = 3  # items within this many positions of a shopper's training sequence co-occur
@@ -133,7 +133,7 @@ def _embed_missing(
     order = np.argsort(-lengths, kind="stable")  # similar lengths share a batch: less padding
     out: np.ndarray | None = None
     flushed, last_flush = 0, time.monotonic()
-    bar = tqdm(total=len(texts), unit="text", desc=f"embedding ({label})", disable=None if cfg.progress else True)
+    bar = progress(len(texts), f"embedding ({label})", "texts", cfg.progress, logger=log)
     done = 0
     try:
         for start in range(0, len(order), cfg.batch_size):

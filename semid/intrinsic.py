@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from semid.common import DataError
+from semid.text_table import column_blocks
 
 
 @dataclass(frozen=True)
@@ -350,16 +351,21 @@ def _cell(value, fmt: str) -> str:
 
 
 def compare_intrinsic(runs: Mapping[str, Mapping]) -> str:
-    """Several runs' metrics side by side as a text table (rows = metrics, columns = runs)."""
+    """Several runs' metrics side by side as a text table (rows = metrics, columns = runs), split into
+    blocks of runs (each repeating the metric names) where it would be wider than ``text_table.WIDTH``."""
     names = list(runs)
     rows = [("metric", *names)]
     for label, key, fmt in _ROWS:
         if any(key in m for m in runs.values()):
             rows.append((label, *(_cell(runs[name].get(key), fmt) for name in names)))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    blocks = []
+    for block in column_blocks(widths[0], [2 + w for w in widths[1:]]):
+        cols = [0, *(1 + i for i in block)]
+        lines = ["  ".join(row[c].ljust(widths[c]) for c in cols).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * widths[c] for c in cols))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def format_intrinsic(metrics: Mapping) -> str:

@@ -12,7 +12,6 @@ from typing import Literal, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from semid.config import Checks
 from semid.contrastive import (
@@ -23,6 +22,7 @@ from semid.contrastive import (
     level_weights,
     taxonomy_contrastive_loss,
 )
+from semid.progress import progress
 from semid.quantizer import code_stats
 from semid.rqkmeans import RQKMeans
 from semid.rqvae import RQVAE, RQVAEConfig
@@ -70,7 +70,7 @@ class SemIDConfig:
     revive_dead: bool = True  # move codewords unused over an epoch onto live residuals
     seed: int = 0  # seeds weights, k-means, sampling: same seed + data = same codebook
     threads: int = 0  # torch CPU threads while training; 0 leaves the process setting alone
-    progress: bool = True  # tqdm bar over epochs
+    progress: bool = True  # progress over epochs (a bar on a terminal, else a few log lines)
 
     OLD_KEYS = {"lr_min_ratio": "min_lr_ratio"}  # old spelling -> key, read from old run folders
 
@@ -298,8 +298,8 @@ def _train_rqvae(
         net.init_pca(x)
     rng = np.random.default_rng(cfg.seed)
     scales: ContrastiveScales | None = None
-    bar = tqdm(range(warmup + epochs), desc="rq-vae", disable=not cfg.progress)
-    for epoch in bar:
+    bar = progress(warmup + epochs, "rq-vae", "epochs", cfg.progress, logger=log)
+    for epoch in range(warmup + epochs):
         start = time.perf_counter()
         quantize = epoch >= warmup
         if quantize and epoch == warmup:
@@ -325,7 +325,9 @@ def _train_rqvae(
         entry = _epoch_summary(net, x, epoch, quantize, sums, n_batches, cfg, gen, start)
         history.append(entry)
         bar.set_postfix(recon=f"{entry['recon']:.4f}", util=entry.get("utilization", "-"))
-        log.info("epoch %d %s", epoch + 1, entry)
+        bar.update(1)
+        log.debug("epoch %d %s", epoch + 1, entry)
+    bar.close()
     net.eval()
     return model, history
 

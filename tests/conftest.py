@@ -1,5 +1,6 @@
 """Shared fixtures: where the real data lives (skip when absent), the real imports done once per test
-session, a writer for small csv / text files, plain or gzip, and the repository's scripts as modules."""
+session, a writer for small csv / text files, plain or gzip, the repository's scripts as modules, a gate on
+a server's decodes; and the slow tier's per-test timeout. Helpers that are not fixtures: ``tests/helpers``."""
 from __future__ import annotations
 
 import gzip
@@ -12,6 +13,16 @@ import pytest
 
 SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
+SLOW_TIMEOUT_S = 1800  # per slow test (pytest-timeout); the fast tier's 300 s is set in pyproject.toml
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow tests get ``SLOW_TIMEOUT_S`` instead of the fast tier's timeout, unless they set their own."""
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")
@@ -101,3 +112,16 @@ def tiny_run(tmp_path_factory):
     cfg = tiny_config("tiny")
     train_run(root / "data", cfg, root / "run")
     return root, cfg
+
+
+@pytest.fixture
+def gate(monkeypatch):
+    """The served app's decodes held on a ``helpers.serving.Gate`` until ``gate.release.set()``; released at
+    the end whatever happened, so no server's decode thread stays stuck."""
+    import genrec.serve.batcher as batcher_module
+    from helpers.serving import Gate
+
+    g = Gate()
+    monkeypatch.setattr(batcher_module, "_decode", g)
+    yield g
+    g.release.set()

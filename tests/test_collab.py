@@ -204,7 +204,7 @@ def test_run_with_collab_trains_and_assigns_cold_start_sids(world):
     cfg.decoder.d_model, cfg.decoder.n_layers, cfg.decoder.n_heads, cfg.decoder.d_ff = 32, 1, 2, 64
     cfg.train.epochs, cfg.train.eval_examples, cfg.train.progress, cfg.train.warmup_steps = 1, 40, False, 5
     result = train_run(root / "data", cfg, root / "collab")  # SIDs, tokenizer, index, decoder
-    assert result.steps > 0 and (root / "collab" / "decoder" / "model").is_dir()
+    assert result.epochs_completed == 1 and result.steps > 0 and (root / "collab" / "decoder" / "model").is_dir()
     ids, vecs = read_embeddings(root / "collab" / EMBEDDINGS_FILE)
     _, text = read_embeddings(root / "collab" / TEXT_EMBEDDINGS_FILE)
     assert vecs.shape == (ids.size, 24) and load_codebook(root / "collab").input_dim == 24

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from browser import chrome, screenshot, wait_for
+from helpers.browser import chrome, screenshot, wait_for
 from genrec.serve import ServerThread, ServeSettings, create_app
 from index.retailer_index import RetailerIndex
 

@@ -27,7 +27,7 @@ def test_quick_seed_trains_on_the_held_out_copy_and_scores_every_model(quick_see
     assert result["models"]["genrec"]["invalid_rate"] == 0.0
     cold = result["protocol"]["cold_start_items"]
     assert cold > 0 and "cold_start" in result["slices"]
-    assert result["timings"]["genrec"]["train_s"] > 0
+    assert 0 < result["timings"]["genrec"]["train_s"] <= result["timings"]["seed_total_s"]
     # the run never saw a cold-start item before its shopper's test basket: the training copy lacks them
     import pyarrow.parquet as pq
 
@@ -83,9 +83,11 @@ def test_tiger_row_is_quoted_for_beauty(quality, quick_seed):
     assert "TIGER (quoted)" in text and "0.0648" in text
 
 
+@pytest.mark.slow
 def test_trained_baselines_fit_in_a_worker_while_the_decoder_trains(quality, tmp_path):
     """--jobs 2: SASRec fits in a spawned worker; its row joins the main result in the listed order, scored
-    on the same split as the in-process rows."""
+    on the same split as the in-process rows. Slow (about 2 minutes on 2 loaded cores): it trains the quick
+    decoder twice and starts a fresh interpreter for the worker."""
     work = tmp_path / "q"
     args = ["--quick", "--seed", "0", "--workdir", str(work), "--baselines", "popular,sasrec_ce"]
     assert quality.main(args + ["--jobs", "2"]) == 0
@@ -126,7 +128,7 @@ def test_rescore_replaces_only_our_rows(quality, quick_seed, tmp_path):
     assert quality.main(["--quick", "--seed", "0", "--workdir", str(work), "--out", str(out), "--rescore"]) == 0
     again = json.loads(out.read_text())
     assert again["models"]["genrec"]["recall@10"] == pytest.approx(result["models"]["genrec"]["recall@10"])
-    assert again["slices"]["cold_start"]["genrec"]["recall@10"] >= 0
+    assert again["slices"]["cold_start"]["genrec"] == pytest.approx(result["slices"]["cold_start"]["genrec"])
     assert again["models"]["itemknn"]["recall@10"] == 0.123
     assert again["timings"]["genrec"]["train_s"] == result["timings"]["genrec"]["train_s"]
     assert "rescored" in again["config"]

@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from browser import chrome, screenshot, wait_for
 from genrec.model.history import append_history, read_history
+from helpers.browser import chrome, screenshot, wait_for
 from genrec.report import write_report
 from genrec.report.data import report_payload
 from genrec.report.html import render_report

@@ -152,7 +152,8 @@ def test_lists_for_several_k_come_from_one_search(tiny_run, searches):
 
 def test_a_new_product_takes_the_open_slot_only_when_nearer_than_the_listed_one(tiny_run, searches):
     """Cold-start mixing by SID point: the open last slot goes to the nearest new product only where it
-    lies nearer the query's point than the product listed there."""
+    lies nearer the query's point than the product listed there; new products at one SID point tie, and the
+    lower item id wins (``index.cold.top_cold``), whatever order they were added in."""
     root, _ = tiny_run
     plain, mixed = (Retriever.from_run(root / "run", beam_width=8, cold_share=share) for share in (0.0, 0.2))
     histories = _histories(plain, 6, seed=7)
@@ -161,8 +162,10 @@ def test_a_new_product_takes_the_open_slot_only_when_nearer_than_the_listed_one(
     _, dedup_end = plain.tokenizer.level_range(plain.tokenizer.n_levels)
     rows[:, -1] = dedup_end - 1  # each query's best codewords, an unused disambiguation token
     new_ids = np.arange(999_000, 999_000 + len(rows))
+    twins = new_ids - 1_000  # the same SID points under lower ids, added after: every tie goes to a twin
     for r in (plain, mixed):
         r.index.add(new_ids, rows, popularity=np.zeros(len(rows)))
+        r.index.add(twins, rows, popularity=np.zeros(len(rows)))
     listed = plain.retrieve_arrays(histories, None, k=5).item_ids
     searches.clear()
     got = mixed.retrieve_arrays(histories, None, k=5).item_ids
@@ -172,11 +175,12 @@ def test_a_new_product_takes_the_open_slot_only_when_nearer_than_the_listed_one(
     points = lambda ids: ranker.points(mixed.index.rows_of(ids)[0])  # noqa: E731
     forest = mixed.index._stock_forest()
     cold = np.unique(forest.item_ids[forest.cold_positions])  # the new products and any never bought
-    assert np.isin(new_ids, cold).all()
+    assert np.isin(np.r_[new_ids, twins], cold).all()
     sims = query @ points(cold).T
     for b in range(len(histories)):
         assert got[b, :4].tolist() == listed[b, :4].tolist()
         fresh = [i for i in np.argsort(-sims[b], kind="stable") if cold[i] not in listed[b]]
         nearer = sims[b, fresh[0]] > float(query[b] @ points(listed[b, 4:5])[0])
         assert got[b, 4] == (cold[fresh[0]] if nearer else listed[b, 4])
-    assert (got != listed).any()  # the check above is not vacuous
+    placed = got[:, 4] != listed[:, 4]
+    assert placed.any() and np.isin(got[placed, 4], twins).all()  # not vacuous; each tie went to the twin

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from browser import chrome, screenshot, serve_app, wait_for
+from helpers.browser import chrome, screenshot, serve_app, wait_for
 from genrec.cli import main as cli
 from genrec.review import Decision, ReviewError, ReviewStore, create_review_app, open_review
 from semid.audit import AUDIT_SCHEMA

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 
@@ -11,31 +10,12 @@ from genrec.evaluation.baselines.base import FitContext
 from genrec.evaluation.baselines.neural import banned_pairs, left_pad, column_metrics, training_matrices
 from genrec.evaluation.baselines.sasrec import SASRec, SASRecConfig, SASRecModel, sample_negatives
 from semid.common import DataError
-
-N_ITEMS = 24
-CATALOG = 1000 + 7 * np.arange(N_ITEMS, dtype=np.int64)  # non-contiguous ids: the column mapping matters
-
-
-def cycle_events(n_users: int, seed: int, n_items: int = N_ITEMS) -> pa.Table:
-    """Each shopper walks the catalog in a fixed cycle (item c is followed by item c+1) from a random start."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(5, 11, n_users)
-    user = np.repeat(np.arange(n_users), lengths)
-    step = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    column = (np.repeat(rng.integers(0, n_items, n_users), lengths) + step) % n_items
-    return pa.table({"user_id": user, "session_id": np.arange(user.size), "ts": step,
-                     "item_id": CATALOG[column], "position": np.zeros(user.size, np.int32)})
+from helpers.cycles import CATALOG, N_ITEMS, cycle_events, expected_next
 
 
 @pytest.fixture(scope="module")
 def cycle_splits():
     return make_splits(build_histories(cycle_events(300, seed=0)), 50, SequenceConfig(split="leave_one_out"))
-
-
-def expected_next(examples: Examples) -> np.ndarray:
-    """The planted next item of each query: the one after its last history item in the cycle."""
-    last = examples.history_items[examples.history_offsets[1:] - 1]
-    return CATALOG[(np.searchsorted(CATALOG, last) + 1) % N_ITEMS]
 
 
 def tiny(loss: str = "ce", **kw) -> SASRec:

@@ -1,10 +1,13 @@
 """genrec serve over real HTTP: uvicorn on a free loopback port serving the tiny trained run. Every kind of
 bad input gets its 4xx with a JSON error, the API key guards all but /healthz, micro-batching batches,
-a reload under traffic drops nothing, and shutdown finishes requests in flight."""
+a reload under traffic drops nothing, and shutdown finishes requests in flight. Orderings are made by events
+(a gate on the decodes, counts of answered requests, states of the server), never by sleeping or by reading
+the wall clock, and no request here has a deadline, so a loaded machine only makes the tests slower."""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import re
 import shutil
@@ -26,6 +29,7 @@ from genrec.retriever import Retriever
 from genrec.serve import ServerThread, ServeSettings, add_arguments, create_app, from_arguments
 from genrec.serve.batcher import MicroBatcher, Query, ShuttingDown
 from genrec.serve.metrics import ServeMetrics
+from helpers.serving import WAIT_S, until
 from index.retailer_index import Candidates
 from semid.config import ConfigError
 
@@ -34,6 +38,7 @@ KEY = "test-key-7f3a"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 JSON = {"content-type": "application/json"}
 LIMITS = dict(max_history=50, max_k=40, max_body_bytes=8192)
+NO_DEADLINE = dict(request_timeout_ms=0)  # deadlines have their tests (test_serve_admission, on a fake clock)
 
 
 def _perturbed_copy(run: Path, dest: Path) -> Path:
@@ -71,7 +76,7 @@ def server(runs, runs_root):
     os.environ[KEY_ENV] = KEY
     try:
         settings = ServeSettings(api_key_env=KEY_ENV, max_wait_ms=30, log_level="warning", allow_reload=True,
-                                 runs_root=str(runs_root), **LIMITS)
+                                 runs_root=str(runs_root), **LIMITS, **NO_DEADLINE)
         with ServerThread(create_app(runs[0], settings)) as srv:
             yield srv
     finally:
@@ -279,26 +284,37 @@ def test_api_key_guards_everything_but_health(server, headers):
 # ----- batching, metrics, reload -----------------------------------------------------------------------------
 
 
-def test_micro_batching_batches_and_cuts_each_row_to_its_k(server, client, retriever):
+def test_micro_batching_batches_and_cuts_each_row_to_its_k(server, client, retriever, gate):
+    """The first batch's decode is held on the gate until every other request waits in the queue: those go
+    out together, in one batch (one decode: the beam width covers every k), each cut to its own k. Whether
+    the first batch gathered one request or all of them (the 30 ms window), 13 requests take at most 2."""
     before = client.get("/metrics").text
     history = _history(retriever, 6, seed=3)
     retailer = int(retriever.index.retailers[0])
     bodies = [{"history": _history(retriever, 1 + i % 7, seed=10 + i), "k": 5} for i in range(10)]
     bodies += [{"history": history, "k": 3}, {"history": history, "k": 9},
                {"history": history, "k": 4, "retailer_id": retailer}]
-    responses = asyncio.run(_concurrent(server.url, bodies))
+    batcher = server.app.state.batcher
+
+    async def scenario() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as c:
+            sent = [asyncio.ensure_future(c.post("/v1/retrieve", json=b)) for b in bodies]
+            assert await asyncio.to_thread(gate.entered.wait, WAIT_S)
+            await asyncio.to_thread(until, lambda: batcher.queued == len(bodies) - gate.sizes[0])
+            gate.release.set()
+            return await asyncio.gather(*sent)
+
+    responses = asyncio.run(scenario())
     assert [r.status_code for r in responses] == [200] * len(bodies)
+    assert sum(gate.sizes) == len(bodies) and len(gate.sizes) <= 2, gate.sizes  # the held batch, then the rest
     short, long = (r.json()["items"] for r in responses[-3:-1])
     assert len(short) == 3 and len(long) == 9 and short == long[:3]
     stocked = set(retriever.index.stocked(retailer).tolist())
     assert {i["item_id"] for i in responses[-1].json()["items"]} <= stocked
     after = client.get("/metrics").text
     batches = _metric(after, "genrec_batch_size_count") - _metric(before, "genrec_batch_size_count")
-    one = 'le="1.0"'
-    singles = _metric(after, "genrec_batch_size_bucket", one) - _metric(before, "genrec_batch_size_bucket", one)
     decoded = _metric(after, "genrec_batch_size_sum") - _metric(before, "genrec_batch_size_sum")
-    assert decoded == len(bodies)
-    assert batches - singles >= 1 and batches < len(bodies), (batches, singles)
+    assert (batches, decoded) == (len(gate.sizes), len(bodies))
 
 
 def test_metrics_exposition(client):
@@ -317,33 +333,44 @@ def test_metrics_exposition(client):
 
 
 def test_reload_under_traffic_drops_nothing(server, runs, runs_root, retriever):
+    """Six shoppers send requests back to back; once 12 were answered a bad reload is refused and a good one
+    swaps the model; once 12 sent after the swap was answered were answered too, the shoppers stop. Every
+    request succeeds: those answered before the reload by the old model, those sent after it by the new."""
     old = retriever.model_version
     new = Retriever.from_run(runs[1]).model_version
     assert new != old
+    BEFORE, DURING, AFTER = range(3)  # where the reload stood: not sent, in progress, answered
+    enough = 12
 
     async def scenario() -> tuple[list, list, dict]:
-        outcomes: list[tuple[float, int, str]] = []  # (start time, status, model_version)
-        stop = asyncio.Event()
+        outcomes: list[tuple[int, int, int, int, str]] = []  # (order sent, phase sent, phase done, status, version)
+        phase, order = [BEFORE], itertools.count()
+        warm, swapped, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as c:
             async def shopper(seed: int) -> None:
                 rng = np.random.default_rng(seed)
                 ids = retriever.index.item_ids
                 while not stop.is_set():
-                    start = time.monotonic()
+                    sent, at = next(order), phase[0]
                     history = ids[rng.integers(0, ids.size, 4)].tolist()
                     r = await c.post("/v1/retrieve", json={"history": history, "k": 5})
-                    outcomes.append((start, r.status_code, r.json().get("model_version", r.text)))
+                    outcomes.append((sent, at, phase[0], r.status_code, r.json().get("model_version", r.text)))
+                    if len(outcomes) >= enough:
+                        warm.set()
+                    if sum(o[1] == AFTER for o in outcomes) >= enough:
+                        swapped.set()
 
             async def reloader() -> tuple[list, dict]:
-                await asyncio.sleep(0.4)
+                await warm.wait()
+                phase[0] = DURING
                 failed = await c.post("/admin/reload", json={"run": "definitely/not/a/run"})
                 r = await c.post("/admin/reload", json={"run": str(runs[1].relative_to(runs_root))})
-                swapped = time.monotonic()
-                await asyncio.sleep(0.5)
+                phase[0] = AFTER
+                await swapped.wait()
                 stop.set()
-                return [failed.status_code, failed.json()["error"], r.status_code], {"at": swapped, **r.json()}
+                return [failed.status_code, failed.json()["error"], r.status_code], r.json()
 
-            results = await asyncio.gather(reloader(), *(shopper(s) for s in range(6)))
+            results = await asyncio.wait_for(asyncio.gather(reloader(), *(shopper(s) for s in range(6))), WAIT_S)
         return outcomes, *results[0]
 
     outcomes, failed, reload = asyncio.run(scenario())
@@ -351,50 +378,56 @@ def test_reload_under_traffic_drops_nothing(server, runs, runs_root, retriever):
         assert failed == [422, "reload_failed", 200]
         assert reload["run"] == str(runs[1].relative_to(runs_root))  # no host path
         assert reload["model_version"] == new and reload["previous_model_version"] == old
-        assert [o for o in outcomes if o[1] != 200] == []
-        versions = [v for _, _, v in sorted(outcomes)]
-        assert versions[0] == old and versions[-1] == new and set(versions) == {old, new}
-        assert all(v == new for start, _, v in outcomes if start > reload["at"])
+        assert [o for o in outcomes if o[3] != 200] == []
+        assert {v for _, _, done, _, v in outcomes if done == BEFORE} == {old}
+        assert {v for _, at, _, _, v in outcomes if at == AFTER} == {new}
+        assert sum(done == BEFORE for _, _, done, _, _ in outcomes) >= enough
+        assert sum(at == AFTER for _, at, _, _, _ in outcomes) >= enough
     finally:
         with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as c:
             back = c.post("/admin/reload", json={"run": str(runs[0].relative_to(runs_root))})
             assert back.json()["model_version"] == old
 
 
-def test_graceful_shutdown_finishes_requests_in_flight(runs, retriever):
-    settings = ServeSettings(api_key_env="GENREC_SERVE_TEST_NO_KEY", max_wait_ms=1000, max_batch=64, log_level="error")
+def test_graceful_shutdown_finishes_requests_in_flight(runs, retriever, gate):
+    """Requests decoding (held on the gate) and queued behind them when the shutdown begins are all answered:
+    the gate opens only once the server refuses new connections, so every answer comes after that."""
+    settings = ServeSettings(api_key_env="GENREC_SERVE_TEST_NO_KEY", max_batch=64, log_level="error", **NO_DEADLINE)
     app = create_app(runs[0], settings)
     srv = ServerThread(app).start()
     bodies = [{"history": _history(retriever, 3, seed=i), "k": 3} for i in range(6)]
-    stopping = []
-    with httpx.Client(base_url=srv.url, timeout=60) as c:  # recent close arrivals: the window is held open
-        assert all(c.post("/v1/retrieve", json=b).status_code == 200 for b in bodies[:3])
 
-    def stop_when_queued() -> None:
-        """Shut down once every request waits in the batching window."""
-        deadline = time.monotonic() + 20
-        while app.state.batcher.queued < len(bodies) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        stopping.append(time.monotonic())
-        srv.stop()
+    def refuses_connections() -> bool:
+        try:
+            httpx.get(srv.url + "/healthz", timeout=5)
+        except httpx.ConnectError:
+            return True
+        return False
 
-    stopper = threading.Thread(target=stop_when_queued)
-    stopper.start()
-
-    async def send() -> list[tuple[float, httpx.Response]]:
+    async def scenario() -> list[tuple[bool, httpx.Response]]:
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
-            async def one(body: dict) -> tuple[float, httpx.Response]:
+            async def one(body: dict) -> tuple[bool, httpx.Response]:
                 r = await c.post("/v1/retrieve", json=body)
-                return time.monotonic(), r
-            return await asyncio.gather(*(one(b) for b in bodies))
+                return closed.is_set(), r
 
-    finished = asyncio.run(send())
+            sent = [asyncio.ensure_future(one(b)) for b in bodies]
+            assert await asyncio.to_thread(gate.entered.wait, WAIT_S)
+            await asyncio.to_thread(until, lambda: app.state.batcher.queued == len(bodies) - gate.sizes[0])
+            stopper.start()  # stop() returns once the server thread ended: after every answer
+            await asyncio.to_thread(until, refuses_connections)
+            closed.set()
+            gate.release.set()
+            return await asyncio.gather(*sent)
+
+    closed = threading.Event()
+    stopper = threading.Thread(target=srv.stop)
+    finished = asyncio.run(scenario())
     stopper.join()
     assert [r.status_code for _, r in finished] == [200] * len(bodies)
     assert all(len(r.json()["items"]) == 3 for _, r in finished)
-    assert all(t > stopping[0] for t, _ in finished)  # all answered after the shutdown began
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(srv.url + "/healthz", timeout=5)
+    assert all(after for after, _ in finished)  # all answered after the listener closed
+    assert sum(gate.sizes) == len(bodies)
+    assert refuses_connections()
 
 
 @pytest.mark.slow
@@ -447,9 +480,9 @@ def _poll(read, want, proc, timeout_s: float = 60.0) -> bool:
 # ----- pieces ------------------------------------------------------------------------------------------------
 
 
-class _SlowRetriever:
-    """Stands in for a Retriever: 20 ms per decode call; the products of a history are 100 * its first item
-    + rank, so a mixed-up batch shows."""
+class _FakeRetriever:
+    """Stands in for a Retriever, recording its decode calls; the products of a history are 100 * its first
+    item + rank, so a mixed-up batch shows."""
 
     beam_width = 4
 
@@ -460,7 +493,6 @@ class _SlowRetriever:
     def retrieve_arrays(self, histories, retailer_id, k, exclude_history):
         self.calls.append(len(histories))
         self.args.append((list(retailer_id), list(exclude_history)))
-        time.sleep(0.02)
         first = np.array([h[0] for h in histories])
         ids = 100 * first[:, None] + np.arange(k)[None, :]
         return Candidates(ids, -np.ones(ids.shape), np.full(ids.shape, "0_0_0", object), np.ones(ids.shape, bool))
@@ -470,7 +502,7 @@ def _query(item: int, k: int) -> Query:
     return Query(np.array([item]), None, k, False)
 
 
-async def _warm_batcher(fake: _SlowRetriever) -> MicroBatcher:
+async def _warm_batcher(fake: _FakeRetriever) -> MicroBatcher:
     """A started batcher after a little traffic (so the gaps it sees are short), with the fake's log cleared."""
     batcher = MicroBatcher(max_batch=8, max_wait_s=0.05)
     batcher.start()
@@ -482,21 +514,21 @@ async def _warm_batcher(fake: _SlowRetriever) -> MicroBatcher:
 
 def test_batcher_gathers_concurrent_requests_and_cuts_each_to_its_k():
     async def scenario():
-        fake = _SlowRetriever()
+        fake = _FakeRetriever()
         batcher = await _warm_batcher(fake)
         results = await asyncio.gather(*(batcher.submit(fake, _query(i, 1 + i % 3)) for i in range(1, 13)))
         await batcher.close()
         return fake.calls, results
 
     calls, results = asyncio.run(scenario())
-    assert sum(calls) == 12 and max(calls) == 8 and len(calls) <= 3, calls
+    assert calls == [8, 4]  # all 12 queue at once: a full batch, then the rest
     for i, found in enumerate(results, start=1):
         assert [c.item_id for c in found] == [100 * i + r for r in range(1 + i % 3)]
 
 
 def test_batcher_decodes_mixed_retailers_and_exclude_flags_in_one_call():
     async def scenario():
-        fake = _SlowRetriever()
+        fake = _FakeRetriever()
         batcher = await _warm_batcher(fake)
         queries = [Query(np.array([i]), [None, 1, 2][i % 3], 3, i % 2 == 0) for i in range(1, 7)]
         results = await asyncio.gather(*(batcher.submit(fake, q) for q in queries))
@@ -510,23 +542,24 @@ def test_batcher_decodes_mixed_retailers_and_exclude_flags_in_one_call():
 
 
 def test_batcher_does_not_hold_a_lone_request_and_drains_on_close():
+    """With an hour-long window, a lone request is answered at once (no company is coming) and close()
+    decodes what waits in the window instead of waiting it out: each would otherwise hit the timeout."""
     async def scenario():
-        fake = _SlowRetriever()
-        batcher = MicroBatcher(max_batch=8, max_wait_s=5.0)
+        fake = _FakeRetriever()
+        batcher = MicroBatcher(max_batch=8, max_wait_s=3600.0)
         batcher.start()
-        start = time.monotonic()
-        await batcher.submit(fake, _query(1, 1))
-        lone = time.monotonic() - start
-        await batcher.submit(fake, _query(2, 1))
+        await asyncio.wait_for(batcher.submit(fake, _query(1, 1)), WAIT_S)
+        await asyncio.wait_for(batcher.submit(fake, _query(2, 1)), WAIT_S)
         pending = [asyncio.ensure_future(batcher.submit(fake, _query(3 + i, 1))) for i in range(4)]
-        await asyncio.sleep(0)  # queued, now waiting in the (5 s) window
-        await batcher.close()  # does not wait out the window: decodes what is queued, then stops
+        await asyncio.sleep(0)  # one turn of the loop: the four submit calls run and queue
+        waiting = batcher.queued  # now in the window: arrivals came far closer together than an hour
+        await asyncio.wait_for(batcher.close(), WAIT_S)
         with pytest.raises(ShuttingDown):
             await batcher.submit(fake, _query(9, 1))
-        return lone, time.monotonic() - start, [p.result()[0].item_id for p in pending]
+        return waiting, fake.calls, [p.result()[0].item_id for p in pending]
 
-    lone, total, drained = asyncio.run(scenario())
-    assert lone < 1.0 and total < 4.0, (lone, total)
+    waiting, calls, drained = asyncio.run(scenario())
+    assert waiting == 4 and calls == [1, 1, 4]
     assert drained == [300, 400, 500, 600]
 
 

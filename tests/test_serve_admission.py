@@ -16,10 +16,10 @@ import httpx
 import numpy as np
 import pytest
 
-import genrec.serve.batcher as batcher_module
 from genrec.serve import ServerThread, ServeSettings, create_app
 from genrec.serve.batcher import MicroBatcher, Query, Unavailable
 from genrec.serve.model import ServedModel
+from helpers.serving import FakeClock, until
 from index.retailer_index import Candidates
 
 NO_KEY = "GENREC_SERVE_ADMISSION_NO_KEY"  # an env var nobody sets: no API key
@@ -32,51 +32,6 @@ TIMEOUT = "X-Request-Timeout-Ms"
 @pytest.fixture(scope="module")
 def run(tiny_run) -> Path:
     return tiny_run[0] / "run"
-
-
-class Gate:
-    """Stands in for the batcher's ``_decode``: records each batch's size, signals that a decode began and
-    holds it until released, then decodes for real."""
-
-    def __init__(self) -> None:
-        self.real = batcher_module._decode
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.sizes: list[int] = []
-
-    def __call__(self, jobs):
-        self.sizes.append(len(jobs))
-        self.entered.set()
-        assert self.release.wait(60), "gate never released"
-        return self.real(jobs)
-
-
-@pytest.fixture
-def gate(monkeypatch) -> Gate:
-    g = Gate()
-    monkeypatch.setattr(batcher_module, "_decode", g)
-    yield g
-    g.release.set()  # never leave a server's decode thread stuck
-
-
-class FakeClock:
-    """Monotonic seconds that move only when told."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _until(condition, timeout_s: float = 30.0) -> None:
-    """Wait for a state of the server (not for time to pass); fail after ``timeout_s``."""
-    done = threading.Event()
-    for _ in range(int(timeout_s / 0.005)):
-        if condition():
-            return
-        done.wait(0.005)
-    raise AssertionError("condition not reached")
 
 
 async def _first(tasks: set, n: int) -> tuple[list[httpx.Response], set]:
@@ -139,10 +94,10 @@ def test_queued_requests_past_their_deadline_are_dropped_without_decoding(run, g
                 assert await asyncio.to_thread(gate.entered.wait, 30)
                 late = [asyncio.ensure_future(c.post("/v1/retrieve", json=BODY, headers={TIMEOUT: ms}))
                         for ms in ("30000", "60000")]  # the client's own deadlines, shorter than the server's
-                await asyncio.to_thread(_until, lambda: app.state.batcher.queued == 2)
+                await asyncio.to_thread(until, lambda: app.state.batcher.queued == 2)
                 clock.now += 61.0  # both have passed
                 fresh = asyncio.ensure_future(c.post("/v1/retrieve", json=BODY))  # arrives now: 600 s to go
-                await asyncio.to_thread(_until, lambda: app.state.batcher.queued == 3)
+                await asyncio.to_thread(until, lambda: app.state.batcher.queued == 3)
                 gate.release.set()
                 return await first, await asyncio.gather(*late), await fresh, (await c.get("/metrics")).text
 

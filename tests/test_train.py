@@ -184,7 +184,8 @@ def test_train_decoder_end_to_end_with_retailer_tokens(tmp_path, arch):
     cfg = _config(batch_size=16, epochs=2, eval_k=5, eval_beam_width=5)
     dcfg = DC(arch=arch, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_items=3, memorize=arch == "item")
     result = train_decoder(ev, items, tok, dcfg, cfg, tmp_path)
-    assert result.steps > 0 and result.monitor == "recall@5"
+    assert result.monitor == "recall@5" and result.epochs_completed == 2 and not result.stopped_early
+    assert result.steps > 0 and result.steps % 2 == 0 and 0 < result.best_step <= result.steps  # 2 equal epochs
     meta = decoder_meta(tmp_path / MODEL_DIR)
     assert meta["retailer_token"] is True and meta["sequence"]["split"] == "last_basket"
     assert meta["codebook_version"] == "cb-e2e"

@@ -10,8 +10,8 @@ from genrec.evaluation.baselines.base import FitContext
 from genrec.evaluation.baselines.two_tower import (TwoTower, TwoTowerConfig, TwoTowerModel, build_index,
                                                    label_log_frequency, search_excluding)
 from semid.common import DataError
+from helpers.cycles import CATALOG, N_ITEMS, cycle_events, expected_next
 from semid.embeddings import write_embeddings
-from tests.test_sasrec import CATALOG, N_ITEMS, cycle_events, expected_next
 
 
 @pytest.fixture(scope="module")

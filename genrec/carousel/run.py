@@ -18,7 +18,6 @@ import pyarrow as pa
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, gather_object
-from tqdm.auto import tqdm
 
 from genrec.carousel.parts import PartStore, file_sha256
 from genrec.carousel.requests import (
@@ -34,6 +33,7 @@ from genrec.carousel.requests import (
 from genrec.retriever import Retriever
 from semid.common import DataError, torch_threads
 from semid.config import Checks
+from semid.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +122,9 @@ class _Worker:
         self.resumed = int(rows[done].sum())
         if self.resumed:
             log.info("resuming: %d of %d chunks of process %d already done", done.sum(), mine.size, rank)
-        with tqdm(total=int(rows.sum()), initial=self.resumed, unit="req", unit_scale=True, smoothing=0.1,
-                  desc="carousel" + (f" [process 1/{world}]" if world > 1 else ""),
-                  disable=not (self.cfg.progress and self.state.is_main_process)) as bar:
+        with progress(int(rows.sum()), "carousel" + (f" [process 1/{world}]" if world > 1 else ""), "requests",
+                      self.cfg.progress and self.state.is_main_process, initial=self.resumed, logger=log,
+                      unit_scale=True, smoothing=0.1) as bar:
             for index, table in iter_chunks(info.path, size, request_columns(info)):
                 if index % world != rank or self.store.done(index):
                     continue

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from semid.common import DataError
 from semid.config import ConfigError
+from semid.progress import on_terminal
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,19 +18,32 @@ def build_parser() -> argparse.ArgumentParser:
     from genrec.cli import data, runs, sids, surfaces
 
     p = argparse.ArgumentParser(prog="genrec", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (and other libraries' INFO records)")
     sub = p.add_subparsers(dest="command", required=True)
     for group in (data, sids, runs, surfaces):
         group.register(sub)
     return p
 
 
+OUR_LOGGERS = ("genrec", "semid", "index")
+
+
 def configure_logging(verbose: bool = False) -> None:
-    """INFO (DEBUG when ``verbose``) records of genrec on stderr, faiss's loader chatter left out."""
+    """Our records (``OUR_LOGGERS``) on stderr from INFO (DEBUG when ``verbose``), other libraries' from
+    WARNING (INFO when ``verbose``), faiss's loader chatter left out. Off a terminal Hugging Face's progress
+    bars are off as well (ours become a few log lines there, ``semid.progress``)."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    if not on_terminal():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub is imported
+        if "transformers" in sys.modules:  # already imported (by the parser's flags): tell it directly
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from genrec.evaluation.metrics import ItemFacets, Targets, candidate_quality, ke
 from genrec.evaluation.protocol import K_BY_SPLIT, EvalConfig, EvalData, build_eval_data, tail_items
 from genrec.run.layout import CONFIG_FILE
 from semid.common import DataError, jsonable
+from semid.text_table import column_blocks
 
 GENREC = "genrec"  # the generative model's key in the result
 
@@ -318,16 +319,21 @@ def format_table(result: dict) -> str:
 
 
 def _table(title: str, rows: dict, cols: list[str]) -> str:
-    """One fixed-width table: a model per row, a metric per column."""
+    """One fixed-width table: a model per row, a metric per column; split into blocks of columns (each
+    repeating the model names) where it would be wider than ``text_table.WIDTH``."""
     width = max([len(title), *(len(n) for n in rows)]) + 2
-    head = title.ljust(width) + "".join(c.rjust(max(12, len(c) + 2)) for c in cols)
-    body = []
-    for name, values in rows.items():
-        cells = []
-        for c in cols:
-            v = values.get(c)
-            text = "-" if v is None or (isinstance(v, float) and v != v) else (
-                str(int(v)) if c == "count" else f"{v:.4f}")
-            cells.append(text.rjust(max(12, len(c) + 2)))
-        body.append(name.ljust(width) + "".join(cells))
-    return "\n".join([head, "-" * len(head), *body])
+    widths = [max(7, len(c)) + 2 for c in cols]  # 7: "12.3456"
+    blocks = []
+    for block in column_blocks(width, widths):
+        head = title.ljust(width) + "".join(cols[i].rjust(widths[i]) for i in block)
+        body = [name.ljust(width) + "".join(_cell(values.get(cols[i]), cols[i]).rjust(widths[i]) for i in block)
+                for name, values in rows.items()]
+        blocks.append("\n".join([head, "-" * len(head), *body]))
+    return "\n\n".join(blocks)
+
+
+def _cell(value, col: str) -> str:
+    """A metric as the tables print it: counts whole, the rest to 4 decimals, '-' where missing."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return str(int(value)) if col == "count" else f"{value:.4f}"

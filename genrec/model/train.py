@@ -24,7 +24,6 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from genrec.data.sequences import Examples, SequenceConfig, split_events
@@ -36,6 +35,7 @@ from genrec.model.validation import EarlyStopping, RecallEvaluator, sample_examp
 from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR, RESULT_FILE
 from semid.common import DataError, torch_threads
 from semid.config import Checks, renamed_keys, to_dict
+from semid.progress import progress
 from semid.tokenizer import BOS, PAD
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class TrainConfig:
     padding_side: Literal["right", "left"] = "right"  # where training batches are padded
     threads: int = 0  # torch CPU threads while training (0: torch's default; 1 is fastest on a busy small machine)
     log_every: int = 20  # steps between progress-bar updates of loss and tokens/s
-    progress: bool = True  # show a tqdm progress bar
+    progress: bool = True  # progress over steps (a bar on a terminal, else a few log lines)
 
     OLD_KEYS = {"max_epochs": "epochs", "num_threads": "threads"}  # old spelling -> key, read from old run folders
 
@@ -186,8 +186,8 @@ class DecoderTrainer:
 
     def _train(self, step_callback: Callable[[int], None] | None) -> TrainResult:
         cfg, st = self.cfg, self.state
-        bar = tqdm(total=self.total_steps, initial=st.step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=not (cfg.progress and self.accelerator.is_main_process))
+        bar = progress(self.total_steps, "train", "steps", cfg.progress and self.accelerator.is_main_process,
+                       initial=st.step, logger=log, dynamic_ncols=True)
         window_loss, window_tokens, window_time, log_every = 0.0, 0, 0.0, max(cfg.log_every, 1)
         self.loss_meter = LossMeter()  # the epoch's mean loss, for history.jsonl only (not the resumable state)
         while st.epoch < cfg.epochs and not st.stopped_early and not self._out_of_steps():
@@ -303,7 +303,8 @@ class DecoderTrainer:
 
     def _load_checkpoint(self, path: Path) -> None:
         saved = read_record(path)
-        mine, theirs, defaults = to_dict(self.cfg), saved["config"], to_dict(TrainConfig())
+        mine, defaults = to_dict(self.cfg), to_dict(TrainConfig())
+        theirs = renamed_keys(TrainConfig, saved["config"])
         # a setting the checkpoint does not name (added since) was at its default
         changed = [k for k in mine if k not in RESUMABLE_CHANGES and mine[k] != theirs.get(k, defaults[k])]
         if changed:
@@ -402,8 +403,9 @@ def train_decoder(
     train = tokenize_examples(splits.train, item_tokens, BOS, retailer)
     evaluator = (build_evaluator(train_cfg, splits.validation, item_tokens, tokenizer.vocab_size, retailer)
                  if len(splits.validation) else None)
-    log.info("decoder training: %d sequences (%d tokens, %d labelled), %d validation examples, split %s",
-             len(train), train.tokens.size, train.n_labels, len(splits.validation), seq_cfg.split)
+    log.info("decoder training: %s sequences, %s tokens, %s labelled", f"{len(train):,}", f"{train.tokens.size:,}",
+             f"{train.n_labels:,}")
+    log.info("decoder validation: %s examples, split %s", f"{len(splits.validation):,}", seq_cfg.split)
 
     seen = np.unique(np.r_[splits.train.history_items, splits.train.target_items])
     levels = [tokenizer.level_range(lv)[0] for lv in range(tokenizer.tokens_per_item)]

@@ -4,6 +4,7 @@ interrupted demo picks up where it stopped."""
 from __future__ import annotations
 
 import logging
+import textwrap
 import time
 from pathlib import Path
 
@@ -20,10 +21,16 @@ from genrec.run.layout import EVAL_FILE, SEMID_EVAL_FILE, SIDS_FILE
 from genrec.run.semids import audit_run, build_semids, evaluate_semids
 from semid.common import write_json
 from semid.intrinsic import format_intrinsic
+from semid.text_table import WIDTH
 
 log = logging.getLogger(__name__)
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+
+
+def _say(text: str, indent: int) -> None:
+    """Print ``text`` wrapped to ``WIDTH`` (100) columns, continuation lines indented by ``indent`` spaces."""
+    print(textwrap.fill(text, WIDTH, subsequent_indent=" " * indent, break_on_hyphens=False))
 
 
 def _stage(title: str) -> float:
@@ -56,8 +63,9 @@ def run_demo(workdir: Path, config: Path | None = None, seed: int = 0) -> dict:
 
     t = _stage("3. catalog audit: products whose SID neighbourhood disagrees with their category")
     audit = audit_run(run, top=8)
-    for row in audit.to_pylist():
-        print(f"   {row['confidence']:.2f}  {row['title']}  [{row['label']}] -> {row['majority_label']}")
+    for row in audit.to_pylist():  # the product, then its category -> its neighbourhood's
+        _say(f"   {row['confidence']:.2f}  {row['title']}", 9)
+        _say(f"         [{row['label']}] -> {row['majority_label']}", 10)
     _done(t)
 
     t = _stage("4. transformer decoder on shopper sessions (resumes from its checkpoint)")
@@ -92,6 +100,7 @@ def show_carousels(data: Path, run: Path, shoppers: int = 3, k: int = 6) -> None
         history = [events["item_id"][i] for i in rows][-8:]
         retailer = events["retailer_id"][rows[-1]]
         ranked = retriever.retrieve([history], retailer_id=retailer, k=k, exclude_history=True)[0]
-        print(f"   shopper {user} (retailer {retailer}) recently bought: " + "; ".join(titles[i] for i in history[-4:]))
+        recent = "; ".join(titles[i] for i in history[-4:])
+        _say(f"   shopper {user} (retailer {retailer}) recently bought: {recent}", 6)
         for c in ranked:
-            print(f"      {c.sid:>14}  {titles[c.item_id]}")
+            _say(f"      {c.sid:>14}  {titles[c.item_id]}", 22)

@@ -70,7 +70,10 @@ def build_semids(data: Path, cfg: RunConfig, run: Path, init_run: Path | None = 
         sids = assign_sids(item_ids, codes, model.codebook_version)
     health = {**codebook_health(codes, model.codebook_sizes), **collisions(codes, None)}
     version = save_codebook(run, model, sids, history, health)
-    log.info("codebook %s: %d products, %s", version, len(item_ids), _health_line(health))
+    log.info("codebook %s: %s products, %.1f%% unique before dedup", version, f"{len(item_ids):,}",
+             100 * health.get("unique_fraction", float("nan")))
+    log.info("codebook %s: codes used per level %s", version,
+             " / ".join(f"{u:.0%}" for u in health.get("utilization", [])))
     return SemIDStage(run, model, read_sids(run), version)
 
 
@@ -127,11 +130,6 @@ def run_dataset(run: Path, data: Path | None = None) -> Path:
     if not path.is_file():
         raise DataError(f"{path}: the run does not record its dataset; pass --data DIR")
     return Path(json.loads(path.read_text())["path"])
-
-
-def _health_line(health: dict) -> str:
-    util = "/".join(f"{u:.0%}" for u in health.get("utilization", []))
-    return f"utilisation {util}, unique before dedup {health.get('unique_fraction', float('nan')):.1%}"
 
 
 def load_run_items(run: Path) -> tuple[pa.Table, np.ndarray]:
