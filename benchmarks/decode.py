@@ -1,6 +1,6 @@
 """Decoding speed and quality, side by side on one model, one beam width and one set of queries:
 
-1. our batched trie-constrained beam search (``genrec.beam_search``) against ``transformers``'
+1. our batched trie-constrained beam search (``genrec.model.beam_search``) against ``transformers``'
    ``generate(num_beams=..., prefix_allowed_tokens_fn=...)`` over a Python dict trie: are our top-K SIDs
    identical to (or better than) generate's, and how many queries per second does each decode;
 2. our constrained search against our unconstrained search: the cost of the constraint, and how many
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from genrec.beam_search import constrained_beam_search
+from genrec.model.beam_search import constrained_beam_search
 from index.retailer_index import RetailerIndex
 from index.trie import PrefixTrie
 
@@ -74,7 +74,7 @@ def random_setup(args: argparse.Namespace) -> Setup:
             f"vocab {vocab}; {len(rows):,} random SIDs of {levels}x{size} codes + dedup token")
     item = None
     if args.item_layers:
-        from genrec.decoder import DecoderConfig, build_decoder
+        from genrec.model.decoder import DecoderConfig, build_decoder
 
         icfg = DecoderConfig(arch="item", d_model=args.d_model, n_layers=args.item_layers, n_heads=2,
                              d_ff=2 * args.d_model, depth_layers=2, max_items=args.history)
@@ -87,12 +87,12 @@ def random_setup(args: argparse.Namespace) -> Setup:
 
 def run_setup(args: argparse.Namespace) -> Setup:
     """The trained decoder and the index of run ``--run``."""
-    from genrec.decoder import load_decoder
-    from genrec.pipeline import MODEL_DIR
+    from genrec.model.decoder import load_decoder
+    from genrec.run.layout import decoder_model
 
     run = Path(args.run)
     index = RetailerIndex.load(run / "index")
-    model = load_decoder(run / MODEL_DIR, codebook_version=index.codebook_version)
+    model = load_decoder(decoder_model(run), codebook_version=index.codebook_version)
     leaves = index.trie_for(None).leaf_rows.numpy()
     return Setup(model, leaves, f"run {run}: decoder {type(model).__name__}, {len(index):,} products")
 

@@ -1,5 +1,5 @@
 """Where our model wins and where it loses against one baseline, on the harness's own split and lists
-(``genrec.evaluate``: same test users, same history exclusion chosen on validation):
+(``genrec.evaluation.harness``: same test users, same history exclusion chosen on validation):
 
 1. hits that both, only ours or only theirs find in the top K;
 2. recall by how often the target was bought in training (rare targets are where a generative model over
@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from genrec.cli import configure_logging
-from genrec.evaluate import GENREC, K_BY_SPLIT, EvalConfig, build_eval_data, fit_context, make_model, run_model
-from genrec.runconfig import load_run_config
+from genrec.evaluation.harness import GENREC, fit_context, make_model, run_model
+from genrec.evaluation.protocol import K_BY_SPLIT, EvalConfig, build_eval_data
+from genrec.run.config import load_run_config
 
 POPULARITY_EDGES = (0, 1, 5, 10, 20, 50)  # training purchases of the target: [0,1), [1,5), ..., [50, inf)
 LENGTH_EDGES = (0, 4, 6, 10, 20)  # history items before the target

@@ -1,6 +1,6 @@
-"""Train the item head (``genrec.item_head``) on a trained run's frozen decoder, then choose the weights of
+"""Train the item head (``genrec.model.item_head``) on a trained run's frozen decoder, then choose the weights of
 the hybrid's experts on validation: ``log p(SID) + w_head * log p_head(item) + w_mem * log(floor + sim)``
-(the co-purchase memory, ``genrec.memory``), and report the test lists of the chosen weights beside the
+(the co-purchase memory, ``genrec.model.memory``), and report the test lists of the chosen weights beside the
 decoder alone, the head alone (full catalog) and item-kNN's figure from the same split.
 
 The decoder's beam is decoded once per example; every weight pair re-ranks those same products. Figures are
@@ -21,14 +21,15 @@ import numpy as np
 import torch
 
 from memory_weight import decode, metrics  # noqa: E402 (benchmarks/ is on the path when run as a script)
-from genrec.baselines.base import item_columns
 from genrec.cli import configure_logging
-from genrec.evaluate import EvalConfig, build_eval_data
-from genrec.item_head import (HEAD_FILE, ItemHead, ItemHeadConfig, head_ndcg, query_states, save_head,
-                              sid_embeddings, train_item_head, training_pairs)
-from genrec.memory import CoPurchaseMemory, MemoryConfig
+from genrec.data.sequences import SequenceConfig
+from genrec.evaluation.protocol import EvalConfig, build_eval_data
+from genrec.model.item_head import (ItemHead, ItemHeadConfig, head_ndcg, query_states, save_head, sid_embeddings,
+                                    train_item_head, training_pairs)
+from genrec.model.memory import CoPurchaseMemory, MemoryConfig
 from genrec.retriever import Retriever
-from genrec.sequences import SequenceConfig
+from genrec.run.layout import HEAD_FILE
+from semid.catalog import item_columns
 
 
 def fit_head(retriever: Retriever, data, validation, cfg: ItemHeadConfig) -> tuple[ItemHead, dict]:

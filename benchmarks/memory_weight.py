@@ -1,4 +1,4 @@
-"""Choose the co-purchase memory's weight (``genrec.memory``) on validation, then report the test lists of
+"""Choose the co-purchase memory's weight (``genrec.model.memory``) on validation, then report the test lists of
 the chosen weight beside the decoder alone, on the harness's split (cold-start hold-out, history masked).
 
 The decoder's beam is decoded once per example (``--beam`` products, the memory off); every weight then
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from genrec.cli import configure_logging
-from genrec.evaluate import EvalConfig, build_eval_data
-from genrec.memory import CoPurchaseMemory, MemoryConfig
+from genrec.data.sequences import Examples, SequenceConfig
+from genrec.evaluation.protocol import EvalConfig, build_eval_data
+from genrec.model.memory import CoPurchaseMemory, MemoryConfig
 from genrec.retriever import Retriever
-from genrec.sequences import Examples, SequenceConfig
 
 
 def decode(retriever: Retriever, examples: Examples, beam: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:

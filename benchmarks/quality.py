@@ -4,7 +4,7 @@ metrics, trained and scored in one run per seed; seeds merge into mean +- standa
 One seed (``--seed N``) cuts what the harness holds out for that seed (TIGER's cold-start protocol: a 5%
 share of the test items loses every earlier interaction), writes that training copy of the dataset,
 trains the run on it (Semantic IDs + decoder, seeded), then evaluates the run and the baselines with
-``genrec.evaluate`` and writes the JSON. With ``--jobs N`` (default 2) the trained baselines (SASRec,
+``genrec.evaluation.harness`` and writes the JSON. With ``--jobs N`` (default 2) the trained baselines (SASRec,
 two-tower) are fitted by N - 1 worker processes, one torch thread each, while the decoder trains: on a
 2-core machine the seed then takes about as long as its longer side, not the sum. ``--merge`` reads
 several seeds' JSON files and prints the table of means and standard deviations, each baseline's ratio
@@ -30,13 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.dataset import Dataset, read_dataset
 from genrec.cli import configure_logging
-from genrec.evaluate import GENREC, EvalConfig, evaluate, evaluate_baseline, format_table, training_dataset
-from genrec.pipeline import build_serving_parts, train_run
-from genrec.runconfig import RunConfig, load_run_config
-from genrec.semid_run import build_semids
-from genrec.sequences import SequenceConfig, build_histories, resolve_split
+from genrec.data.dataset import Dataset, read_dataset
+from genrec.data.sequences import SequenceConfig, build_histories, resolve_split
+from genrec.evaluation.harness import GENREC, evaluate, evaluate_baseline, format_table
+from genrec.evaluation.protocol import EvalConfig, training_dataset
+from genrec.run.build import build_serving_parts, train_run
+from genrec.run.config import RunConfig, load_run_config
+from genrec.run.semids import build_semids
 
 # Rajput et al. 2023 (TIGER), Table 1, Amazon Beauty: quoted, not measured here
 TIGER_BEAUTY = {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384}
@@ -257,7 +258,7 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
 
 def quick_world(workdir: Path) -> tuple[Path, RunConfig]:
     """A tiny synthetic world and a config small enough to train in seconds (``--quick``)."""
-    from genrec.synth.tiny import tiny_config, tiny_world
+    from genrec.run.tiny import tiny_config, tiny_world
 
     data = workdir / "quick-data"
     if not (data / "events.parquet").is_file():

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genrec.importers.instacart import read_catalog
+from genrec.data.importers.instacart import read_catalog
 from semid.embeddings import EmbeddingConfig, embed_items, read_embeddings
 from semid.intrinsic import compare_intrinsic, intrinsic_metrics, sample_pairs
 from semid.sids import assign_sids

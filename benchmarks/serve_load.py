@@ -155,7 +155,7 @@ def _batch_totals(client: httpx.Client) -> tuple[float, float]:
 def make_bodies(run: Path, n: int, k: int, max_history: int, seed: int, per_retailer: bool = True) -> list[dict]:
     """Random requests: histories of 1..max_history catalog products, each for the whole catalog or (with
     ``per_retailer``) one of the retailers, drawn evenly."""
-    from genrec.pipeline import INDEX_DIR
+    from genrec.run.layout import INDEX_DIR
     from index.retailer_index import RetailerIndex
 
     index = RetailerIndex.load(run / INDEX_DIR)
@@ -259,9 +259,9 @@ def measure(server: Server, key: str, bodies: list[dict], clients: int, seconds:
 
 def build_small_run(workdir: Path) -> Path:
     """A tiny trained run (synthetic world, 300 products, 2 retailers, a 1-layer decoder) in seconds;
-    embeddings are cheap stand-ins with the taxonomy planted (``genrec.synth.tiny``)."""
-    from genrec.pipeline import train_run
-    from genrec.synth.tiny import tiny_config, tiny_world
+    embeddings are cheap stand-ins with the taxonomy planted (``genrec.run.tiny``)."""
+    from genrec.run.build import train_run
+    from genrec.run.tiny import tiny_config, tiny_world
 
     run = workdir / "run"
     if (run / "decoder" / "model").is_dir():

@@ -30,9 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import data_split, seeded  # noqa: E402
 
 from genrec.cli import configure_logging  # noqa: E402
-from genrec.evaluate import GENREC, EvalConfig, evaluate, evaluate_baseline  # noqa: E402
-from genrec.pipeline import DECODER_DIR, train_run  # noqa: E402
-from genrec.runconfig import RunConfig, load_run_config  # noqa: E402
+from genrec.evaluation.harness import GENREC, evaluate, evaluate_baseline  # noqa: E402
+from genrec.evaluation.protocol import EvalConfig  # noqa: E402
+from genrec.run.build import train_run  # noqa: E402
+from genrec.run.config import RunConfig, load_run_config  # noqa: E402
+from genrec.run.layout import DECODER_DIR  # noqa: E402
 from semid.config import from_dict, to_dict  # noqa: E402
 
 
@@ -88,11 +90,11 @@ def beam_vs_exact(data: Path, run: Path, seed: int, ecfg: EvalConfig, n: int = 2
     import numpy as np
     import torch
 
-    from genrec.evaluate import build_eval_data
-    from genrec.item_decoder import exact_top
+    from genrec.evaluation.protocol import build_eval_data
+    from genrec.model.item_decoder import exact_top
     from genrec.retriever import Retriever
-    from genrec.sequences import SequenceConfig
-    from genrec.tokens import collate
+    from genrec.data.sequences import SequenceConfig
+    from genrec.model.tokens import collate
     from semid.tokenizer import PAD
 
     retriever = Retriever.from_run(run, beam_width=ecfg.beam_width, device=ecfg.device, cold_share=0.0)

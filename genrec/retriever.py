@@ -11,28 +11,26 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from genrec.beam_search import constrained_beam_search
-from genrec.decoder import decoder_meta, inference_dtype, load_decoder
-from genrec.pipeline import INDEX_DIR, MODEL_DIR, TOKENIZER_FILE
-from genrec.item_decoder import pack_rows
-from genrec.memory import MEMORY_FILE, CoPurchaseMemory
-from genrec.runconfig import load_run_config
-from genrec.semid_run import CONFIG_FILE
-from genrec.sequences import NO_RETAILER, query_examples
-from genrec.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
+from genrec.data.sequences import NO_RETAILER, query_examples
+from genrec.model.beam_search import constrained_beam_search
+from genrec.model.decoder import decoder_meta, inference_dtype, load_decoder
+from genrec.model.item_decoder import pack_rows
+from genrec.model.memory import CoPurchaseMemory
+from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
+from genrec.run.config import load_run_config
+from genrec.run.layout import CONFIG_FILE, INDEX_DIR, MEMORY_FILE, TOKENIZER_FILE, decoder_model
 from index.candidates import cold_slots, empty_candidates
 from index.cold import ColdRanker, ColdStartConfig
 from index.retailer_index import Candidates, RetailerIndex
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.store import codebook_version, load_codebook
 from semid.tokenizer import BOS, PAD, SIDTokenizer
 
 
 # TIGER's epsilon (run config ``cold_start.share``): the last 20% of each list (at least one slot) is open
 # to products never interacted with in training; each open slot keeps its listed product unless a new one
-# lies nearer the query's SID point (index.cold). Amazon Beauty seed 0 (TIGER's cold-start hold-out):
-# cold-start recall@10 0.0562 against 0.0321 by SID prefix at 10% (the earlier default) and semantic-kNN's
-# 0.0449, while overall recall@10 goes 0.0697 -> 0.0700 (0.0707 with no mixing); 0 turns it off.
+# lies nearer the query's SID point (index.cold; measured in the README, "Cold-start mixing by SID point");
+# 0 turns it off.
 DEFAULT_COLD_SHARE = ColdStartConfig().share
 
 
@@ -79,14 +77,16 @@ class Retriever:
         ``cold_share``: the share of each list open to products never interacted with in training, those
         whose SIDs' codebook points lie nearest the query's (TIGER's cold-start mixing, ``index.cold``);
         None: the run config's ``cold_start.share``.
-        ``dtype``: the decoder's weights, ``float32``, ``bfloat16`` or ``auto`` (``genrec.decoder.inference_dtype``).
-        ``memory_weight``: the co-purchase memory's weight (``genrec.memory``); None: as the run saved it, 0: off."""
+        ``dtype``: the decoder's weights, ``float32``, ``bfloat16`` or ``auto``
+        (``genrec.model.decoder.inference_dtype``).
+        ``memory_weight``: the co-purchase memory's weight (``genrec.model.memory``); None: as the run saved it,
+        0: off."""
         run = Path(run)
         version = codebook_version(run)
         tokenizer = SIDTokenizer.load(run / TOKENIZER_FILE, codebook_version=version)
         index = RetailerIndex.load(run / INDEX_DIR, codebook_version=version)
-        model = load_decoder(run / MODEL_DIR, codebook_version=version).to(device, inference_dtype(dtype, device))
-        weights = run / MODEL_DIR / "model.safetensors"
+        model = load_decoder(decoder_model(run), codebook_version=version).to(device, inference_dtype(dtype, device))
+        weights = decoder_model(run) / "model.safetensors"
         model_version = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else None
         cold = _cold_start_config(run)
         ranker = ColdRanker.from_codewords(load_codebook(run).codewords(),

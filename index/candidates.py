@@ -11,7 +11,7 @@ import torch
 
 from index.cold import ColdRanker, top_cold
 from index.forest import StockForest
-from semid.catalog import DataError
+from semid.common import DataError
 
 
 @dataclass

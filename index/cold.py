@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.config import Checks
 
 HISTORY_WEIGHT = 0.3  # share of the latest history item in the query point (the rest: the decoded beams)

@@ -3,18 +3,16 @@ stock.parquet (retailer_id, item_id) and index.json (format, codebook version, s
 atomically."""
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from semid.catalog import DataError, read_json
+from semid.catalog import read_json
+from semid.common import DataError, atomic_write, write_json
 
 FORMAT = "genrec-retailer-index"
 FORMAT_VERSION = 1
@@ -63,10 +61,10 @@ def write_index(
     stock_table = pa.table(
         {"retailer_id": pa.array(stock[:, 0], pa.int32()), "item_id": pa.array(stock[:, 1], pa.int64())}
     )
-    _replace(path / ITEMS_FILE, lambda tmp: pq.write_table(items, tmp))
-    _replace(path / STOCK_FILE, lambda tmp: pq.write_table(stock_table, tmp))
+    atomic_write(path / ITEMS_FILE, lambda tmp: pq.write_table(items, tmp))
+    atomic_write(path / STOCK_FILE, lambda tmp: pq.write_table(stock_table, tmp))
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
-    _replace(path / META_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    write_json(meta, path / META_FILE, newline=True)
     return path
 
 
@@ -105,16 +103,6 @@ def _token_matrix(column: pa.ChunkedArray, path: Path) -> np.ndarray:
     if arr.null_count or lengths.min() != lengths.max() or lengths[0] < 1:
         raise DataError(f"{path}: column 'tokens' must hold one non-empty list of equal length per product")
     return arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64).reshape(len(arr), int(lengths[0]))
-
-
-def _replace(path: Path, write: Callable[[Path], object]) -> None:
-    """Write a file under a temporary name, then rename it into place (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _read_meta(path: Path) -> dict:

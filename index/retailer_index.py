@@ -17,7 +17,7 @@ from index.cold import ColdRanker
 from index.forest import CATALOG_SLOT, StockForest, TrieStart
 from index.persistence import ITEMS_FILE, META_FILE, read_index, write_index
 from index.trie import PrefixTrie
-from semid.catalog import DataError
+from semid.common import DataError
 
 __all__ = ["Candidates", "RetailerIndex", "TrieStart"]
 

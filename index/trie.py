@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from semid.catalog import DataError
+from semid.common import DataError
 
 DEFAULT_PAD_BUDGET = 1 << 24  # most entries of a padded per-node child-token table; larger -> CSR path
 

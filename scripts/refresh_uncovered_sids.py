@@ -1,7 +1,7 @@
 """Migration for collaborative runs built before ``embedding.collab_impute`` existed: products that appear
 in no training sequence had a zero co-purchase part, which put their SIDs apart from everything the decoder
 generates. This copies RUN to OUT and gives those products SIDs again from the run's own codebook, with the
-co-purchase part borrowed from their text neighbours (``genrec.collab.impute_from_text``), exactly as
+co-purchase part borrowed from their text neighbours (``semid.collab.impute_from_text``), exactly as
 ``genrec semid assign`` now treats new products. Codebook, tokenizer and decoder are unchanged: these
 products are in no training sequence, so the decoder never read or generated their SIDs. The retailer
 index is rebuilt on the new SIDs.
@@ -18,12 +18,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from genrec.collab import combine, fill_missing
-from genrec.dataset import read_dataset
-from genrec.pipeline import TOKENIZER_FILE, build_index
-from genrec.runconfig import load_run_config
-from genrec.semid_run import CONFIG_FILE, EMBEDDINGS_FILE, run_collab_parts, run_dataset
-from genrec.tokens import ItemTokens
+from genrec.data.dataset import read_dataset
+from genrec.model.tokens import ItemTokens
+from genrec.run.build import build_index
+from genrec.run.config import load_run_config
+from genrec.run.layout import CONFIG_FILE, EMBEDDINGS_FILE, TOKENIZER_FILE
+from genrec.run.semids import run_collab_parts, run_dataset
+from semid.collab import combine, fill_missing
 from semid.embeddings import read_embeddings, write_embeddings
 from semid.sids import extend_sids
 from semid.store import load_codebook, read_sids, write_sids
@@ -41,7 +42,7 @@ def refresh(run: Path, out: Path) -> int:
     text, collab = run_collab_parts(out, cfg.embedding.collab_weight)
     ids, joined = read_embeddings(out / EMBEDDINGS_FILE)
     joined = joined.copy()
-    bare = ~np.any(collab != 0, axis=1)  # the rows the build path now fills (genrec.collab.fill_missing)
+    bare = ~np.any(collab != 0, axis=1)  # the rows the build path now fills (semid.collab.fill_missing)
     filled = fill_missing(text, collab, max(cfg.embedding.collab_impute, 1))
     joined[bare] = combine(text[bare], filled[bare], cfg.embedding.collab_weight)
     model = load_codebook(out)

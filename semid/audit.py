@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.intrinsic import all_prefix_groups, as_paths, label_ids, normalize
 from semid.tokenizer import format_codes
 

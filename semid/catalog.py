@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from semid.common import DataError
 
 ITEMS_SCHEMA = pa.schema(
     [
@@ -18,10 +21,6 @@ ITEMS_SCHEMA = pa.schema(
         pa.field("first_seen", pa.int64()),
     ]
 )
-
-
-class DataError(ValueError):
-    """Input data that breaks a contract; the message names the file and the problem."""
 
 
 def conform(table: pa.Table, schema: pa.Schema, name: str, keep_extra: bool = False) -> pa.Table:
@@ -70,3 +69,27 @@ def read_json(path: str | Path, what: str = "file") -> dict:
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object")
     return data
+
+
+def item_columns(catalog: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+    """Index of each id in the ascending ``catalog``; -1 where absent."""
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    pos = np.searchsorted(catalog, item_ids)
+    pos_c = np.minimum(pos, catalog.size - 1)
+    return np.where(catalog[pos_c] == item_ids, pos_c, -1).astype(np.int64)
+
+
+def catalog_rows(catalog: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+    """Row of each id in ``catalog`` (any order, unique ids); -1 where absent."""
+    catalog = np.asarray(catalog, dtype=np.int64)
+    if catalog.size == 0:
+        return np.full(np.shape(item_ids), -1, dtype=np.int64)
+    order = np.argsort(catalog, kind="stable")
+    cols = item_columns(catalog[order], item_ids)
+    return np.where(cols >= 0, order[np.maximum(cols, 0)], -1)
+
+
+def counts_per_item(catalog: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+    """How often each catalog item occurs in ``item_ids`` (ids outside the catalog are ignored)."""
+    cols = item_columns(catalog, item_ids)
+    return np.bincount(cols[cols >= 0], minlength=catalog.size).astype(np.float64)

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.sids import SID_SCHEMA, assign_sids, codebook_version_of, codes_matrix, extend_sids
 
 MIGRATION_SCHEMA = pa.schema(

@@ -166,12 +166,3 @@ def taxonomy_contrastive_loss(
 def label_tensor(nodes: np.ndarray, batch: np.ndarray) -> torch.Tensor:
     """Graded labels for the products ``batch`` (indices into ``nodes``) as a float tensor."""
     return torch.from_numpy(pair_labels(nodes[batch]))
-
-
-def validate_weights(weights: Sequence[float], levels: int) -> list[float]:
-    """Check explicit per-level weights (one per level, non-negative)."""
-    w = [float(v) for v in weights]
-    if len(w) != levels or min(w) < 0:
-        raise ValueError(f"contrastive level weights must be {levels} non-negative numbers, got {w}")
-    return w
-

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semid.catalog import DataError
+from semid.common import DataError, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,7 @@ class EmbeddingCache:
 
     def _write(self, shard: str, keys: np.ndarray, vectors: np.ndarray) -> None:
         for suffix, array in ((".vec.npy", np.ascontiguousarray(vectors, dtype=np.float32)), (".key.npy", keys)):
-            final = self.dir / (shard + suffix)
-            tmp = self.dir / f".{shard}{suffix}.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, array)
-            os.replace(tmp, final)
+            atomic_write(self.dir / (shard + suffix), lambda tmp: _save_npy(tmp, array))
 
     def _open(self, shard: str) -> tuple[np.ndarray, np.ndarray] | None:
         """Memory-map one shard; a shard removed meanwhile (a concurrent merge) or unreadable is skipped."""
@@ -128,3 +124,9 @@ class EmbeddingCache:
             log.warning("skipping malformed embedding cache shard %s/%s", self.dir, shard)
             return None
         return keys, vecs
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to exactly ``path`` (given a name, np.save would append ``.npy``)."""
+    with open(path, "wb") as f:
+        np.save(f, array)

@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from semid.catalog import DataError
-from semid.config import Checks, ConfigError
-from semid.progress import progress
+from semid.common import DataError, atomic_write
+from semid.config import Checks
 from semid.embedding_cache import EmbeddingCache, text_keys
+from semid.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class EmbeddingConfig:
     cache_dir: str = DEFAULT_CACHE_DIR  # cache root; GENREC_CACHE_DIR replaces this default when set
     device: str = "cpu"  # torch device of the text model ("cpu", "cuda", "cuda:1", "mps")
     progress: bool = True  # progress over the texts to embed (a bar on a terminal, else a few log lines)
-    collab_weight: float = 0.0  # share of squared norm given to co-purchase vectors (genrec.collab); 0: text only
+    collab_weight: float = 0.0  # share of squared norm given to co-purchase vectors (semid.collab); 0: text only
     collab_dim: int = 64  # width of the co-purchase vectors appended to the text vectors
     collab_window: int = 3  # items within this many positions of a shopper's training sequence co-occur
     collab_impute: int = 10  # products with no co-purchase borrow the mean vector of this many text neighbours; 0: zero
@@ -324,12 +324,7 @@ def write_embeddings(item_ids: np.ndarray, vectors: np.ndarray, path: Path) -> N
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vecs).reshape(-1)), vecs.shape[1]),
     })
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:

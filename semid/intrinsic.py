@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.text_table import column_blocks
 
 

@@ -21,12 +21,6 @@ class QuantizerOutput:
     loss: torch.Tensor  # codebook loss + beta * commitment loss, summed over levels
 
 
-def sq_distances(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances (N, K) between rows of ``x`` and codewords, without an (N, K, D) temp."""
-    d = (x * x).sum(1, keepdim=True) - 2.0 * x @ codebook.T + (codebook * codebook).sum(1)
-    return d.clamp_min_(0.0)
-
-
 def assign(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared distance to, and index of, the nearest codeword for every row of ``x`` (chunked).
 

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from semid.catalog import DataError
+from semid.common import DataError
 
 SID_SCHEMA = pa.schema(
     [

@@ -3,16 +3,14 @@ the config and the training record to JSON; SIDs to ``sids.parquet``. Every arti
 codebook version (a hash of the weights), and loading checks that they all agree."""
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from safetensors.numpy import load_file, save_file
 
-from semid.catalog import DataError, read_json
+from semid.catalog import read_json
+from semid.common import DataError, atomic_write, write_json
 from semid.config import ConfigError, from_dict, to_dict
 from semid.sids import SID_SCHEMA, codebook_version_of
 from semid.train import SemIDConfig, SemIDModel, weights_version
@@ -41,13 +39,13 @@ def save_codebook(
     meta = {"format": FORMAT, "codebook_version": version, "method": model.cfg.method}
     atomic_write(run / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata=meta))
     config = {"format": FORMAT, "codebook_version": version, "input_dim": model.input_dim, "config": to_dict(model.cfg)}
-    _write_json(run / CONFIG_FILE, config)
+    write_json(config, run / CONFIG_FILE)
     if sids is not None:
         write_sids(run, sids, version)
     if history is not None:
-        _write_json(run / HISTORY_FILE, {"codebook_version": version, "history": history})
+        write_json({"codebook_version": version, "history": history}, run / HISTORY_FILE)
     if health is not None:
-        _write_json(run / HEALTH_FILE, {"codebook_version": version, **health})
+        write_json({"codebook_version": version, **health}, run / HEALTH_FILE)
     return version
 
 
@@ -108,26 +106,3 @@ def read_sids(run: str | Path, expected_version: str | None = None) -> pa.Table:
     return table.select([f.name for f in SID_SCHEMA]).cast(SID_SCHEMA).replace_schema_metadata(table.schema.metadata)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda p: Path(p).write_text(json.dumps(data, indent=2, default=_jsonable)))
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def atomic_write(path: Path, write) -> Path:
-    """Call ``write`` on a temporary sibling of ``path``, then rename it into place, so a crash never leaves
-    a half-written artifact."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path

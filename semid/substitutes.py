@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from semid.catalog import DataError, read_items
+from semid.catalog import read_items
+from semid.common import DataError
 from semid.embeddings import read_embeddings
 from semid.intrinsic import normalize
 from semid.sids import codes_matrix

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import numpy as np
@@ -22,10 +22,10 @@ from semid.contrastive import (
     level_weights,
     taxonomy_contrastive_loss,
 )
+from semid.progress import progress
 from semid.quantizer import code_stats
 from semid.rqkmeans import RQKMeans
 from semid.rqvae import RQVAE, RQVAEConfig
-from semid.progress import progress
 from semid.sampler import HierarchicalSampler, SamplerConfig
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,7 @@ class SemIDConfig:
 
     method: Literal["rqvae", "rqkmeans"] = "rqvae"  # trained RQ-VAE, or residual k-means (the reference)
     # codewords per level (1,824 + disambiguation): a coarse first level keeps near neighbours together
-    # (Instacart, lambda 0.01: similarity-depth Spearman 0.848 / 0.843 over seeds 0 / 1 with 32 first-level
-    # codes vs 0.840 / 0.838 with 64; benchmarks/semid_quality.py)
+    # (README, "Measured reasons behind defaults")
     codebook_sizes: list[int] = field(default_factory=lambda: [32, 256, 512, 1024])
     hidden_dims: list[int] = field(default_factory=lambda: [256])  # encoder MLP widths (decoder mirrors)
     latent_dim: int = 128  # quantised latent width: 32 loses neighbourhoods that cosine sees
@@ -50,8 +49,7 @@ class SemIDConfig:
     epochs: int = 40  # RQ-VAE epochs (an epoch = about n products)
     warmup_epochs: int = 0  # autoencoder epochs without quantisation before k-means (skip=False needs some)
     # continuing from a previous codebook (``init``, ``--init-from``): a short, gentle run fits new products
-    # while most keep their codes; the full schedule drifts (Instacart +10%, benchmarks/semid_churn.py: level-4
-    # prefix churn 10% with these defaults vs 58% with epochs and lr; reconstruction as a fresh retrain)
+    # while most keep their codes; the full schedule drifts (README, "Measured reasons behind defaults")
     init_epochs: int = 5  # RQ-VAE epochs when continuing from a previous codebook (replaces epochs)
     init_lr_ratio: float = 0.25  # peak learning rate when continuing, as a share of lr
     batch_size: int = 512  # products per batch
@@ -62,9 +60,8 @@ class SemIDConfig:
     contrastive_temperature: float = 0.05  # InfoNCE temperature, on distances relative to their mean at init
     contrastive_decay: float = 0.5  # level weights 1, decay, decay^2, ...: coarsest heaviest
     contrastive_sharpness: float = 0.1  # soft-assignment temperature / mean distance to the nearest codeword
-    # the taxonomy term on every n-th step only, weighted n x lambda (the same total pull): its second
-    # forward pass and soft assignments cost ~2.7x a plain step (Instacart, 4 levels up to 1,024 codewords)
-    # every 2nd step by default: 219 s vs 341 s on Instacart (--threads 2), Spearman 0.848 / 0.842 over seeds 0 / 1
+    # the taxonomy term on every n-th step only, weighted n x lambda (the same total pull): its second forward
+    # pass and soft assignments cost several plain steps; every 2nd step by default (README, Instacart table)
     contrastive_every: int = 2
     parent_share: float = 0.5  # hierarchical sampler: share of a batch from one parent's leaves
     per_leaf: int = 8  # hierarchical sampler: products per leaf in that share
@@ -401,8 +398,3 @@ def _epoch_summary(net: RQVAE, x, epoch: int, quantize: bool, sums: dict, n: int
         entry.update(_stats_fields(code_stats(net.quantizer.encode(latents).numpy(), cfg.codebook_sizes)))
     entry["seconds"] = round(time.perf_counter() - start, 2)
     return entry
-
-
-def config_dict(cfg: SemIDConfig) -> dict:
-    """The config as a plain dict (for JSON/YAML)."""
-    return asdict(cfg)

@@ -81,7 +81,7 @@ def make_file():
 @pytest.fixture(scope="session")
 def instacart_import(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     """The real Instacart data imported once (no retailers): (dataset, output folder, seconds taken)."""
-    from genrec.importers.instacart import import_instacart
+    from genrec.data.importers.instacart import import_instacart
 
     out = tmp_path_factory.mktemp("instacart") / "ds"
     start = time.perf_counter()
@@ -92,7 +92,7 @@ def instacart_import(shared_data: Path, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="session")
 def beauty_import(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     """The real Amazon Beauty data imported once: (dataset, output folder, seconds taken)."""
-    from genrec.importers.amazon import import_amazon
+    from genrec.data.importers.amazon import import_amazon
 
     out = tmp_path_factory.mktemp("beauty") / "ds"
     start = time.perf_counter()
@@ -104,8 +104,8 @@ def beauty_import(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
 def tiny_run(tmp_path_factory):
     """A complete run (SIDs, tokenizer, index, decoder) trained in seconds on a tiny synthetic world with 2
     retailers; returns (root, cfg) with root/"data" the dataset and root/"run" the run folder."""
-    from genrec.pipeline import train_run
-    from genrec.synth.tiny import tiny_config, tiny_world
+    from genrec.run.build import train_run
+    from genrec.run.tiny import tiny_config, tiny_world
 
     root = tmp_path_factory.mktemp("tiny")
     tiny_world().write(root / "data")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from semid.audit import AUDIT_SCHEMA, audit_catalog, deepest_support
-from semid.catalog import DataError
+from semid.common import DataError
 
 DATA = Path(__file__).parents[2] / "shared" / "data"
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from genrec.baselines import BASELINES, FitContext, make_baseline, train_sequences
-from genrec.baselines.base import (catalog_rows, excluded_mask, first_k_allowed, fixed_order_top_k, popularity_ranking,
-                                   sparse_top_k, top_k)
-from genrec.sequences import Examples, Histories, SequenceConfig, make_splits, query_examples
-from semid.catalog import DataError
+from genrec.data.sequences import Examples, Histories, SequenceConfig, make_splits, query_examples, train_sequences
+from genrec.evaluation.baselines import BASELINES, FitContext, make_baseline
+from genrec.evaluation.baselines.base import (excluded_mask, first_k_allowed, fixed_order_top_k, popularity_ranking,
+                                              sparse_top_k, top_k)
+from semid.catalog import catalog_rows
+from semid.common import DataError
 from semid.embeddings import write_embeddings
 
 
@@ -162,7 +163,7 @@ def test_semantic_knn_needs_embeddings():
 
 
 def test_popular_on_real_beauty(beauty_import):
-    from genrec.evaluate import evaluate
+    from genrec.evaluation.harness import evaluate
 
     _, out, _ = beauty_import
     result = evaluate(out, None, ["popular"], seed=0)
@@ -177,7 +178,7 @@ def test_popular_on_real_beauty(beauty_import):
 
 @pytest.mark.slow
 def test_itemknn_reaches_its_bar_on_real_beauty(beauty_import):
-    from genrec.evaluate import evaluate
+    from genrec.evaluation.harness import evaluate
 
     _, out, _ = beauty_import
     result = evaluate(out, None, ["itemknn"], seed=0)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from genrec import beam_search
-from genrec.beam_search import constrained_beam_search
+from genrec.model import beam_search
+from genrec.model.beam_search import constrained_beam_search
 from index.trie import PrefixTrie
-from semid.catalog import DataError
+from semid.common import DataError
 
 VOCAB = 48
 PAD = 0

@@ -19,9 +19,9 @@ import pytest
 from genrec.carousel import OUTPUT_SCHEMA, CarouselConfig, run_carousel
 from genrec.carousel.parts import PartStore
 from genrec.carousel.requests import iter_chunks
+from genrec.data.sequences import build_histories
 from genrec.retriever import Retriever
-from genrec.sequences import build_histories
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.config import ConfigError
 
 REPO = Path(__file__).parents[1]
@@ -123,7 +123,6 @@ def test_resume_after_failure_gives_every_row_once(tmp_path, world):
 
 KILLER = """
 import os, signal, sys
-from genrec.carousel import run_carousel
 def kill(index):
     if index == 1:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -255,9 +254,7 @@ def test_chunks_are_fixed_row_ranges_whatever_the_row_groups(tmp_path):
 
 LAUNCHED = """
 import json, sys
-from pathlib import Path
 from accelerate import PartialState
-from genrec.carousel import run_carousel
 summary = run_carousel(**json.loads(sys.argv[1]))
 # one file per process: two processes printing to one pipe can interleave their lines
 Path(sys.argv[2], f"summary{PartialState().process_index}.json").write_text(json.dumps(summary))

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from genrec.cli import main
-from semid.catalog import DataError
 from semid.churn import MIGRATION_SCHEMA, carry_over_sids, format_churn, migration_table, sid_churn
+from semid.common import DataError
 from semid.sids import assign_sids, codebook_version_of, collision_summary, sid_table
 from semid.store import write_sids
 from semid.train import SemIDConfig, train_codebook
@@ -164,7 +164,7 @@ def test_semid_train_from_an_earlier_run_keeps_most_sids(tiny_run, tmp_path):
     SID under a new seed, where a fresh retrain with that seed keeps almost none."""
     import dataclasses
 
-    from genrec.semid_run import build_semids, churn_between
+    from genrec.run.semids import build_semids, churn_between
 
     root, cfg = tiny_run
     reseeded = dataclasses.replace(cfg, semid=dataclasses.replace(cfg.semid, seed=1))
@@ -179,8 +179,8 @@ def test_semid_train_from_an_earlier_run_keeps_most_sids(tiny_run, tmp_path):
 def test_init_from_a_run_with_other_embeddings_is_a_clear_error(tiny_run, tmp_path):
     import dataclasses
 
-    from genrec.semid_run import build_semids
-    from semid.catalog import DataError
+    from genrec.run.semids import build_semids
+    from semid.common import DataError
 
     root, cfg = tiny_run
     wider = dataclasses.replace(cfg, embedding=dataclasses.replace(cfg.embedding, collab_weight=0.3, collab_dim=4))

@@ -8,7 +8,7 @@ import pytest
 
 from index.cold import ColdRanker, top_cold
 from index.retailer_index import RetailerIndex
-from semid.catalog import DataError
+from semid.common import DataError
 
 VOCAB = 12  # level 0: tokens 1-3, level 1: tokens 4-6, dedup: 7-8
 
@@ -135,7 +135,7 @@ def test_cold_start_section_of_the_run_config_sets_the_retrievers_share(tiny_run
     import shutil
 
     from genrec.retriever import Retriever
-    from genrec.runconfig import load_run_config
+    from genrec.run.config import load_run_config
     from semid.config import ConfigError, save_yaml
 
     root, shared_cfg = tiny_run

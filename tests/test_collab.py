@@ -1,4 +1,4 @@
-"""Collaborative item vectors (genrec.collab) and their use in a run's Semantic IDs: shapes, determinism,
+"""Collaborative item vectors (semid.collab) and their use in a run's Semantic IDs: shapes, determinism,
 no leak of validation / test targets, cold products, the config keys, and a run built with them."""
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from genrec.collab import collab_embeddings, combine, cooccurrence, training_sequences
-from genrec.runconfig import RunConfig, load_run_config
-from genrec.semid_run import (EMBEDDINGS_FILE, TEXT_EMBEDDINGS_FILE, assign_new_items, build_semids,
-                              embed_new_items, evaluate_semids, heldout_pairs)
-from genrec.sequences import Examples, SequenceConfig
-from semid.catalog import DataError
+from genrec.data.copurchase import collab_embeddings, training_sequences
+from genrec.data.sequences import Examples, SequenceConfig
+from genrec.run.config import RunConfig, load_run_config
+from genrec.run.layout import EMBEDDINGS_FILE, TEXT_EMBEDDINGS_FILE
+from genrec.run.semids import assign_new_items, build_semids, embed_new_items, evaluate_semids, heldout_pairs
+from semid.collab import combine, cooccurrence
+from semid.common import DataError
 from semid.config import ConfigError, from_dict
 from semid.embeddings import EmbeddingConfig, embed_items, l2_normalize, read_embeddings
 
@@ -125,10 +126,11 @@ def test_cooccurrence_counts_pairs_within_the_window_both_ways():
         [2, 1, 0, 1],
         [0, 0, 1, 0],
     ])
-    np.testing.assert_array_equal(cooccurrence(seqs, catalog, window=2).toarray(), expected)
-    adjacent = cooccurrence(seqs, catalog, window=1).toarray()
+    counts = lambda window: cooccurrence(seqs.history_offsets, seqs.history_items, catalog, window).toarray()  # noqa: E731
+    np.testing.assert_array_equal(counts(2), expected)
+    adjacent = counts(1)
     assert adjacent[0, 1] == 1 and adjacent[0, 2] == 1
-    assert not np.diag(cooccurrence(seqs, catalog, window=3).toarray()).any()  # 10 .. 10 is no pair
+    assert not np.diag(counts(3)).any()  # 10 .. 10 is no pair
 
 
 def test_unknown_event_item_is_a_data_error():
@@ -173,7 +175,7 @@ def test_config_keys_load_from_yaml_and_are_checked(tmp_path: Path):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> tuple[Path, RunConfig]:
     """A small synthetic dataset with precomputed vectors and a config that trains a codebook in seconds."""
-    from genrec.synth.tiny import tiny_config, tiny_world
+    from genrec.run.tiny import tiny_config, tiny_world
 
     root = tmp_path_factory.mktemp("collab")
     tiny_world(seed=4, items=200, users=120, retailers=1).write(root / "data")
@@ -194,7 +196,7 @@ def test_collab_weight_zero_keeps_the_text_embeddings(world):
 
 def test_run_with_collab_trains_and_assigns_cold_start_sids(world):
     root, base = world
-    from genrec.pipeline import train_run
+    from genrec.run.build import train_run
     from semid.store import load_codebook, read_sids
 
     cfg = copy.deepcopy(base)
@@ -257,7 +259,7 @@ def test_semid_eval_measures_copurchase_sharing(world, tmp_path, caplog):
 
 
 def test_products_without_co_purchases_borrow_their_text_neighbours_vectors():
-    from genrec.collab import fill_missing, impute_from_text
+    from semid.collab import fill_missing, impute_from_text
 
     text = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [1, 0.05]], np.float32)
     collab = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1], [0, 0, 0]], np.float32)
@@ -272,7 +274,7 @@ def test_products_without_co_purchases_borrow_their_text_neighbours_vectors():
 def test_refresh_script_migrates_a_run_built_without_imputation(world, tmp_path, load_script):
     """scripts/refresh_uncovered_sids.py: in a copy of a collaborative run whose products without
     co-purchases had a zero part, those products get a borrowed part and new SIDs; nothing else changes."""
-    from genrec.pipeline import train_run
+    from genrec.run.build import train_run
     from genrec.retriever import Retriever
     from semid.store import read_sids
 

@@ -11,12 +11,12 @@ import yaml
 import genrec
 from genrec.carousel import CarouselConfig
 from genrec.cli import main
-from genrec.evaluate import EvalConfig
-from genrec.item_head import ItemHeadConfig
-from genrec.runconfig import RunConfig, load_run_config
+from genrec.data.synth import SynthConfig
+from genrec.evaluation.protocol import EvalConfig
+from genrec.model.item_head import ItemHeadConfig
+from genrec.model.train import TrainConfig
+from genrec.run.config import RunConfig, load_run_config
 from genrec.serve.settings import ServeSettings
-from genrec.synth import SynthConfig
-from genrec.train import TrainConfig
 from semid.config import Checks, ConfigError, from_dict, renamed_keys, save_yaml, to_dict
 from semid.train import SemIDConfig
 

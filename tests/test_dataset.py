@@ -4,8 +4,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from genrec.dataset import Dataset, read_dataset
-from semid.catalog import DataError
+from genrec.data.dataset import Dataset, read_dataset
+from semid.common import DataError
 
 
 def _items(ids=(1, 2, 3)):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.decoder import (
+from genrec.model.decoder import (
     CodebookMismatchError,
     DecoderConfig,
     LabelledLoss,
@@ -18,8 +18,8 @@ from genrec.decoder import (
     load_decoder,
     save_decoder,
 )
-from genrec.tokens import TokenizedExamples, collate
-from semid.catalog import DataError
+from genrec.model.tokens import TokenizedExamples, collate
+from semid.common import DataError
 from semid.config import ConfigError
 
 VOCAB, TPI = 60, 3

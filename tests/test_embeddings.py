@@ -13,7 +13,7 @@ import pytest
 
 import semid.embedding_cache as embedding_cache
 import semid.embeddings as emb
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.config import ConfigError
 from semid.embeddings import EmbeddingConfig, embed_items, read_embeddings, write_embeddings
 

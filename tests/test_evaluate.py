@@ -9,12 +9,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from genrec.baselines import FitContext, make_baseline
-from genrec.dataset import Dataset
-from genrec.evaluate import (EvalConfig, build_eval_data, drop_events, evaluate, format_table, held_out,
-                             tail_items, training_events, within_basket_queries)
-from genrec.sequences import SequenceConfig, build_histories, make_splits
-from semid.catalog import DataError
+from genrec.data.dataset import Dataset
+from genrec.data.sequences import SequenceConfig, build_histories, make_splits
+from genrec.evaluation.baselines import FitContext, make_baseline
+from genrec.evaluation.harness import evaluate, format_table
+from genrec.evaluation.protocol import (EvalConfig, build_eval_data, drop_events, held_out, tail_items, training_events,
+                                        within_basket_queries)
+from semid.common import DataError
 
 
 def _items(n: int) -> pa.Table:
@@ -175,7 +176,7 @@ def test_cold_start_protocol_removes_items_before_test_only(seq_data):
 
 def test_training_events_match_the_harness_split(seq_data, tmp_path):
     path, _ = seq_data
-    from genrec.dataset import read_dataset
+    from genrec.data.dataset import read_dataset
 
     ds = read_dataset(path)
     seq_cfg = SequenceConfig(split="leave_one_out")
@@ -241,8 +242,8 @@ def test_cold_start_hold_out_accepts_a_config_train_stride():
 def test_each_k_is_scored_on_the_list_made_for_it():
     """Our model's top K has its own cold-start slots, so recall@K reads the K-list, not a longer list's
     prefix; one list serves every K by its prefixes."""
-    from genrec.evaluate import _by_k
-    from genrec.metrics import Targets, rank_metrics
+    from genrec.evaluation.harness import _by_k
+    from genrec.evaluation.metrics import Targets, rank_metrics
 
     targets = Targets(np.array([0, 1]), np.array([7]))
     per_k = _by_k(rank_metrics, {1: np.array([[7]]), 2: np.array([[3, 5]])}, targets, [1, 2])
@@ -255,9 +256,9 @@ def test_training_dataset_dates_the_cold_start_items_as_launched_after_the_log(s
     """Only what the cold-start protocol launches (and what the catalog itself dates later) is new to the
     index built on the training copy: every other product, bought in training, later or never, is listed
     from the start, so one without training interactions is established and stays out of the pool."""
-    from genrec.dataset import read_dataset
-    from genrec.evaluate import training_dataset
-    from genrec.pipeline import established_items
+    from genrec.data.dataset import read_dataset
+    from genrec.evaluation.protocol import training_dataset
+    from genrec.run.build import established_items
 
     path, _ = seq_data
     ds = read_dataset(path)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from genrec.cli import main
-from genrec.importers.amazon import import_amazon, split_brands
-from semid.catalog import DataError
+from genrec.data.importers.amazon import import_amazon, split_brands
+from semid.common import DataError
 
 SEQUENCES = "U1 A1 A2 A3\nU2 A2 A4\n\nU3 A3 A1 A2 A5 A1\n"
 PHRASES = "A1 red matte lipstick\nA2\nA3 argan oil shampoo 8 oz\nA4 mascara black\nA5 kabuki brush\nA6 never bought\n"

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 
 from genrec.cli import main
-from genrec.dataset import read_dataset
-from genrec.importers.instacart import AssortmentRule, import_instacart, simulate_retailers
-from semid.catalog import DataError
+from genrec.data.dataset import read_dataset
+from genrec.data.importers.instacart import AssortmentRule, import_instacart, simulate_retailers
+from semid.common import DataError
 
 PRODUCTS = """product_id,product_name,aisle_id,department_id
 1,Organic Hass Avocado,24,4

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.intrinsic import (
     PairProtocol,
     PairSample,

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.beam_search import constrained_beam_search
-from genrec.decoder import DecoderConfig, build_decoder, decoder_config, load_decoder, save_decoder, training_loss
-from genrec.item_decoder import IGNORE, Memory, catalog_log_probs, exact_top
-from genrec.tokens import TokenizedExamples, collate
+from genrec.model.beam_search import constrained_beam_search
+from genrec.model.decoder import DecoderConfig, build_decoder, decoder_config, load_decoder, save_decoder, training_loss
+from genrec.model.item_decoder import IGNORE, Memory, catalog_log_probs, exact_top
+from genrec.model.tokens import TokenizedExamples, collate
 from index.trie import PrefixTrie
-from semid.catalog import DataError
+from semid.common import DataError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 

@@ -8,11 +8,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from genrec.baselines.itemknn import KNNSettings, pair_counts, query_matrix, similarity
-from genrec.baselines.base import counts_per_item, train_sequences
-from genrec.memory import MEMORY_FILE, CoPurchaseMemory, MemoryConfig
-from genrec.sequences import Examples
-from semid.catalog import DataError
+from genrec.data.copurchase import KNNSettings, pair_counts, query_matrix, similarity
+from genrec.data.sequences import Examples, train_sequences
+from genrec.model.memory import CoPurchaseMemory, MemoryConfig
+from genrec.run.layout import MEMORY_FILE
+from semid.catalog import counts_per_item
+from semid.common import DataError
 from semid.config import ConfigError
 
 
@@ -72,9 +73,9 @@ def test_bad_settings_are_config_errors():
 
 
 def test_a_run_trained_with_a_memory_serves_reranked_valid_stocked_products(tmp_path):
-    from genrec.pipeline import train_run
+    from genrec.run.build import train_run
     from genrec.retriever import Retriever
-    from genrec.synth.tiny import tiny_config, tiny_world
+    from genrec.run.tiny import tiny_config, tiny_world
 
     tiny_world().write(tmp_path / "data")
     cfg = tiny_config("tiny")

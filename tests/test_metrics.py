@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from genrec.metrics import (ItemFacets, Targets, candidate_quality, keep_items, per_example, rank_metrics,
+from genrec.evaluation.metrics import (ItemFacets, Targets, candidate_quality, keep_items, per_example, rank_metrics,
                             remove_items, unique_targets)
-from semid.catalog import DataError
+from semid.common import DataError
 
 D = [1.0 / math.log2(r + 1) for r in range(1, 12)]  # discount of ranks 1..11
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from genrec.cli import main
-from genrec.dataset import read_dataset
+from genrec.data.dataset import read_dataset
 from genrec.retriever import Retriever
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.config import save_yaml
 from semid.store import read_sids
 

@@ -80,12 +80,12 @@ def test_cli_logging_shows_other_libraries_info_only_when_verbose(fresh_logging)
     from genrec.cli import configure_logging
 
     configure_logging(verbose=False)
-    assert logging.getLogger("genrec.train").isEnabledFor(logging.INFO)
+    assert logging.getLogger("genrec.model.train").isEnabledFor(logging.INFO)
     assert logging.getLogger("semid.embeddings").isEnabledFor(logging.INFO)
-    assert not logging.getLogger("genrec.train").isEnabledFor(logging.DEBUG)
+    assert not logging.getLogger("genrec.model.train").isEnabledFor(logging.DEBUG)
     assert not logging.getLogger("sentence_transformers.base.model").isEnabledFor(logging.INFO)
     assert logging.getLogger("sentence_transformers.base.model").isEnabledFor(logging.WARNING)
     logging.getLogger().handlers = []
     configure_logging(verbose=True)
-    assert logging.getLogger("genrec.train").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("genrec.model.train").isEnabledFor(logging.DEBUG)
     assert logging.getLogger("sentence_transformers.base.model").isEnabledFor(logging.INFO)

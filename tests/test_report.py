@@ -12,18 +12,19 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from genrec.model.history import append_history, read_history
 from helpers.browser import chrome, screenshot, wait_for
 from genrec.report import write_report
-from genrec.report.html import render_report
 from genrec.report.data import report_payload
-from genrec.run_history import HISTORY_FILE, append_history, read_history
+from genrec.report.html import render_report
+from genrec.run.layout import HISTORY_FILE
 
 
 @pytest.fixture(scope="module")
 def report(tiny_run, tmp_path_factory) -> tuple[Path, dict]:
     """The report of a copy of the tiny run, evaluated beside the popularity baseline (``RUN/eval.json``)."""
-    from genrec.evaluate import evaluate
-    from genrec.semid_run import write_json
+    from genrec.evaluation.harness import evaluate
+    from semid.common import write_json
 
     root, _ = tiny_run
     out = tmp_path_factory.mktemp("report")

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from genrec.beam_search import constrained_beam_search
+from genrec.model.beam_search import constrained_beam_search
 from index.retailer_index import RetailerIndex
-from semid.catalog import DataError
+from semid.common import DataError
 
 VOCAB = 48
 

@@ -9,7 +9,7 @@ import torch
 
 from genrec import retriever as retriever_module
 from genrec.retriever import Retriever
-from semid.catalog import DataError
+from semid.common import DataError
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
@@ -110,7 +110,7 @@ def test_a_product_without_interactions_takes_the_reserved_slot_under_its_prefix
 
 
 def test_bfloat16_weights_return_k_valid_stocked_products(tiny_run, monkeypatch):
-    from genrec import decoder
+    from genrec.model import decoder
 
     root, _ = tiny_run
     r = Retriever.from_run(root / "run", beam_width=8, dtype="bfloat16")

@@ -8,7 +8,7 @@ import pyarrow.csv as pacsv
 import pytest
 import torch
 
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.rqvae import RQVAE, RQVAEConfig
 from semid.sids import assign_sids, collision_summary
 from semid.store import CONFIG_FILE, HISTORY_FILE, load_codebook, read_sids, save_codebook

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from genrec.runconfig import RunConfig, load_run_config
+from genrec.run.config import RunConfig, load_run_config
 from semid.config import ConfigError
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.baselines.base import FitContext
-from genrec.baselines.sasrec import (SASRec, SASRecConfig, SASRecModel, banned_pairs, left_pad, ranking_metrics,
-                                     sample_negatives, training_matrices)
-from genrec.sequences import Examples, SequenceConfig, build_histories, make_splits
+from genrec.data.sequences import Examples, SequenceConfig, build_histories, make_splits
+from genrec.evaluation.baselines.base import FitContext
+from genrec.evaluation.baselines.neural import banned_pairs, left_pad, column_metrics, training_matrices
+from genrec.evaluation.baselines.sasrec import SASRec, SASRecConfig, SASRecModel, sample_negatives
+from semid.common import DataError
 from helpers.cycles import CATALOG, N_ITEMS, cycle_events, expected_next
-from semid.catalog import DataError
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_ranking_metrics_by_hand():
     examples = Examples(np.arange(3), np.zeros(4, np.int64), np.zeros(0, np.int64), np.array([0, 1, 3, 3]),
                         np.array([4, 1, 2]), np.zeros(3, np.int64))
     ranked = np.array([[7, 4], [2, -1], [0, 1]])
-    m = ranking_metrics(ranked, examples, catalog)
+    m = column_metrics(ranked, examples, catalog)
     # row 0: hit at rank 2 -> recall 1, ndcg 1/log2(3); row 1: one of two targets at rank 1 -> recall 0.5,
     # ndcg 1/(1 + 1/log2(3)); row 2 has no targets and is skipped
     assert m["recall@2"] == pytest.approx((1 + 0.5) / 2)

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from genrec.sequences import NO_RETAILER, SequenceConfig, build_histories, make_splits, query_examples
-from genrec.tokens import IGNORE, ItemTokens, collate, epoch_batches, tokenize_examples
-from semid.catalog import DataError
+from genrec.data.sequences import NO_RETAILER, SequenceConfig, build_histories, make_splits, query_examples
+from genrec.model.tokens import IGNORE, ItemTokens, collate, epoch_batches, tokenize_examples
+from semid.common import DataError
 
 def _events(rows):
     """rows: (user, session, ts, item, position[, retailer])."""

@@ -31,7 +31,6 @@ from genrec.serve.batcher import MicroBatcher, Query, ShuttingDown
 from genrec.serve.metrics import ServeMetrics
 from helpers.serving import WAIT_S, until
 from index.retailer_index import Candidates
-from semid.catalog import DataError
 from semid.config import ConfigError
 
 KEY_ENV = "GENREC_SERVE_TEST_KEY"

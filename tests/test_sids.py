@@ -3,7 +3,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.sids import (
     SID_SCHEMA,
     assign_sids,

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 
 from genrec.cli import main
-from genrec.dataset import Dataset
-from genrec.stats import categories_per_level, dataset_stats, format_stats, summarize
-from semid.catalog import DataError
+from genrec.data.dataset import Dataset
+from genrec.data.stats import categories_per_level, dataset_stats, format_stats, summarize
+from semid.common import DataError
 
 
 @pytest.fixture

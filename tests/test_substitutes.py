@@ -7,7 +7,7 @@ import pytest
 
 from genrec.cli import main as cli
 from index.retailer_index import RetailerIndex
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.substitutes import Substitutes, rank_substitutes
 
 

@@ -11,9 +11,9 @@ import pyarrow.compute as pc
 import pytest
 
 from genrec.cli import main
-from genrec.dataset import read_dataset
-from genrec.synth import SynthConfig, synthesize
-from genrec.synth.vocab import complement_rules, grocery_taxonomy
+from genrec.data.dataset import read_dataset
+from genrec.data.synth import SynthConfig, synthesize
+from genrec.data.synth.vocab import complement_rules, grocery_taxonomy
 from semid.config import ConfigError
 
 REAL = Path(__file__).parents[2] / "shared" / "data"

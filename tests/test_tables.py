@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from genrec.evaluate import format_table
+from genrec.evaluation.harness import format_table
 from semid.intrinsic import compare_intrinsic, format_intrinsic
 from semid.text_table import WIDTH, column_blocks
 
@@ -68,7 +68,7 @@ def test_intrinsic_tables_fit_100_columns():
 
 
 def test_demo_carousels_wrap_to_100_columns(tiny_run, capsys):
-    from genrec.demo import _say, show_carousels
+    from genrec.run.demo import _say, show_carousels
 
     root, _ = tiny_run
     show_carousels(root / "data", root / "run", shoppers=2, k=3)

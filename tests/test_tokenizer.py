@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.tokenizer import (
     RETAILER_LEVEL,
     SPECIAL_LEVEL,

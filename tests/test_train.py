@@ -10,11 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from genrec.decoder import DecoderConfig, build_decoder, decoder_meta, load_decoder
-from genrec.sequences import SequenceConfig, build_histories, make_splits
-from genrec.tokens import ItemTokens, tokenize_examples
-from genrec.train import CHECKPOINT_DIR, MODEL_DIR, DecoderTrainer, RecallEvaluator, TrainConfig, _schedule
-from semid.catalog import DataError
+from genrec.data.sequences import SequenceConfig, build_histories, make_splits
+from genrec.model.decoder import DecoderConfig, build_decoder, decoder_meta, load_decoder
+from genrec.model.tokens import ItemTokens, tokenize_examples
+from genrec.model.train import DecoderTrainer, TrainConfig, _schedule
+from genrec.model.validation import RecallEvaluator
+from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR
+from semid.common import DataError
 from semid.config import ConfigError
 from semid.tokenizer import BOS, PAD, SIDTokenizer
 
@@ -166,8 +168,9 @@ def test_no_training_targets_is_an_error(tmp_path):
 def test_train_decoder_end_to_end_with_retailer_tokens(tmp_path, arch):
     from semid.sids import assign_sids
 
-    from genrec.train import RESULT_FILE, train_decoder
-    from genrec.decoder import DecoderConfig as DC
+    from genrec.model.train import train_decoder
+    from genrec.run.layout import RESULT_FILE
+    from genrec.model.decoder import DecoderConfig as DC
 
     rng = np.random.default_rng(1)
     n_users, length = 60, 6

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from index.trie import PrefixTrie
-from semid.catalog import DataError
+from semid.common import DataError
 
 
 def _rows(n: int = 300, seed: int = 0) -> np.ndarray:

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.baselines.base import FitContext
-from genrec.baselines.two_tower import (TwoTower, TwoTowerConfig, TwoTowerModel, build_index, label_log_frequency,
-                                        search_excluding)
-from genrec.sequences import SequenceConfig, build_histories, make_splits
+from genrec.data.sequences import SequenceConfig, build_histories, make_splits
+from genrec.evaluation.baselines.base import FitContext
+from genrec.evaluation.baselines.two_tower import (TwoTower, TwoTowerConfig, TwoTowerModel, build_index,
+                                                   label_log_frequency, search_excluding)
+from semid.common import DataError
 from helpers.cycles import CATALOG, N_ITEMS, cycle_events, expected_next
-from semid.catalog import DataError
 from semid.embeddings import write_embeddings
 
 

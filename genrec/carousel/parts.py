@@ -15,8 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from semid.catalog import DataError
-from semid.store import atomic_write
+from semid.common import DataError, atomic_write
 
 OUTPUT_SCHEMA = pa.schema(
     [

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from genrec.sequences import build_histories
-from semid.catalog import DataError
+from genrec.data.sequences import build_histories
+from semid.common import DataError
 
 REQUIRED = ("user_id", "retailer_id")  # retailer_id may be null: recommend from the whole catalog
 HISTORY = "history"  # optional list<int>; a null (or an absent column) means: read it from the dataset

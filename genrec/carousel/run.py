@@ -31,8 +31,7 @@ from genrec.carousel.requests import (
     request_columns,
 )
 from genrec.retriever import Retriever
-from genrec.threads import torch_threads
-from semid.catalog import DataError
+from semid.common import DataError, torch_threads
 from semid.config import Checks
 from semid.progress import progress
 

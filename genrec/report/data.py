@@ -12,23 +12,22 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from genrec.run_history import read_history
-from genrec.semid_run import evaluate_semids, load_run_items
-from semid.catalog import DataError
+from genrec.model.history import read_history
+from genrec.run.layout import DECODER_DIR, EVAL_FILE, SEMID_EVAL_FILE, SIDS_FILE
+from genrec.run.semids import evaluate_semids, load_run_items
+from semid.common import DataError
 from semid.intrinsic import PairProtocol, nearest_neighbours, normalize, sample_pairs, shared_depth
 from semid.sids import codes_matrix
 from semid.store import load_codebook, read_sids
 
 log = logging.getLogger(__name__)
 
-SEMID_EVAL_FILE = "semid_eval.json"  # written by `genrec demo`; reused when newer than the SIDs
-EVAL_FILE = "eval.json"  # written by `genrec demo` (and `genrec eval --out RUN/eval.json`)
 COSINE_BINS = np.round(np.arange(-0.2, 1.0001, 0.05), 2)  # edges of the similarity-depth curve
 
 
 def run_metrics(run: Path, seed: int = 0) -> dict:
     """The run's intrinsic metrics: ``semid_eval.json`` when it is newer than ``sids.parquet``, else computed."""
-    cached, sids = run / SEMID_EVAL_FILE, run / "sids.parquet"
+    cached, sids = run / SEMID_EVAL_FILE, run / SIDS_FILE
     if cached.is_file() and cached.stat().st_mtime >= sids.stat().st_mtime:
         return json.loads(cached.read_text())
     return evaluate_semids(run, seed=seed)
@@ -87,7 +86,7 @@ def catalog_payload(run: Path, neighbours: int = 5) -> tuple[dict, np.ndarray, n
 
 def decoder_payload(run: Path) -> dict:
     """Training loss and validation metrics by epoch, and the evaluation result where there is one."""
-    history = read_history(run / "decoder")
+    history = read_history(run / DECODER_DIR)
     epochs = [h for h in history if "lr" in h]
     evals = [h for h in history if "lr" not in h]
     out: dict = {"epochs": epochs, "evals": evals, "eval": None}

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, JSONResponse
 
 from genrec.review.store import MAX_CATEGORY, MAX_NOTE, Decision, ReviewError, ReviewStore
+from genrec.run.layout import REVIEW_DB_FILE
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).parent / "static" / "review.html"
@@ -90,9 +91,9 @@ def create_review_app(store: ReviewStore, title: str = "genrec review") -> FastA
 def open_review(run: Path, db: Path | None = None, min_support: int = 5, top: int | None = None) -> tuple[ReviewStore, dict]:
     """Audit ``run``'s codebook and load the cases into the database ``db`` (default ``RUN/review.sqlite``),
     keeping the decisions whose case did not change; returns the store and what the load kept."""
-    from genrec.semid_run import audit_run
+    from genrec.run.semids import audit_run
     from semid.store import load_codebook
 
     audit = audit_run(Path(run), min_support=min_support, top=top)  # a missing run fails here, creating nothing
-    store = ReviewStore(db or Path(run) / "review.sqlite")
+    store = ReviewStore(db or Path(run) / REVIEW_DB_FILE)
     return store, store.load_audit(audit, load_codebook(Path(run)).codebook_version)

@@ -37,7 +37,7 @@ from genrec.serve.schemas import (
     retrieve_request,
 )
 from genrec.serve.settings import ServeSettings
-from semid.catalog import DataError
+from semid.common import DataError
 
 log = logging.getLogger(__name__)
 

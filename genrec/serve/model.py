@@ -16,7 +16,7 @@ from genrec.retriever import Retriever
 from genrec.serve.batcher import Query
 from genrec.serve.errors import ApiError
 from genrec.serve.settings import ServeSettings
-from semid.catalog import DataError
+from semid.common import DataError
 from semid.store import read_sids
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from genrec.sequences import Examples
+from genrec.data.sequences import Examples
 
 N_ITEMS = 24
 CATALOG = 1000 + 7 * np.arange(N_ITEMS, dtype=np.int64)  # non-contiguous ids: the column mapping matters

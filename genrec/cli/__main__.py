@@ -1,0 +1,6 @@
+"""``python -m genrec.cli``: the ``genrec`` command."""
+import sys
+
+from genrec.cli import main
+
+sys.exit(main())

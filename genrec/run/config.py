@@ -1,0 +1,37 @@
+"""A run's configuration: one YAML file whose sections are the components' own dataclasses, read
+strictly (a wrong key, type or value names itself: ``FILE: section.key: message``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genrec.data.sequences import SequenceConfig
+from genrec.model.decoder import DecoderConfig
+from genrec.model.memory import MemoryConfig
+from genrec.model.train import TrainConfig
+from index.cold import ColdStartConfig
+from semid.config import Checks, load
+from semid.embeddings import EmbeddingConfig
+from semid.train import SemIDConfig
+
+
+@dataclass
+class RunConfig:
+    """Everything a run builds, section by section; each section defaults to its component's defaults."""
+
+    name: str = "run"  # a label for tables and logs
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)  # item -> vector
+    semid: SemIDConfig = field(default_factory=SemIDConfig)  # vector -> Semantic ID
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)  # events -> histories and splits
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)  # the transformer
+    train: TrainConfig = field(default_factory=TrainConfig)  # the decoder's training recipe
+    cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)  # list slots open to new products
+    memory: MemoryConfig = field(default_factory=MemoryConfig)  # co-purchase re-scoring of the decoded products
+
+    def __post_init__(self) -> None:
+        Checks(self, "").rule(bool(self.name), "name", "must not be empty")  # top-level keys have no section
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read and check a run config YAML (old run folders' spellings too); errors name the file and the key."""
+    return load(RunConfig, path)
