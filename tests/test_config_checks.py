@@ -3,6 +3,7 @@ naming the file and ``section.key``; the CLI prints that line and exits 2; renam
 spellings readable (old run folders), and giving both spellings is an error."""
 from __future__ import annotations
 
+import argparse
 import pickle
 
 import pytest
@@ -17,7 +18,8 @@ from genrec.model.item_head import ItemHeadConfig
 from genrec.model.train import TrainConfig
 from genrec.run.config import RunConfig, load_run_config
 from genrec.serve.settings import ServeSettings
-from semid.config import Checks, ConfigError, from_dict, renamed_keys, save_yaml, to_dict
+from semid.config import (Checks, ConfigError, add_flags, field_help, from_dict, from_flags, renamed_keys, save_yaml,
+                          to_dict)
 from semid.train import SemIDConfig
 
 # (section, a bad setting) for every section of a run config; the error must name section and key
@@ -152,3 +154,24 @@ def test_both_spellings_are_an_error(tmp_path):
     assert (caught.value.section, caught.value.key) == ("train", "max_epochs")
     with pytest.raises(ConfigError, match=r"semid\.lr_min_ratio: old spelling of 'min_lr_ratio'"):
         from_dict(RunConfig, {"semid": {"lr_min_ratio": 0.1, "min_lr_ratio": 0.1}})
+
+
+def test_flags_mirror_a_config_dataclass():
+    """A command's flags come from its config's fields: defaults, types, Literal choices, --x / --no-x, help from
+    the field comment, renamed flags that keep the field's name."""
+    parser, only = argparse.ArgumentParser(), ("k", "on_missing", "device", "progress")
+    add_flags(parser, CarouselConfig, only)
+    assert from_flags(CarouselConfig, parser.parse_args([]), only) == CarouselConfig()
+    args = parser.parse_args(["--k", "7", "--on-missing", "error", "--device", "cpu", "--no-progress"])
+    assert from_flags(CarouselConfig, args, only, threads=2) == CarouselConfig(
+        k=7, on_missing="error", device="cpu", progress=False, threads=2)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--on-missing", "ignore"])
+    assert field_help(CarouselConfig)["k"] == "products per request"
+    assert field_help(TrainConfig)["ema_decay"].startswith("exponential moving average")  # the comment above
+    assert field_help(ServeSettings)["port"] == "TCP port"  # metadata
+    parser = argparse.ArgumentParser()
+    add_flags(parser, EvalConfig, ("cold_start_fraction", "beam_width"),
+              names={"cold_start_fraction": "--cold-start", "beam_width": "--beam"})
+    args = parser.parse_args(["--cold-start", "0.1", "--beam", "5"])
+    assert (args.cold_start_fraction, args.beam_width) == (0.1, 5)

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from genrec.data.sequences import SequenceConfig, build_histories, make_splits
 from genrec.model.decoder import DecoderConfig, build_decoder, decoder_meta, load_decoder
 from genrec.model.tokens import ItemTokens, tokenize_examples
-from genrec.model.train import DecoderTrainer, TrainConfig, _schedule
+from genrec.model.optim import lr_schedule
+from genrec.model.train import DecoderTrainer, TrainConfig
 from genrec.model.validation import RecallEvaluator
 from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR
 from semid.common import DataError
@@ -151,11 +152,11 @@ def test_early_stopping_and_max_steps(tmp_path):
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
-    f = _schedule(TrainConfig(warmup_steps=10, min_lr_ratio=0.1, schedule="cosine"), total=110)
+    f = lr_schedule("cosine", warmup_steps=10, min_lr_ratio=0.1, total=110)
     values = [f(s) for s in range(111)]
     assert values[0] < values[5] < values[9] <= 1.0 and values[10] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(values[10:], values[11:])) and values[110] == pytest.approx(0.1)
-    assert _schedule(TrainConfig(warmup_steps=0, schedule="constant"), 50)(40) == 1.0
+    assert lr_schedule("constant", 0, 0.05, 50)(40) == 1.0
 
 
 def test_no_training_targets_is_an_error(tmp_path):

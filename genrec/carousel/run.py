@@ -50,8 +50,9 @@ class CarouselConfig:
     beam_width: int = 20  # decoder beams (raised to k when k is larger)
     on_missing: Literal["skip", "error"] = "skip"  # a request with no usable history: skip and count it, or fail
     threads: int = 1  # torch CPU threads per process (scale out with processes instead); 0: torch's default
-    device: str | None = None  # None: the process's accelerator device under accelerate (cuda:<rank>), else cpu
-    dtype: str = "auto"  # decoder weights: float32, bfloat16, auto (bf16 on CUDA / CPUs with native bf16 matmul)
+    device: str | None = None  # torch device; None: accelerate's device of the process (cuda:<rank>), else cpu
+    # decoder weights (auto: bfloat16 on CUDA and on CPUs with native bf16 matmul)
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     progress: bool = True  # progress bar (requests per second) on the main process
 
     def __post_init__(self) -> None:
@@ -59,7 +60,6 @@ class CarouselConfig:
         c.literals()
         c.at_least(1, "k", "chunk_size", "batch_size", "beam_width")
         c.at_least(0, "threads")
-        c.one_of("dtype", ("auto", "float32", "bfloat16"))
 
 
 def run_carousel(

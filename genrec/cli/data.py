@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+SYNTH_FLAGS = ("seed", "items", "users", "retailers")  # the synthetic world's settings that are flags
 
 
 def _cmd_import_instacart(args: argparse.Namespace) -> None:
@@ -32,9 +33,9 @@ def _cmd_stats(args: argparse.Namespace) -> None:
 
 def _cmd_synth(args: argparse.Namespace) -> None:
     from genrec.data.synth import SynthConfig, synthesize
+    from semid.config import from_flags
 
-    sizes = {name: getattr(args, name) for name in ("items", "users", "retailers") if getattr(args, name) is not None}
-    ds = synthesize(SynthConfig(seed=args.seed, **sizes))
+    ds = synthesize(from_flags(SynthConfig, args, SYNTH_FLAGS))
     ds.write(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: {ds.items.num_rows:,} items, {ds.events.num_rows:,} events")
 
@@ -82,10 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     sy = dsub.add_parser("synth", help="generate the synthetic grocery world")
     sy.add_argument("--out", required=True, help="dataset folder to write")
-    sy.add_argument("--seed", type=int, default=0)
-    sy.add_argument("--items", type=int, default=None, help="number of products")
-    sy.add_argument("--users", type=int, default=None, help="number of shoppers")
-    sy.add_argument("--retailers", type=int, default=None, help="number of retailers")
+    from genrec.data.synth import SynthConfig
+    from semid.config import add_flags
+
+    add_flags(sy, SynthConfig, SYNTH_FLAGS)
     sy.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     sy.set_defaults(func=_cmd_synth)
 

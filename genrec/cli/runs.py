@@ -7,6 +7,8 @@ from pathlib import Path
 
 from semid.common import DataError
 
+# the evaluation settings ``genrec eval`` takes as flags (cold_start_fraction as --cold-start, beam_width as --beam)
+EVAL_FLAGS = ("max_test", "cold_start_fraction", "cold_share", "beam_width")
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from genrec.run.build import train_run
@@ -21,13 +23,13 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from genrec.evaluation.protocol import EvalConfig
     from genrec.run.semids import run_dataset
     from semid.common import write_json
+    from semid.config import from_flags
 
     run = Path(args.run) if args.run else None
     if run is None and args.data is None:
         raise DataError("give --run RUN (its dataset is recorded) or --data DIR for baselines only")
     data = run_dataset(run, Path(args.data) if args.data else None) if run else Path(args.data)
-    cfg = EvalConfig(max_test=args.max_test, cold_start_fraction=args.cold_start, cold_share=args.cold_share,
-                     beam_width=args.beam)
+    cfg = from_flags(EvalConfig, args, EVAL_FLAGS)
     ks = [int(k) for k in args.k.split(",")] if args.k else None
     result = evaluate(data, run, [b for b in args.baselines.split(",") if b], ks, seed=args.seed, config=cfg,
                       progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
@@ -66,13 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="comma-separated: popular, own_popular, itemknn, semantic_knn, sasrec_ce, sasrec_bce, two_tower")
     ev.add_argument("--k", default=None, help="comma-separated K values (default: 5,10 or 10,20,50)")
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--max-test", type=int, default=None, help="evaluate a seeded sample of test examples")
-    ev.add_argument("--cold-start", type=float, default=None, help="share of test items made unseen (TIGER)")
-    ev.add_argument("--cold-share", type=float, default=None,
-                    help="share of genrec's K open to products never bought in training: an open slot takes "
-                         "one when its SID lies nearer the query's than the listed product's (TIGER's epsilon; "
-                         "default: the run config's cold_start.share, 0.2 unless set; 0 turns it off)")
-    ev.add_argument("--beam", type=int, default=20, help="genrec's beam width")
+    from genrec.evaluation.protocol import EvalConfig
+    from semid.config import add_flags
+
+    add_flags(ev, EvalConfig, EVAL_FLAGS, names={"cold_start_fraction": "--cold-start", "beam_width": "--beam"})
     ev.add_argument("--out", default=None, help="metrics JSON to write")
     ev.set_defaults(func=_cmd_eval)
 

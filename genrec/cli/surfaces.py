@@ -8,16 +8,17 @@ from pathlib import Path
 
 from semid.common import DataError
 
+# the carousel settings given as flags of the same name (--no-progress turns progress off; exclude_history is
+# --keep-history, the other way round)
+CAROUSEL_FLAGS = ("k", "chunk_size", "batch_size", "beam_width", "on_missing", "threads", "device", "dtype", "progress")
 
 def _cmd_carousel(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 
     from genrec.carousel import CarouselConfig, run_carousel
+    from semid.config import from_flags
 
-    cfg = CarouselConfig(k=args.k, chunk_size=args.chunk_size, batch_size=args.batch_size,
-                         beam_width=args.beam_width, exclude_history=not args.keep_history,
-                         on_missing=args.on_missing, threads=args.threads, device=args.device,
-                         dtype=args.dtype, progress=not args.no_progress)
+    cfg = from_flags(CarouselConfig, args, CAROUSEL_FLAGS, exclude_history=not args.keep_history)
     summary = run_carousel(Path(args.run), Path(args.requests), Path(args.out),
                            data=Path(args.data) if args.data else None, cfg=cfg, overwrite=args.overwrite)
     if PartialState().is_main_process:
@@ -71,19 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ca.add_argument("--requests", required=True, help="parquet: user_id, retailer_id, [history]")
     ca.add_argument("--out", required=True, help="parquet to write: user_id, retailer_id, rank, item_id, sid, score")
     ca.add_argument("--data", default=None, help="dataset whose events give histories of rows without one")
-    ca.add_argument("--k", type=int, default=50, help="candidates per shopper")
-    ca.add_argument("--chunk-size", type=int, default=2048, help="requests per resumable part")
-    ca.add_argument("--batch-size", type=int, default=512, help="requests per beam search call")
-    ca.add_argument("--beam-width", type=int, default=20)
+    from genrec.carousel import CarouselConfig
+    from semid.config import add_flags
+
+    add_flags(ca, CarouselConfig, CAROUSEL_FLAGS)
     ca.add_argument("--keep-history", action="store_true", help="allow items already in the history")
-    ca.add_argument("--on-missing", choices=["skip", "error"], default="skip",
-                    help="a shopper with no usable history: skip and count, or fail")
-    ca.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    ca.add_argument("--device", default=None, help="torch device (default: accelerate's)")
-    ca.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                    help="decoder weights (auto: bfloat16 on CUDA and on CPUs with native bf16 matmul)")
     ca.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    ca.add_argument("--no-progress", action="store_true", help="no progress bar")
     ca.set_defaults(func=_cmd_carousel)
 
     from genrec.serve.settings import add_arguments as add_serve_arguments

@@ -49,7 +49,10 @@ class EvalConfig:
     within_basket_max: int = 5000  # most within-basket queries scored (seeded sample)
     cold_start_fraction: float | None = None  # TIGER cold-start protocol: share of test items made unseen; None off
     beam_width: int = 20  # the generative model's beam
-    cold_share: float | None = None  # genrec's share of K open to never-trained products (TIGER's epsilon); None: the run config's
+    # genrec's share of K open to products never bought in training: an open slot takes one when its SID lies nearer
+    # the query's than the listed product's (TIGER's epsilon; None: the run config's cold_start.share, 0.2 unless
+    # set; 0 turns it off)
+    cold_share: float | None = None
     device: str = "cpu"  # torch device for the generative model and neural baselines
     baseline_options: dict = field(default_factory=dict)  # name -> constructor overrides, e.g. {"itemknn": {"rounds": 1}}
     fit_options: dict = field(default_factory=dict)  # name -> FitContext.options (e.g. epochs in quick runs)

@@ -16,9 +16,10 @@ spells only the rest of the rows under its node, e.g. a retailer's subtree of a 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -64,43 +65,64 @@ def constrained_beam_search(
     banned = _exclusion_pairs(trie, exclude, first, start_depth) if exclude is not None else None
     track = constrained or banned is not None
 
+    with _eval_mode(model):
+        stepper = _stepper_class(model, shared_prompt)(
+            model, input_ids, attention_mask.to(device=device, dtype=torch.long), beam_width, steps)
+        logp = stepper.prompt()
+        vocab, width = max(trie.depth_vocab[start_depth:]), logp.shape[-1]
+        if track and vocab > width:
+            raise DataError(f"beam search: the trie uses token ids up to {vocab - 1}, the model has {width}")
+        rows, scores = _beam_steps(stepper, logp, trie, first, banned, beam_width, steps, start_depth, constrained)
+    return _finish(rows.view(batch, beam_width, steps), scores.view(batch, beam_width), num_return)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """``model`` in eval mode for the block, back in training mode after it if it was."""
     was_training = model.training
     if was_training:  # eval() walks every module: only when there is a mode to change
         model.eval()
     try:
-        if getattr(model, "is_item_decoder", False):
-            stepper_cls = _ItemSteps
-        else:
-            stepper_cls = _TreeSteps if shared_prompt else _ExpandSteps
-        stepper = stepper_cls(model, input_ids, attention_mask.to(device=device, dtype=torch.long), beam_width, steps)
-        logp = stepper.prompt()
-        width = logp.shape[-1]
-        vocab = max(trie.depth_vocab[start_depth:])
-        if track and vocab > width:
-            raise DataError(f"beam search: the trie uses token ids up to {vocab - 1}, the model has {width}")
-        beams, scores = 1, torch.zeros(batch, device=device)
-        nodes = first
-        rows = torch.zeros(batch, 0, dtype=torch.long, device=device)
-        for t in range(steps):
-            cand = logp + scores[:, None]
-            if constrained:
-                cand.masked_fill_(trie.disallowed_mask(start_depth + t, nodes, width), NEG_INF)
-            if banned is not None and t == steps - 1:
-                _ban(cand, nodes, banned, beams)
-            top, flat = _top(cand.view(batch, beams * width), beam_width)
-            parent = (torch.arange(batch, device=device)[:, None] * beams + flat // width).reshape(-1)
-            token = (flat % width).reshape(-1)
-            rows = torch.cat([rows[parent], token[:, None]], dim=1)
-            scores = top.reshape(-1)
-            if track:
-                nodes = trie.step(start_depth + t, nodes[parent], token)
-            beams = beam_width
-            if t < steps - 1:
-                logp = stepper.feed(parent, token, t)
+        yield
     finally:
         if was_training:
             model.train()
-    return _finish(rows.view(batch, beam_width, steps), scores.view(batch, beam_width), num_return)
+
+
+def _stepper_class(model: torch.nn.Module, shared_prompt: bool) -> type:
+    """How to step the beams of ``model``: by item state, by tree attention or by an expanded cache."""
+    if getattr(model, "is_item_decoder", False):
+        return _ItemSteps
+    return _TreeSteps if shared_prompt else _ExpandSteps
+
+
+def _beam_steps(stepper, logp: torch.Tensor, trie: PrefixTrie, nodes: torch.Tensor,
+                banned: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, beam_width: int, steps: int,
+                start_depth: int, constrained: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The search proper, from the prompts' log-probs ``logp`` [B, V]: one masked ``topk`` per token.
+    Returns (rows [B*W, steps], scores [B*W])."""
+    batch, width = logp.shape
+    device = logp.device
+    track = constrained or banned is not None
+    beams, scores = 1, torch.zeros(batch, device=device)
+    rows = torch.zeros(batch, 0, dtype=torch.long, device=device)
+    for t in range(steps):
+        cand = logp + scores[:, None]
+        if constrained:
+            cand.masked_fill_(trie.disallowed_mask(start_depth + t, nodes, width), NEG_INF)
+        if banned is not None and t == steps - 1:
+            _ban(cand, nodes, banned, beams)
+        top, flat = _top(cand.view(batch, beams * width), beam_width)
+        parent = (torch.arange(batch, device=device)[:, None] * beams + flat // width).reshape(-1)
+        token = (flat % width).reshape(-1)
+        rows = torch.cat([rows[parent], token[:, None]], dim=1)
+        scores = top.reshape(-1)
+        if track:
+            nodes = trie.step(start_depth + t, nodes[parent], token)
+        beams = beam_width
+        if t < steps - 1:
+            logp = stepper.feed(parent, token, t)
+    return rows, scores
 
 
 class _ItemSteps:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,6 @@ from typing import Callable, Literal
 import numpy as np
 import pyarrow as pa
 import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, set_seed
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from transformers import PreTrainedModel
@@ -30,6 +27,7 @@ from genrec.data.sequences import Examples, SequenceConfig, split_events
 from genrec.model.checkpoint import has_checkpoint, read_checkpoint, read_record, write_checkpoint
 from genrec.model.decoder import DecoderConfig, build_decoder, decoder_config, save_decoder, training_loss
 from genrec.model.history import LossMeter, append_history
+from genrec.model.optim import lr_schedule, make_accelerator, param_groups
 from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
 from genrec.model.validation import EarlyStopping, RecallEvaluator, sample_examples
 from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR, RESULT_FILE
@@ -146,16 +144,17 @@ class DecoderTrainer:
     def setup(self, resume: bool = True) -> None:
         """Seed, build model / optimizer / scheduler under accelerate; load the last checkpoint if any."""
         cfg = self.cfg
-        self.accelerator = _accelerator(cfg.mixed_precision)
+        self.accelerator = make_accelerator(cfg.mixed_precision)
         set_seed(cfg.seed)
         model = self.build_model()
         embed_dropout = decoder_config(model).dropout if decoder_config(model).arch == "llama" else 0.0
         wrapper = training_loss(model, embed_dropout)
-        optimizer = torch.optim.AdamW(_param_groups(wrapper, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2))
+        optimizer = torch.optim.AdamW(param_groups(wrapper, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2))
         self.steps_per_epoch = self._batches_per_process(0)
         planned = cfg.epochs * self.steps_per_epoch
         self.total_steps = min(planned, cfg.max_steps) if cfg.max_steps else planned
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, self.total_steps))
+        factor = lr_schedule(cfg.schedule, cfg.warmup_steps, cfg.min_lr_ratio, self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         self.wrapper, self.optimizer = self.accelerator.prepare(wrapper, optimizer)
         self.ema = None
         if cfg.ema_decay > 0:
@@ -323,40 +322,6 @@ class DecoderTrainer:
     def cleanup(self) -> None:
         """Release the accelerator's references (the output folder is kept)."""
         self.accelerator.free_memory()
-
-
-def _accelerator(mixed_precision: str) -> Accelerator:
-    """An Accelerator; accelerate keeps one state per process, so a second training in the same process
-    with another precision (the demo, tests) starts from a fresh state (the process group is kept)."""
-    state = AcceleratorState._shared_state
-    if state and str(state.get("_mixed_precision", mixed_precision)) != mixed_precision:
-        AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision)
-
-
-def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices (incl. embeddings), not vectors (norms, biases) — as nanoGPT does."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-
-
-def _schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
-    """Learning-rate multiplier per step: linear warm-up, then cosine / linear decay to min_lr_ratio, or flat."""
-    warm = max(0, min(cfg.warmup_steps, total - 1))
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / (warm + 1)
-        if cfg.schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warm) / max(1, total - warm))
-        decay = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * decay
-
-    return factor
 
 
 def retailer_token_fn(tokenizer, enabled: bool) -> Callable[[np.ndarray], np.ndarray] | None:

@@ -1,12 +1,13 @@
-"""Every file and folder name of a run folder, in one place. A leaf of ``genrec`` (it imports only
-``semid.store``, which names the codebook's own files because ``semid`` stands alone), so any layer may
-read it. The README's "A run folder holds ..." paragraph lists the same names.
+"""Every file and folder name of a run folder, in one place. A leaf of ``genrec`` (it imports only the
+``semid`` modules that name the files semid itself reads, because ``semid`` stands alone: the catalog, the
+embeddings and the codebook's files), so any layer may read it. The README's "A run folder holds ..."
+paragraph lists the same names.
 
     RUN/
       config.yaml             the resolved run config                       CONFIG_FILE
       dataset.json            where the run's dataset lives                 DATASET_FILE
-      items.parquet           the catalog the codebook was trained on       ITEMS_FILE
-      embeddings.parquet      what the codebook was trained on              EMBEDDINGS_FILE
+      items.parquet           the catalog the codebook was trained on       ITEMS_FILE (``semid.catalog``)
+      embeddings.parquet      what the codebook was trained on              EMBEDDINGS_FILE (``semid.embeddings``)
       text_embeddings.parquet the text part alone, when a collaborative part was added   TEXT_EMBEDDINGS_FILE
       codebook.safetensors, codebook.json, codebook_health.json, codebook_history.json, sids.parquet
                               the codebook (``semid.store``)
@@ -27,13 +28,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from semid.catalog import ITEMS_FILE
+from semid.embeddings import EMBEDDINGS_FILE
 from semid.store import CONFIG_FILE as CODEBOOK_FILE, HEALTH_FILE as CODEBOOK_HEALTH_FILE, SIDS_FILE
 from semid.store import HISTORY_FILE as CODEBOOK_HISTORY_FILE, WEIGHTS_FILE as CODEBOOK_WEIGHTS_FILE
 
 CONFIG_FILE = "config.yaml"
 DATASET_FILE = "dataset.json"
-ITEMS_FILE = "items.parquet"
-EMBEDDINGS_FILE = "embeddings.parquet"
 TEXT_EMBEDDINGS_FILE = "text_embeddings.parquet"
 TOKENIZER_FILE = "tokenizer.json"
 INDEX_DIR = "index"

@@ -1,12 +1,13 @@
 """Settings of ``genrec serve``: where it listens, how it batches, what it accepts. One dataclass so the CLI,
 tests and benchmarks configure the server the same way; ``add_arguments`` / ``from_arguments`` turn its
-fields into command-line flags (``max_wait_ms`` -> ``--max-wait-ms``), so the two cannot drift apart."""
+fields into command-line flags (``max_wait_ms`` -> ``--max-wait-ms``, ``semid.config.add_flags``), so the two
+cannot drift apart."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 
-from semid.config import Checks
+from semid.config import Checks, add_flags, from_flags
 
 
 def _setting(default: object, help_text: str):
@@ -69,15 +70,9 @@ class ServeSettings:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per setting, with its default and help (booleans as ``--x`` / ``--no-x``)."""
-    for f in fields(ServeSettings):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata['help']} (default: {f.default})"
-        if isinstance(f.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
-        else:
-            parser.add_argument(flag, type=type(f.default), default=f.default, help=help_text)
+    add_flags(parser, ServeSettings)
 
 
 def from_arguments(args: argparse.Namespace) -> ServeSettings:
     """The settings the flags of ``add_arguments`` ask for."""
-    return ServeSettings(**{f.name: getattr(args, f.name) for f in fields(ServeSettings) if f.default is not MISSING})
+    return from_flags(ServeSettings, args)

@@ -41,11 +41,7 @@ def import_amazon(src: Path, out: Path, overwrite: bool = False) -> Dataset:
     maps_path = find_file(src, DATAMAPS_FILE, required=False)
     users, lengths, tokens = read_sequences(seq_path)
     asins, phrases = read_phrases(phrase_path)
-    token_item = pc.fill_null(pc.index_in(tokens, value_set=asins), -1).to_numpy()
-    if (token_item < 0).any():
-        bad = np.unique(tokens.filter(pa.array(token_item < 0)).to_numpy(zero_copy_only=False))
-        raise DataError(f"{seq_path}: {int((token_item < 0).sum())} entries name {bad.size} ASINs not in "
-                        f"{phrase_path.name}, e.g. {bad[:5].tolist()}")
+    token_item = _token_rows(tokens, asins, seq_path, phrase_path)
     if maps_path is not None:
         user_ids, item_ids = ids_from_datamaps(maps_path, users, asins.to_pylist())
     else:
@@ -57,11 +53,33 @@ def import_amazon(src: Path, out: Path, overwrite: bool = False) -> Dataset:
     events = _events_table(user_ids, lengths, item_ids[token_item])
     if events.num_rows == 0:
         raise DataError(f"{seq_path}: no interactions")
-    meta = {
+    files = [p for p in (seq_path, phrase_path, attr_path, maps_path) if p is not None]
+    meta = _meta(src, files, lengths, items, events, empty_phrases, attr_meta, maps_path is not None)
+    ds = Dataset(items=items, events=events, meta=meta)
+    ds.write(out, overwrite=overwrite)
+    log.info("amazon %s: %d items, %d users, %d events -> %s", src.name, items.num_rows, len(users),
+             events.num_rows, out)
+    return ds
+
+
+def _token_rows(tokens: pa.Array, asins: pa.Array, seq_path: Path, phrase_path: Path) -> np.ndarray:
+    """Each sequence entry's row in the phrase file's ASINs; an ASIN the phrase file lacks is a DataError."""
+    token_item = pc.fill_null(pc.index_in(tokens, value_set=asins), -1).to_numpy()
+    if (token_item < 0).any():
+        bad = np.unique(tokens.filter(pa.array(token_item < 0)).to_numpy(zero_copy_only=False))
+        raise DataError(f"{seq_path}: {int((token_item < 0).sum())} entries name {bad.size} ASINs not in "
+                        f"{phrase_path.name}, e.g. {bad[:5].tolist()}")
+    return token_item
+
+
+def _meta(src: Path, files: list[Path], lengths: np.ndarray, items: pa.Table, events: pa.Table,
+          empty_phrases: int, attr_meta: dict, datamaps: bool) -> dict:
+    """The dataset's meta record: source, counts and the choices the import made."""
+    return {
         "source": "amazon",
         "category": src.name,
         "src": str(src.resolve()),
-        "files": [p.name for p in (seq_path, phrase_path, attr_path, maps_path) if p is not None],
+        "files": [p.name for p in files],
         "counts": {
             "users": int(np.count_nonzero(lengths)),
             "users_without_items": int(np.count_nonzero(lengths == 0)),
@@ -71,7 +89,7 @@ def import_amazon(src: Path, out: Path, overwrite: bool = False) -> Dataset:
             **attr_meta.pop("counts", {}),
         },
         "choices": {
-            "ids": f"{DATAMAPS_FILE} user2id/item2id" if maps_path is not None
+            "ids": f"{DATAMAPS_FILE} user2id/item2id" if datamaps
             else "1.. in order of first appearance (users: line order; items: sequences, then phrase file)",
             "session_id": "user_id (one session per user)",
             "ts": "position in the user's sequence, 0..n-1 (the data has no timestamps)",
@@ -82,11 +100,6 @@ def import_amazon(src: Path, out: Path, overwrite: bool = False) -> Dataset:
         "retailers_simulated": False,
         "retailers": 0,
     }
-    ds = Dataset(items=items, events=events, meta=meta)
-    ds.write(out, overwrite=overwrite)
-    log.info("amazon %s: %d items, %d users, %d events -> %s", src.name, items.num_rows, len(users),
-             events.num_rows, out)
-    return ds
 
 
 def read_sequences(path: Path) -> tuple[list[str], np.ndarray, pa.Array]:
