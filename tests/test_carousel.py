@@ -123,6 +123,7 @@ def test_resume_after_failure_gives_every_row_once(tmp_path, world):
 
 KILLER = """
 import os, signal, sys
+from genrec.carousel import run_carousel
 def kill(index):
     if index == 1:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -254,7 +255,9 @@ def test_chunks_are_fixed_row_ranges_whatever_the_row_groups(tmp_path):
 
 LAUNCHED = """
 import json, sys
+from pathlib import Path
 from accelerate import PartialState
+from genrec.carousel import run_carousel
 summary = run_carousel(**json.loads(sys.argv[1]))
 # one file per process: two processes printing to one pipe can interleave their lines
 Path(sys.argv[2], f"summary{PartialState().process_index}.json").write_text(json.dumps(summary))
