@@ -166,8 +166,8 @@ def evaluate_semids(run: Path, seed: int = 0, data: Path | None = None) -> dict:
         left, right = rows
         known = (left >= 0) & (right >= 0)
         metrics.update(copurchase_sharing(codes, left[known], right[known], seed))
-        log.info("co-purchase sharing over %d held-out purchases of %s (%.1fs)", metrics["n_copurchase_pairs"],
-                 source, time.perf_counter() - start)
+        log.info("co-purchase sharing over %d held-out purchases (%.1fs, dataset %s)", metrics["n_copurchase_pairs"],
+                 time.perf_counter() - start, source.name)
     return metrics
 
 
