@@ -190,11 +190,13 @@ def test_two_tabs_never_lose_a_decision(store, tmp_path):
         mark(second, 2, "ambiguous")
         wait_for(driver, lambda d: d.find_element("css selector", 'article[data-item="2"]').get_attribute("data-decision"))
         mark(second, 1, "ambiguous")  # this tab still shows case 1 open
-        fresh = wait_for(driver, lambda d: d.find_element("css selector", 'article[data-item="1"]')
-                         if d.find_element("css selector", 'article[data-item="1"]').get_attribute("data-decision")
-                         else False)
-        assert fresh.get_attribute("data-decision") == "code_wrong"  # the other tab's decision, reloaded
-        assert "decided by someone else" in fresh.find_element("css selector", ".error").text
+        # read the re-rendered card in one script, so a later re-render cannot leave a stale handle between reads
+        decision, error = wait_for(driver, lambda d: d.execute_script(
+            "const c = document.querySelector('article[data-item=\"1\"]');"
+            "const e = c && c.querySelector('.error');"
+            "return c && c.dataset.decision && e && e.textContent ? [c.dataset.decision, e.textContent] : false;"))
+        assert decision == "code_wrong"  # the other tab's decision, reloaded
+        assert "decided by someone else" in error
         assert store.case(1)["decision"]["decision"] == "code_wrong"
         mark(second, 1, "ambiguous")  # decided again, knowingly, on the fresh case
         wait_for(driver, lambda d: d.find_element("css selector", 'article[data-item="1"]')

@@ -44,10 +44,13 @@ def chrome(width: int = 1280, height: int = 1000) -> Iterator["object"]:
 
 
 def wait_for(driver, condition, timeout: float = WAIT_S):
-    """WebDriverWait(driver, timeout).until(condition): polls the page, never sleeps a fixed time."""
+    """WebDriverWait(driver, timeout).until(condition): polls the page, never sleeps a fixed time. An element
+    the page re-rendered between finding and reading it (stale) counts as "not yet": the next poll finds the
+    new one."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(condition)
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def screenshot(driver, path: Path) -> Path:
