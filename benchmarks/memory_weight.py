@@ -7,6 +7,9 @@ re-ranks those same products, so the sweep costs one decode. The figures are the
 
     .venv/bin/python benchmarks/memory_weight.py --data data/beauty --run runs/quality/amazon-beauty-seed0/run \\
         --seed 0 --weights 0,0.5,1,2,4 --examples 5000
+
+``--settings`` compares co-occurrence settings of the memory on the same decoded beams: each is a JSON object
+of ``MemoryConfig`` fields (``{}``: the defaults), separated by ``;``; the pick is over settings and weights.
 """
 from __future__ import annotations
 
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", default="0,0.25,0.5,1,2,4")
     ap.add_argument("--beam", type=int, default=50)
     ap.add_argument("--examples", type=int, default=5000, help="validation and test users (seeded samples)")
+    ap.add_argument("--settings", default="{}", help="';'-separated JSON objects of MemoryConfig fields to compare")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args(argv)
     configure_logging()
@@ -69,22 +73,28 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     validation = data.validation.subset(np.sort(rng.permutation(len(data.validation))[: args.examples]))
     retriever = Retriever.from_run(args.run, beam_width=args.beam, cold_share=0.0, memory_weight=0)
-    memory = CoPurchaseMemory.build(data.train, data.catalog, MemoryConfig(weight=1.0))
-    result = {}
+    variants = [json.loads(v) for v in args.settings.split(";")]
+    memories = [CoPurchaseMemory.build(data.train, data.catalog, MemoryConfig(**{**v, "weight": 1.0})) for v in variants]
+    result: dict[str, dict] = {}
     for name, examples in (("validation", validation), ("test", data.test)):
         start = time.perf_counter()
         histories, items, scores = decode(retriever, examples, args.beam)
         targets = np.array([examples.targets(i)[0] for i in range(len(examples))])
-        result[name] = sweep(memory, histories, items, scores, targets, weights)
+        result[name] = {(i, w): m for i, memory in enumerate(memories)
+                        for w, m in sweep(memory, histories, items, scores, targets, weights).items()}
         print(f"{name}: {len(examples)} users, decoded in {time.perf_counter() - start:.0f}s", file=sys.stderr)
-    best = max(weights, key=lambda w: result["validation"][w]["ndcg@10"])
-    print(f"{'weight':>8}{'val R@10':>10}{'val N@10':>10}{'test R@10':>11}{'test N@10':>11}")
-    for w in weights:
-        v, t = result["validation"][w], result["test"][w]
-        mark = "  <- validation's pick" if w == best else ""
-        print(f"{w:>8g}{v['recall@10']:>10.4f}{v['ndcg@10']:>10.4f}{t['recall@10']:>11.4f}{t['ndcg@10']:>11.4f}{mark}")
+    best = max(result["validation"], key=lambda key: result["validation"][key]["ndcg@10"])
+    print(f"{'settings':>9}{'weight':>8}{'val R@10':>10}{'val N@10':>10}{'test R@10':>11}{'test N@10':>11}")
+    for key, v in result["validation"].items():
+        t = result["test"][key]
+        mark = "  <- validation's pick" if key == best else ""
+        print(f"{key[0]:>9}{key[1]:>8g}{v['recall@10']:>10.4f}{v['ndcg@10']:>10.4f}{t['recall@10']:>11.4f}"
+              f"{t['ndcg@10']:>11.4f}{mark}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"weights": weights, "best": best, **result}, indent=1))
+        rows = [{"settings": variants[i], "weight": w, **{f"{n}_{m}": result[n][(i, w)][m] for n in result
+                                                          for m in result[n][(i, w)]}} for i, w in result["validation"]]
+        Path(args.out).write_text(json.dumps({"best": {"settings": variants[best[0]], "weight": best[1]},
+                                              "rows": rows}, indent=1))
     return 0
 
 
