@@ -142,7 +142,7 @@ def train_item_head(head: ItemHead, states: torch.Tensor, targets: torch.Tensor,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * idx.numel()
+            total += loss.item() * idx.numel()
         ndcg = head_ndcg(head, val_states, val_targets)
         history.append({"epoch": epoch + 1, "loss": total / perm.numel(), "ndcg@10": ndcg})
         log(f"item head epoch {epoch + 1}: loss {total / perm.numel():.4f}  validation NDCG@10 {ndcg:.4f}")
