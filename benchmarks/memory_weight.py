@@ -55,6 +55,28 @@ def sweep(memory: CoPurchaseMemory, histories, items, scores, targets, weights) 
     return out
 
 
+def parse_settings(text: str, ap: argparse.ArgumentParser) -> list[dict]:
+    """``--settings``: ';'-separated JSON objects of ``MemoryConfig`` fields, each checked as the config is."""
+    try:
+        variants = [json.loads(v) for v in text.split(";")]
+        for v in variants:
+            MemoryConfig(**{**v, "weight": 1.0})
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        ap.error(f"--settings: {e}")
+    return variants
+
+
+def format_sweep(result: dict[str, dict], best: tuple[int, float]) -> str:
+    """One line per (settings, weight): validation and test recall@10 / NDCG@10, validation's pick marked."""
+    lines = [f"{'settings':>9}{'weight':>8}{'val R@10':>10}{'val N@10':>10}{'test R@10':>11}{'test N@10':>11}"]
+    for key, v in result["validation"].items():
+        t = result["test"][key]
+        mark = "  <- validation's pick" if key == best else ""
+        lines.append(f"{key[0]:>9}{key[1]:>8g}{v['recall@10']:>10.4f}{v['ndcg@10']:>10.4f}{t['recall@10']:>11.4f}"
+                     f"{t['ndcg@10']:>11.4f}{mark}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="the full dataset (the harness holds out from it)")
@@ -68,12 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     configure_logging()
     weights = [float(w) for w in args.weights.split(",")]
+    variants = parse_settings(args.settings, ap)  # before any work: a bad setting fails at once
     ecfg = EvalConfig(cold_start_fraction=0.05, max_test=args.examples)
     data = build_eval_data(Path(args.data), SequenceConfig(split="leave_one_out"), ecfg, args.seed)
     rng = np.random.default_rng(args.seed)
     validation = data.validation.subset(np.sort(rng.permutation(len(data.validation))[: args.examples]))
     retriever = Retriever.from_run(args.run, beam_width=args.beam, cold_share=0.0, memory_weight=0)
-    variants = [json.loads(v) for v in args.settings.split(";")]
     memories = [CoPurchaseMemory.build(data.train, data.catalog, MemoryConfig(**{**v, "weight": 1.0})) for v in variants]
     result: dict[str, dict] = {}
     for name, examples in (("validation", validation), ("test", data.test)):
@@ -84,17 +106,13 @@ def main(argv: list[str] | None = None) -> int:
                         for w, m in sweep(memory, histories, items, scores, targets, weights).items()}
         print(f"{name}: {len(examples)} users, decoded in {time.perf_counter() - start:.0f}s", file=sys.stderr)
     best = max(result["validation"], key=lambda key: result["validation"][key]["ndcg@10"])
-    print(f"{'settings':>9}{'weight':>8}{'val R@10':>10}{'val N@10':>10}{'test R@10':>11}{'test N@10':>11}")
-    for key, v in result["validation"].items():
-        t = result["test"][key]
-        mark = "  <- validation's pick" if key == best else ""
-        print(f"{key[0]:>9}{key[1]:>8g}{v['recall@10']:>10.4f}{v['ndcg@10']:>10.4f}{t['recall@10']:>11.4f}"
-              f"{t['ndcg@10']:>11.4f}{mark}")
+    print(format_sweep(result, best))
     if args.out:
-        rows = [{"settings": variants[i], "weight": w, **{f"{n}_{m}": result[n][(i, w)][m] for n in result
-                                                          for m in result[n][(i, w)]}} for i, w in result["validation"]]
-        Path(args.out).write_text(json.dumps({"best": {"settings": variants[best[0]], "weight": best[1]},
-                                              "rows": rows}, indent=1))
+        rows = [{"settings": variants[i], "weight": w, **{f"{split}_{metric}": value for split in result
+                                                          for metric, value in result[split][(i, w)].items()}}
+                for i, w in result["validation"]]
+        best_row = {"settings": variants[best[0]], "weight": best[1]}
+        Path(args.out).write_text(json.dumps({"best": best_row, "rows": rows}, indent=1))
     return 0
 
 

@@ -37,6 +37,7 @@ from genrec.evaluation.harness import GENREC, evaluate, evaluate_baseline, forma
 from genrec.evaluation.protocol import EvalConfig, training_dataset
 from genrec.run.build import build_serving_parts, train_run
 from genrec.run.config import RunConfig, load_run_config
+from genrec.run.layout import SIDS_FILE
 from genrec.run.semids import build_semids
 
 # Rajput et al. 2023 (TIGER), Table 1, Amazon Beauty: quoted, not measured here
@@ -85,7 +86,7 @@ def run_seed(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, b
     train_data = training_copy(data, root / "data", seq_cfg, seed, ecfg)
     say = lambda msg: print(f"  {msg}", file=sys.stderr, flush=True)  # noqa: E731
     start = time.perf_counter()
-    if not (run / "sids.parquet").is_file():
+    if not (run / SIDS_FILE).is_file():
         build_semids(train_data, cfg, run)  # first: its embeddings are what the content baselines read
     parallel = [b for b in baselines if b in TRAINED_BASELINES] if jobs > 1 else []
     with ProcessPoolExecutor(max_workers=max(1, jobs - 1), mp_context=get_context("spawn"),

@@ -276,9 +276,9 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, only: Sequence[str] | 
     for f in _flag_fields(cls, only):
         flag = names.get(f.name, "--" + f.name.replace("_", "-"))
         help_text = f"{helps.get(f.name, '')} (default: {f.default})".lstrip().replace("%", "%%")
-        kind = [a for a in typing.get_args(hints[f.name]) or (hints[f.name],) if a is not type(None)]
-        if typing.get_origin(hints[f.name]) is typing.Literal:
-            kind = [hints[f.name]]
+        tp = hints[f.name]  # Optional[X] flags as X; a Literal's arguments are its values, not types
+        kind = [tp] if typing.get_origin(tp) is typing.Literal else [a for a in typing.get_args(tp) or (tp,)
+                                                                      if a is not type(None)]
         if kind == [bool]:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
                                 help=help_text)

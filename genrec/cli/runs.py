@@ -10,6 +10,7 @@ from semid.common import DataError
 # the evaluation settings ``genrec eval`` takes as flags (cold_start_fraction as --cold-start, beam_width as --beam)
 EVAL_FLAGS = ("max_test", "cold_start_fraction", "cold_share", "beam_width")
 
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from genrec.run.build import train_run
     from genrec.run.config import load_run_config

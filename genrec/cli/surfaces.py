@@ -12,6 +12,7 @@ from semid.common import DataError
 # --keep-history, the other way round)
 CAROUSEL_FLAGS = ("k", "chunk_size", "batch_size", "beam_width", "on_missing", "threads", "device", "dtype", "progress")
 
+
 def _cmd_carousel(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 

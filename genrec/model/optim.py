@@ -9,6 +9,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
+
 def make_accelerator(mixed_precision: str) -> Accelerator:
     """An Accelerator; accelerate keeps one state per process, so a second training in the same process
     with another precision (the demo, tests) starts from a fresh state (the process group is kept)."""
