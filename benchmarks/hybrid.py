@@ -24,33 +24,11 @@ from memory_weight import decode, metrics  # noqa: E402 (benchmarks/ is on the p
 from genrec.cli import configure_logging
 from genrec.data.sequences import SequenceConfig
 from genrec.evaluation.protocol import EvalConfig, build_eval_data
-from genrec.model.item_head import (ItemHead, ItemHeadConfig, head_ndcg, query_states, save_head, sid_embeddings,
-                                    train_item_head, training_pairs)
+from genrec.model.item_head import ItemHead, ItemHeadConfig, fit_item_head, query_states, save_head
 from genrec.model.memory import CoPurchaseMemory, MemoryConfig
 from genrec.retriever import Retriever
 from genrec.run.layout import HEAD_FILE
 from semid.catalog import item_columns
-
-
-def fit_head(retriever: Retriever, data, validation, cfg: ItemHeadConfig) -> tuple[ItemHead, dict]:
-    """The head on the run's frozen decoder, early-stopped on ``validation``."""
-    model, tokens = retriever.model, retriever.item_tokens
-    start = time.perf_counter()
-    states, targets = training_pairs(model, tokens, data.sequences, cfg.max_items)
-    cols = item_columns(data.catalog, targets)
-    val_h = [validation.history(i) for i in range(len(validation))]
-    val_states = query_states(model, tokens, val_h, cfg.max_items)
-    val_cols = item_columns(data.catalog, np.array([validation.targets(i)[0] for i in range(len(validation))]))
-    print(f"item head: {states.shape[0]} training pairs in {time.perf_counter() - start:.0f}s", file=sys.stderr)
-    known = torch.zeros(data.catalog.size)
-    known[torch.from_numpy(np.unique(cols))] = 1.0
-    torch.manual_seed(cfg.seed)
-    head = ItemHead(sid_embeddings(model, tokens, data.catalog), known, cfg)
-    start = time.perf_counter()
-    info = train_item_head(head, states, torch.from_numpy(cols), val_states, torch.from_numpy(val_cols), cfg,
-                           log=lambda m: print(m, file=sys.stderr))
-    info["train_s"] = time.perf_counter() - start
-    return head, info
 
 
 @torch.inference_mode()
@@ -92,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     validation = data.validation.subset(np.sort(rng.permutation(len(data.validation))[: args.examples]))
     retriever = Retriever.from_run(args.run, beam_width=args.beam, cold_share=0.0, memory_weight=0)
-    head, info = fit_head(retriever, data, validation, cfg)
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    head, info = fit_item_head(retriever.model, retriever.item_tokens, data.sequences, validation, data.catalog, cfg,
+                               log=log)
     if args.save:
         save_head(head, data.catalog, cfg, Path(args.run) / HEAD_FILE)
     memory = CoPurchaseMemory.build(data.train, data.catalog, MemoryConfig(weight=1.0))

@@ -35,7 +35,7 @@ from genrec.data.dataset import Dataset, read_dataset
 from genrec.data.sequences import SequenceConfig, build_histories, resolve_split
 from genrec.evaluation.harness import GENREC, evaluate, evaluate_baseline, format_table
 from genrec.evaluation.protocol import EvalConfig, training_dataset
-from genrec.run.build import build_serving_parts, train_run
+from genrec.run.build import build_item_head, build_serving_parts, train_run
 from genrec.run.config import RunConfig, load_run_config
 from genrec.run.layout import SIDS_FILE
 from genrec.run.semids import build_semids
@@ -148,8 +148,8 @@ def rescore(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, ec
             models: list[str] = (GENREC,)) -> dict:
     """Score ``models`` of a finished seed again and put their rows in place of the old ones (or of a
     failed worker's missing row) in the seed's JSON ``out``; every other row is kept as it was. Ours
-    (``genrec``) after a change to retrieval, not to training (the run's index is rebuilt first); a
-    baseline to fill a row its worker lost."""
+    (``genrec``) after a change to retrieval, not to the decoder (the run's index, memory and item head are
+    rebuilt first, the head only when missing or out of date); a baseline to fill a row its worker lost."""
     root = workdir / f"{cfg.name}-seed{seed}"
     run = root / "run"
     if not out.is_file() or not (run / "decoder").is_dir():
@@ -157,7 +157,8 @@ def rescore(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, ec
     old = json.loads(out.read_text())
     if GENREC in models:
         seq_cfg = dataclasses.replace(cfg.sequence, split=split)
-        build_serving_parts(training_copy(data, root / "data", seq_cfg, seed, ecfg), cfg, run)
+        ds, _, item_tokens = build_serving_parts(training_copy(data, root / "data", seq_cfg, seed, ecfg), cfg, run)
+        build_item_head(run, ds, cfg, item_tokens)  # on the trained decoder, when the config weighs one
     new = evaluate(data, run, [m for m in models if m != GENREC], seed=seed, config=ecfg,
                    progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True), score_run=GENREC in models)
     train_s = old["timings"][GENREC].get("train_s")

@@ -3,7 +3,6 @@ trained decoder's constrained beam search and the retailer index. Evaluation, se
 call ``Retriever``."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -13,12 +12,13 @@ import torch
 
 from genrec.data.sequences import NO_RETAILER, query_examples
 from genrec.model.beam_search import constrained_beam_search
-from genrec.model.decoder import decoder_meta, inference_dtype, load_decoder
+from genrec.model.decoder import decoder_meta, inference_dtype, load_decoder, weights_digest
 from genrec.model.item_decoder import pack_rows
+from genrec.model.item_head import HeadExpert, prompt_states
 from genrec.model.memory import CoPurchaseMemory
 from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
 from genrec.run.config import load_run_config
-from genrec.run.layout import CONFIG_FILE, INDEX_DIR, MEMORY_FILE, TOKENIZER_FILE, decoder_model
+from genrec.run.layout import CONFIG_FILE, HEAD_FILE, INDEX_DIR, MEMORY_FILE, TOKENIZER_FILE, decoder_model
 from index.candidates import cold_slots, empty_candidates
 from index.cold import ColdRanker, ColdStartConfig
 from index.retailer_index import Candidates, RetailerIndex
@@ -48,7 +48,8 @@ class Retriever:
 
     def __init__(self, model, tokenizer: SIDTokenizer, index: RetailerIndex, beam_width: int = 20,
                  model_version: str | None = None, cold_share: float = DEFAULT_COLD_SHARE,
-                 cold_ranker: ColdRanker | None = None, memory: CoPurchaseMemory | None = None) -> None:
+                 cold_ranker: ColdRanker | None = None, memory: CoPurchaseMemory | None = None,
+                 head: HeadExpert | None = None) -> None:
         meta = decoder_meta(model)
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -63,8 +64,9 @@ class Retriever:
         self.model_version = model_version or str(meta.get("codebook_version"))
         ids = index.item_ids
         self.item_tokens = ItemTokens(ids, index.rows_of(ids)[0])
-        self.memory = memory  # None: the decoder's scores alone
-        if memory is not None:
+        self.memory = memory  # None: no co-purchase expert
+        self.head = head  # None: no learned item head
+        if memory is not None or head is not None:
             keys = pack_rows(self.item_tokens.tokens, tokenizer.vocab_size)
             order = np.argsort(keys)
             self._row_keys, self._row_items = keys[order], self.item_tokens.item_ids[order]
@@ -72,7 +74,7 @@ class Retriever:
     @classmethod
     def from_run(cls, run: str | Path, beam_width: int = 20, device: str = "cpu",
                  cold_share: float | None = None, dtype: str = "float32",
-                 memory_weight: float | None = None) -> "Retriever":
+                 memory_weight: float | None = None, head_weight: float | None = None) -> "Retriever":
         """Load a run folder written by ``genrec train``; every part must share one codebook version.
         ``cold_share``: the share of each list open to products never interacted with in training, those
         whose SIDs' codebook points lie nearest the query's (TIGER's cold-start mixing, ``index.cold``);
@@ -80,14 +82,13 @@ class Retriever:
         ``dtype``: the decoder's weights, ``float32``, ``bfloat16`` or ``auto``
         (``genrec.model.decoder.inference_dtype``).
         ``memory_weight``: the co-purchase memory's weight (``genrec.model.memory``); None: as the run saved it,
-        0: off."""
+        0: off. ``head_weight``: the same for the learned item head (``genrec.model.item_head``)."""
         run = Path(run)
         version = codebook_version(run)
         tokenizer = SIDTokenizer.load(run / TOKENIZER_FILE, codebook_version=version)
         index = RetailerIndex.load(run / INDEX_DIR, codebook_version=version)
         model = load_decoder(decoder_model(run), codebook_version=version).to(device, inference_dtype(dtype, device))
-        weights = decoder_model(run) / "model.safetensors"
-        model_version = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else None
+        model_version = weights_digest(decoder_model(run))
         cold = _cold_start_config(run)
         ranker = ColdRanker.from_codewords(load_codebook(run).codewords(),
                                            [tokenizer.level_range(lv)[0] for lv in range(tokenizer.n_levels)],
@@ -96,7 +97,10 @@ class Retriever:
         memory = None  # the run's co-purchase memory, written by training when its config weighs one
         if (run / MEMORY_FILE).is_file() and memory_weight != 0:
             memory = CoPurchaseMemory.load(run / MEMORY_FILE, weight=memory_weight)
-        return cls(model, tokenizer, index, beam_width, model_version, share, ranker, memory)
+        head = None  # the run's item head, written by training when its config weighs one
+        if (run / HEAD_FILE).is_file() and head_weight != 0:
+            head = HeadExpert.load(run / HEAD_FILE, weight=head_weight)
+        return cls(model, tokenizer, index, beam_width, model_version, share, ranker, memory, head)
 
     def known(self, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Which item ids the run has SIDs for."""
@@ -174,26 +178,32 @@ class Retriever:
         start = self.index.start_for(retailers)  # raises DataError for an unknown retailer
         batch = collate(self._queries(histories, retailers), np.arange(len(histories)), PAD, padding_side="left")
         device = next(self.model.parameters()).device
-        width = max(self.beam_width, ks[-1], self.memory.cfg.beam_width if self.memory else 0)
-        rows, scores = constrained_beam_search(
-            self.model, batch["input_ids"].to(device), batch["attention_mask"].to(device), start.trie, width, width,
-            start=start.nodes.to(device), start_depth=start.depth,
-        )
+        experts = [e for e in (self.memory, self.head) if e is not None]
+        width = max(self.beam_width, ks[-1], *(e.cfg.beam_width for e in experts))
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        rows, scores = constrained_beam_search(self.model, ids, mask, start.trie, width, width,
+                                               start=start.nodes.to(device), start_depth=start.depth)
         rows, scores = rows.cpu(), scores.cpu()
-        if self.memory is not None:
-            rows, scores = self._rescore(histories, rows, scores)
+        if experts:
+            states = prompt_states(self.model, ids, mask).cpu() if self.head is not None else None
+            rows, scores = self._rescore(histories, states, rows, scores)
         banned = [h if e else None for h, e in zip(histories, exclude.tolist())] if exclude.any() else None
         last = self._last_rows(histories) if self.cold_share > 0 and self.cold_ranker is not None else None
         return {k: self.index.candidates(rows, scores, k, retailers, exclude_items=banned, cold_share=self.cold_share,
                                          cold_ranker=self.cold_ranker, last_rows=last) for k in ks}
 
-    def _rescore(self, histories: list[np.ndarray], rows: torch.Tensor, scores: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The decoded rows re-ranked by the product of the decoder and the co-purchase memory."""
+    def _rescore(self, histories: list[np.ndarray], states: torch.Tensor | None, rows: torch.Tensor,
+                 scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoded rows re-ranked by the product of experts: the decoder, the co-purchase memory and the
+        item head (those the run has), each to its weight."""
         keys = pack_rows(rows.numpy(), self.tokenizer.vocab_size)
         pos = np.minimum(np.searchsorted(self._row_keys, keys), self._row_keys.size - 1)
         items = np.where((self._row_keys[pos] == keys) & (rows[..., 0].numpy() >= 0), self._row_items[pos], -1)
-        new = self.memory.rescore(histories, items, scores.numpy().astype(np.float64))
+        new = scores.numpy().astype(np.float64)
+        if self.memory is not None:
+            new = self.memory.rescore(histories, items, new)
+        if self.head is not None:
+            new = self.head.rescore(states, items, new)
         order = torch.from_numpy(np.argsort(-new, axis=1, kind="stable"))
         return rows.gather(1, order[..., None].expand_as(rows)), torch.from_numpy(new).float().gather(1, order)
 

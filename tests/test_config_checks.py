@@ -44,6 +44,7 @@ BAD_RUN_VALUES = [
     ("cold_start", {"share": 1.0}),
     ("memory", {"floor": 0.0}),
     ("memory", {"beam_width": 0}),
+    ("item_head", {"beam_width": 0}),
 ]
 
 

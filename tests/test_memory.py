@@ -15,6 +15,7 @@ from genrec.run.layout import MEMORY_FILE
 from semid.catalog import counts_per_item
 from semid.common import DataError
 from semid.config import ConfigError
+from helpers.experts import assert_rescored_lists_are_valid
 
 
 def _train() -> Examples:
@@ -85,12 +86,4 @@ def test_a_run_trained_with_a_memory_serves_reranked_valid_stocked_products(tmp_
     with_memory = Retriever.from_run(tmp_path / "run", cold_share=0.0)
     without = Retriever.from_run(tmp_path / "run", cold_share=0.0, memory_weight=0)
     assert with_memory.memory is not None and without.memory is None
-    catalog = with_memory.item_tokens.item_ids
-    histories = [catalog[:3].tolist(), catalog[5:7].tolist(), catalog[-2:].tolist()]
-    for retailer in [int(with_memory.index.retailers[0]), None]:
-        a = with_memory.retrieve_arrays(histories, retailer_id=retailer, k=8)
-        b = without.retrieve_arrays(histories, retailer_id=retailer, k=8)
-        stocked = set(with_memory.index.stocked(retailer).tolist())
-        assert (a.item_ids >= 0).all() and set(a.item_ids.reshape(-1).tolist()) <= stocked
-        assert (np.sort(a.scores, axis=1)[:, ::-1] == a.scores).all()  # best first
-    assert not np.array_equal(a.item_ids, b.item_ids)  # the memory changed some list
+    assert_rescored_lists_are_valid(with_memory, without)

@@ -4,6 +4,7 @@ with, and the training loss that runs the LM head only where there is a label.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -152,6 +153,12 @@ def save_decoder(model: PreTrainedModel, path: str | Path, extra: dict | None = 
             model.save_pretrained(tmp, safe_serialization=True)
 
     return atomic_dir(path, write)
+
+
+def weights_digest(path: str | Path) -> str | None:
+    """A short digest of a saved decoder's weights (its model version); None for a folder without them."""
+    weights = Path(path) / "model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else None
 
 
 def load_decoder(path: str | Path, codebook_version: str | None = None) -> PreTrainedModel:

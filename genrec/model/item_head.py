@@ -8,23 +8,27 @@ product seen in training has its own ID row; a product new since training has no
 never a target), so it is scored by its SID part alone and stays reachable. The head only re-scores the
 products the decoder's beam decoded (``log p(SID) + weight * log p_head(item)``): results are still
 generated SIDs mapped through the index. Trained after the decoder, on its frozen states, from the
-training split only.
+training split only (``genrec.run.build.build_item_head``, when the run config's ``item_head.weight`` is
+above 0), and applied by ``genrec.retriever.Retriever`` beside the co-purchase memory.
 """
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from genrec.data.sequences import Examples, query_examples
 from genrec.model.tokens import ItemTokens, collate, tokenize_examples
+from semid.catalog import item_columns
 from semid.common import DataError
-from semid.config import Checks
+from semid.config import Checks, from_dict
 from semid.tokenizer import BOS, PAD
 
 
@@ -41,12 +45,14 @@ class ItemHeadConfig:
     dropout: float = 0.3
     patience: int = 3
     max_items: int = 20  # history items per training pair (the decoder's context)
+    eval_examples: int = 3000  # validation examples early stopping reads (a fixed random sample)
+    beam_width: int = 50  # products decoded per query for re-scoring (wider than the list: room to re-rank)
     seed: int = 0
 
     def __post_init__(self) -> None:
         c = Checks(self, "item_head")
         c.at_least(0, "weight", "weight_decay", "seed")
-        c.at_least(1, "dim", "epochs", "batch_size", "patience", "max_items")
+        c.at_least(1, "dim", "epochs", "batch_size", "patience", "max_items", "eval_examples", "beam_width")
         c.above(0, "lr")
         c.within(0, 1, "dropout", open_high=True)
 
@@ -83,10 +89,16 @@ def query_states(model: torch.nn.Module, item_tokens: ItemTokens, histories: lis
         part = histories[lo : lo + batch_size]
         toks = tokenize_examples(query_examples(part, max_items), item_tokens, BOS, with_targets=False)
         b = collate(toks, np.arange(len(part)), PAD, padding_side="left")
-        pos = (b["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        h = model.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=pos)
-        out.append(h.last_hidden_state[:, -1].float())
+        out.append(prompt_states(model, b["input_ids"], b["attention_mask"]))
     return torch.cat(out) if out else torch.zeros(0, model.config.hidden_size)
+
+
+@torch.inference_mode()
+def prompt_states(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The decoder's last hidden state of left-padded prompts [B, d] (float32 whatever the weights' dtype)."""
+    pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    h = model.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos)
+    return h.last_hidden_state[:, -1].float()
 
 
 @torch.inference_mode()
@@ -168,9 +180,79 @@ def head_ndcg(head: ItemHead, states: torch.Tensor, targets: torch.Tensor, k: in
     return float(torch.where(rank < k, 1.0 / torch.log2(rank.float() + 2.0), torch.zeros(())).mean())
 
 
-def save_head(head: ItemHead, catalog: np.ndarray, cfg: ItemHeadConfig, path: str | Path) -> Path:
+def fit_item_head(model: torch.nn.Module, item_tokens: ItemTokens, sequences: Examples, validation: Examples,
+                  catalog: np.ndarray, cfg: ItemHeadConfig, log=print) -> tuple[ItemHead, dict]:
+    """The head on a frozen token-level decoder: training pairs from each shopper's whole training sequence
+    (``genrec.data.sequences.train_sequences``: no held-out item), early-stopped on ``validation``'s first targets. ``catalog``: the products it scores (ascending);
+    those never a training target keep no ID row, so new products are scored by their SID alone."""
+    start = time.perf_counter()
+    states, targets = training_pairs(model, item_tokens, sequences, cfg.max_items)
+    cols = item_columns(catalog, targets)
+    val_h = [validation.history(i) for i in range(len(validation))]
+    val_states = query_states(model, item_tokens, val_h, cfg.max_items)
+    val_cols = item_columns(catalog, np.array([validation.targets(i)[0] for i in range(len(validation))], np.int64))
+    keep, val_keep = cols >= 0, val_cols >= 0
+    log(f"item head: {int(keep.sum()):,} training pairs, {int(val_keep.sum()):,} validation examples "
+        f"({time.perf_counter() - start:.0f}s)")
+    known = torch.zeros(catalog.size)
+    known[torch.from_numpy(np.unique(cols[keep]))] = 1.0
+    torch.manual_seed(cfg.seed)
+    head = ItemHead(sid_embeddings(model, item_tokens, catalog), known, cfg)
+    start = time.perf_counter()
+    info = train_item_head(head, states[torch.from_numpy(keep)], torch.from_numpy(cols[keep]),
+                           val_states[torch.from_numpy(val_keep)], torch.from_numpy(val_cols[val_keep]), cfg, log=log)
+    info["train_s"] = round(time.perf_counter() - start, 1)
+    return head, info
+
+
+def save_head(head: ItemHead, catalog: np.ndarray, cfg: ItemHeadConfig, path: str | Path,
+              decoder_version: str | None = None) -> Path:
+    """The head's weights, its catalog and config, and the decoder weights it was trained on (a digest)."""
     path = Path(path)
     tensors = {k: v.contiguous() for k, v in head.state_dict().items()}
     tensors["catalog"] = torch.from_numpy(np.asarray(catalog, np.int64))
-    save_file(tensors, str(path), metadata={"config": json.dumps(asdict(cfg))})
+    meta = {"config": json.dumps(asdict(cfg)), "decoder_version": decoder_version or ""}
+    save_file(tensors, str(path), metadata=meta)
     return path
+
+
+def head_metadata(path: str | Path) -> dict[str, str]:
+    """A saved head's metadata (``config`` JSON, ``decoder_version``) without loading its weights."""
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
+
+
+# log p_head of a decoded product the head has no row for (not in its catalog): far below any real one
+NO_ROW_LOGP = -50.0
+
+
+class HeadExpert:
+    """A saved item head as the retriever's second expert: re-scores decoded products from query states."""
+
+    def __init__(self, head: ItemHead, catalog: np.ndarray, cfg: ItemHeadConfig) -> None:
+        self.head, self.catalog, self.cfg = head.eval(), np.asarray(catalog, np.int64), cfg
+
+    @classmethod
+    def load(cls, path: str | Path, weight: float | None = None) -> "HeadExpert":
+        """Read ``save_head``'s file (``weight``: another weight than the saved config's, e.g. to tune)."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: no item head (train the run with item_head.weight > 0)")
+        cfg = from_dict(ItemHeadConfig, json.loads(head_metadata(path)["config"]), "item_head")
+        if weight is not None:
+            cfg = ItemHeadConfig(**{**asdict(cfg), "weight": float(weight)})
+        t = load_file(str(path))
+        head = ItemHead(t["sid_emb"], t["known"][:, 0], cfg)
+        head.load_state_dict({k: v for k, v in t.items() if k != "catalog"})
+        return cls(head, t["catalog"].numpy(), cfg)
+
+    @torch.inference_mode()
+    def log_probs(self, states: torch.Tensor, items: np.ndarray) -> np.ndarray:
+        """log p_head(item | state) [B, W] for decoded item ids [B, W] (``NO_ROW_LOGP`` where it has no row)."""
+        logp = self.head(states.float()).numpy()
+        cols = item_columns(self.catalog, items.reshape(-1)).reshape(items.shape)
+        return np.where(cols >= 0, np.take_along_axis(logp, np.maximum(cols, 0), 1), NO_ROW_LOGP)
+
+    def rescore(self, states: torch.Tensor, items: np.ndarray, log_probs: np.ndarray) -> np.ndarray:
+        """The product of experts' log-scores [B, W] (dead candidates stay -inf)."""
+        return log_probs + self.cfg.weight * self.log_probs(states, items)

@@ -2,6 +2,8 @@
 the run has none), the tokenizer, the retailer index, and the trained decoder."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from pathlib import Path
 
@@ -10,19 +12,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from genrec.data.dataset import Dataset, read_dataset
-from genrec.data.sequences import split_events
+from genrec.data.sequences import split_events, train_sequences
+from genrec.model.decoder import load_decoder, weights_digest
+from genrec.model.item_head import fit_item_head, head_metadata, save_head
 from genrec.model.memory import CoPurchaseMemory
 from genrec.model.tokens import ItemTokens
 from genrec.model.train import TrainResult, train_decoder
 from genrec.run.config import RunConfig
-from genrec.run.layout import DECODER_DIR, INDEX_DIR, MEMORY_FILE, SIDS_FILE, TOKENIZER_FILE
+from genrec.model.validation import sample_examples
+from genrec.run.layout import DECODER_DIR, HEAD_FILE, INDEX_DIR, MEMORY_FILE, SIDS_FILE, TOKENIZER_FILE, decoder_model
 from genrec.run.semids import build_semids, record_dataset
 from index.retailer_index import RetailerIndex
+from semid.common import torch_threads
 from semid.store import codebook_version, read_sids
 from semid.tokenizer import SIDTokenizer
 
 log = logging.getLogger(__name__)
-
 
 
 def dedup_capacity(sids: pa.Table) -> int:
@@ -111,5 +116,31 @@ def train_run(data: Path, cfg: RunConfig, run: Path, resume: bool = True) -> Tra
         build_semids(data, cfg, run)
     record_dataset(run, data)
     ds, tok, item_tokens = build_serving_parts(data, cfg, run)
-    return train_decoder(ds.events, item_tokens, tok, cfg.decoder, cfg.train, run / DECODER_DIR,
-                         seq_cfg=cfg.sequence, resume=resume)
+    result = train_decoder(ds.events, item_tokens, tok, cfg.decoder, cfg.train, run / DECODER_DIR,
+                           seq_cfg=cfg.sequence, resume=resume)
+    build_item_head(run, ds, cfg, item_tokens)
+    return result
+
+
+def build_item_head(run: Path, ds: Dataset, cfg: RunConfig, item_tokens: ItemTokens) -> Path | None:
+    """The learned item head (``genrec.model.item_head``) on the run's trained decoder, from the training
+    split, when the config weighs it. Kept when it was trained on these decoder weights with this config (a
+    resumed or rescored run does not train it again)."""
+    path = run / HEAD_FILE
+    if cfg.item_head.weight <= 0:
+        path.unlink(missing_ok=True)
+        return None
+    version = weights_digest(decoder_model(run))
+    if path.is_file():
+        meta = head_metadata(path)
+        same = json.loads(meta.get("config", "{}")) == dataclasses.asdict(cfg.item_head)
+        if same and meta.get("decoder_version") == version:
+            return path
+    splits = split_events(ds.events, cfg.decoder.max_items, cfg.sequence)[0]
+    model = load_decoder(decoder_model(run), codebook_version=codebook_version(run)).float().eval()
+    validation = sample_examples(splits.validation, cfg.item_head.eval_examples, cfg.item_head.seed)
+    with torch_threads(cfg.train.threads):  # the decoder's thread budget
+        head, info = fit_item_head(model, item_tokens, train_sequences(splits.train), validation, item_tokens.item_ids,
+                                   cfg.item_head, log=log.info)
+    log.info("item head: best validation NDCG@10 %.4f (head alone) in %.0fs", info["best_ndcg@10"], info["train_s"])
+    return save_head(head, item_tokens.item_ids, cfg.item_head, path, decoder_version=version)

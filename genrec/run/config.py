@@ -7,6 +7,7 @@ from pathlib import Path
 
 from genrec.data.sequences import SequenceConfig
 from genrec.model.decoder import DecoderConfig
+from genrec.model.item_head import ItemHeadConfig
 from genrec.model.memory import MemoryConfig
 from genrec.model.train import TrainConfig
 from index.cold import ColdStartConfig
@@ -27,9 +28,16 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # the decoder's training recipe
     cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)  # list slots open to new products
     memory: MemoryConfig = field(default_factory=MemoryConfig)  # co-purchase re-scoring of the decoded products
+    item_head: ItemHeadConfig = field(default_factory=ItemHeadConfig)  # learned re-scoring of the decoded products
 
     def __post_init__(self) -> None:
-        Checks(self, "").rule(bool(self.name), "name", "must not be empty")  # top-level keys have no section
+        c = Checks(self, "")  # top-level keys have no section
+        c.rule(bool(self.name), "name", "must not be empty")
+        if self.item_head.weight > 0:
+            c.rule(self.decoder.arch != "item", "item_head",
+                   "the item head reads the token-level decoder's state (decoder.arch llama or gpt2), not arch item")
+            c.rule(not self.sequence.retailer_token, "item_head",
+                   "the item head is trained on prompts without a retailer token: set sequence.retailer_token false")
 
 
 def load_run_config(path: str | Path) -> RunConfig:

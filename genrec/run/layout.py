@@ -14,7 +14,7 @@ paragraph lists the same names.
       tokenizer.json          the SID tokenizer                             TOKENIZER_FILE
       index/                  the retailer index (``index.persistence``)    INDEX_DIR
       memory.safetensors      the co-purchase memory, when the config weighs one   MEMORY_FILE
-      item_head.safetensors   the experimental item head (benchmarks/hybrid.py --save)   HEAD_FILE
+      item_head.safetensors   the learned item head, when the config weighs one    HEAD_FILE
       decoder/                the trainer's folder                          DECODER_DIR
         model/                the best decoder (a transformers folder)      MODEL_DIR
         checkpoint/           the last training state, for resuming         CHECKPOINT_DIR
