@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -183,8 +183,9 @@ def head_ndcg(head: ItemHead, states: torch.Tensor, targets: torch.Tensor, k: in
 def fit_item_head(model: torch.nn.Module, item_tokens: ItemTokens, sequences: Examples, validation: Examples,
                   catalog: np.ndarray, cfg: ItemHeadConfig, log=print) -> tuple[ItemHead, dict]:
     """The head on a frozen token-level decoder: training pairs from each shopper's whole training sequence
-    (``genrec.data.sequences.train_sequences``: no held-out item), early-stopped on ``validation``'s first targets. ``catalog``: the products it scores (ascending);
-    those never a training target keep no ID row, so new products are scored by their SID alone."""
+    (``genrec.data.sequences.train_sequences``: no held-out item), early-stopped on ``validation``'s first
+    targets. ``catalog``: the products it scores (ascending); those never a training target keep no ID row,
+    so new products are scored by their SID alone."""
     start = time.perf_counter()
     states, targets = training_pairs(model, item_tokens, sequences, cfg.max_items)
     cols = item_columns(catalog, targets)
@@ -240,7 +241,7 @@ class HeadExpert:
             raise DataError(f"{path}: no item head (train the run with item_head.weight > 0)")
         cfg = from_dict(ItemHeadConfig, json.loads(head_metadata(path)["config"]), "item_head")
         if weight is not None:
-            cfg = ItemHeadConfig(**{**asdict(cfg), "weight": float(weight)})
+            cfg = replace(cfg, weight=float(weight))
         t = load_file(str(path))
         head = ItemHead(t["sid_emb"], t["known"][:, 0], cfg)
         head.load_state_dict({k: v for k, v in t.items() if k != "catalog"})
