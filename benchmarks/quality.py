@@ -35,16 +35,17 @@ from genrec.data.dataset import Dataset, read_dataset
 from genrec.data.sequences import SequenceConfig, build_histories, resolve_split
 from genrec.evaluation.harness import GENREC, evaluate, evaluate_baseline, format_table
 from genrec.evaluation.protocol import EvalConfig, training_dataset
+from genrec.rank.train import train_ranker
 from genrec.run.build import build_item_head, build_serving_parts, train_run
 from genrec.run.config import RunConfig, load_run_config
-from genrec.run.layout import SIDS_FILE
+from genrec.run.layout import RANKER_META_FILE, SIDS_FILE
 from genrec.run.semids import build_semids
 
 # Rajput et al. 2023 (TIGER), Table 1, Amazon Beauty: quoted, not measured here
 TIGER_BEAUTY = {"recall@5": 0.0454, "ndcg@5": 0.0321, "recall@10": 0.0648, "ndcg@10": 0.0384}
 BASELINES_BY_SPLIT = {
     "leave_one_out": "popular,itemknn,semantic_knn,sasrec_ce,sasrec_bce,two_tower",
-    "last_basket": "popular,own_popular,itemknn,semantic_knn,sasrec_ce,two_tower",
+    "last_basket": "popular,own_popular,tifuknn,itemknn,semantic_knn,sasrec_ce,two_tower",
 }
 QUICK_BASELINES = "popular,itemknn,semantic_knn"
 # baselines that train a network (minutes to tens of minutes each): these go to worker processes
@@ -94,6 +95,7 @@ def run_seed(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, b
         futures = {name: pool.submit(evaluate_baseline, data, run, name, seed, ecfg) for name in parallel}
         try:
             train_run(train_data, cfg, run)
+            train_ranker(run, cfg, train_data)
             train_s = time.perf_counter() - start
             result = evaluate(data, run, [b for b in baselines if b not in parallel], seed=seed, config=ecfg,
                               progress=say)
@@ -104,6 +106,7 @@ def run_seed(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, b
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     result["timings"][GENREC]["train_s"] = round(train_s, 1)
+    result["timings"][GENREC].update(_ranker_timing(run))
     result["config"] = {"name": cfg.name, "seed": seed, "data": str(data), "run": str(run), "jobs": jobs}
     return result
 
@@ -159,6 +162,7 @@ def rescore(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, ec
         seq_cfg = dataclasses.replace(cfg.sequence, split=split)
         ds, _, item_tokens = build_serving_parts(training_copy(data, root / "data", seq_cfg, seed, ecfg), cfg, run)
         build_item_head(run, ds, cfg, item_tokens)  # on the trained decoder, when the config weighs one
+        train_ranker(run, cfg, training_copy(data, root / "data", seq_cfg, seed, ecfg))  # when out of date
     new = evaluate(data, run, [m for m in models if m != GENREC], seed=seed, config=ecfg,
                    progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True), score_run=GENREC in models)
     train_s = old["timings"][GENREC].get("train_s")
@@ -168,8 +172,15 @@ def rescore(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, ec
     if not old.get("failed", True):
         del old["failed"]
     old["timings"][GENREC]["train_s"] = train_s
+    old["timings"][GENREC].update(_ranker_timing(run))
     old["config"]["rescored"] = time.strftime("%Y-%m-%d %H:%M:%S")
     return _reorder(old, [GENREC] + BASELINES_BY_SPLIT[split].split(","))
+
+
+def _ranker_timing(run: Path) -> dict:
+    """The learned ranker's training time (examples and fit) as its ``ranker.json`` recorded it; {} without one."""
+    path = run / RANKER_META_FILE
+    return {"ranker_train_s": json.loads(path.read_text())["train_s"]} if path.is_file() else {}
 
 
 def merge(results: list[dict]) -> dict:

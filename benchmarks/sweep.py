@@ -105,7 +105,7 @@ def beam_vs_exact(data: Path, run: Path, seed: int, ecfg: EvalConfig, n: int = 2
     histories = [test.history(i) for i in pick]
     targets = np.array([test.targets(i)[0] for i in pick])
     beam = retriever.retrieve_arrays(histories, k=k).item_ids
-    parts = retriever._known_parts([np.asarray(h) for h in histories])
+    parts = retriever.known_parts([np.asarray(h) for h in histories])
     rows = torch.as_tensor(retriever.item_tokens.tokens, device=ecfg.device)
     exact = np.zeros((len(pick), k), np.int64)
     lookup = {tuple(r): i for r, i in zip(retriever.item_tokens.tokens.tolist(), retriever.item_tokens.item_ids)}

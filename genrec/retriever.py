@@ -1,6 +1,11 @@
-"""The one way to get recommendations out of a run: histories in, K products per history out, through the
-trained decoder's constrained beam search and the retailer index. Evaluation, serving and carousels all
-call ``Retriever``."""
+"""The one way to get recommendations out of a run: histories in, K products per history out. Evaluation,
+serving, carousels and the ranker's training all call ``Retriever``.
+
+A batch runs decode -> sources -> features -> ranker -> stock and de-duplication: the trained decoder's
+constrained beam search, the candidate sources beside it (``genrec.rank.sources``), their feature columns
+(``genrec.rank.features``) and the run's ranker (``genrec.rank.rankers``); the retailer index keeps what the
+query's retailer stocks and opens the cold-start slots. A run whose ranker is ``weighted`` (every run made
+before the rank stage) re-scores the beam alone, as it always did."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,9 +22,16 @@ from genrec.model.item_decoder import pack_rows
 from genrec.model.item_head import HeadExpert, prompt_states
 from genrec.model.memory import CoPurchaseMemory
 from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
-from genrec.run.config import load_run_config
-from genrec.run.layout import CONFIG_FILE, HEAD_FILE, INDEX_DIR, MEMORY_FILE, TOKENIZER_FILE, decoder_model
-from index.candidates import cold_slots, empty_candidates
+from genrec.rank import features
+from genrec.rank.candidates import SOURCE_BITS, CandidateSet, source_label, source_names, union
+from genrec.rank.config import RankConfig
+from genrec.rank.item_stats import ItemStats
+from genrec.rank.rankers import LearnedRanker
+from genrec.rank.sources import again_source, beam_source, co_source
+from genrec.run.config import RunConfig, load_run_config
+from genrec.run.layout import (CONFIG_FILE, HEAD_FILE, INDEX_DIR, ITEM_STATS_FILE, MEMORY_FILE, RANKER_FILE,
+                               RANKER_META_FILE, TOKENIZER_FILE, decoder_model)
+from index.candidates import _banned_keys, cold_slots, empty_candidates, mix_cold
 from index.cold import ColdRanker, ColdStartConfig
 from index.retailer_index import Candidates, RetailerIndex
 from semid.common import DataError
@@ -36,11 +48,16 @@ DEFAULT_COLD_SHARE = ColdStartConfig().share
 
 @dataclass(frozen=True)
 class Candidate:
-    """One recommended product: its id, its Semantic ID, and the decoder's log-probability of that SID."""
+    """One recommended product: its id, its Semantic ID, the ranker's score (higher first; with the
+    ``weighted`` ranker the decoder's log-probability times the experts'), the source that proposed it
+    ("generated", "buy again", "co-purchase", "new product", "similar"; ``genrec.rank.candidates``) and, with
+    ``explain``, its feature values and every source that proposed it."""
 
     item_id: int
     sid: str
     score: float
+    source: str = "generated"
+    features: dict | None = None
 
 
 class Retriever:
@@ -49,7 +66,8 @@ class Retriever:
     def __init__(self, model, tokenizer: SIDTokenizer, index: RetailerIndex, beam_width: int = 20,
                  model_version: str | None = None, cold_share: float = DEFAULT_COLD_SHARE,
                  cold_ranker: ColdRanker | None = None, memory: CoPurchaseMemory | None = None,
-                 head: HeadExpert | None = None) -> None:
+                 head: HeadExpert | None = None, ranker: LearnedRanker | None = None,
+                 rank: RankConfig | None = None, item_stats: ItemStats | None = None) -> None:
         meta = decoder_meta(model)
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -66,6 +84,11 @@ class Retriever:
         self.item_tokens = ItemTokens(ids, index.rows_of(ids)[0])
         self.memory = memory  # None: no co-purchase expert
         self.head = head  # None: no learned item head
+        self.ranker = ranker  # None: the weighted product of experts over the beam
+        self.rank = rank or RankConfig()
+        self.item_stats = item_stats  # None: the ranker's features leave the per-product statistics out
+        if ranker is not None and memory is None and "co" in self.rank.sources:
+            raise DataError("the learned ranker reads the co-purchase memory, which the run lacks (retrain it)")
         if memory is not None or head is not None:
             keys = pack_rows(self.item_tokens.tokens, tokenizer.vocab_size)
             order = np.argsort(keys)
@@ -74,7 +97,8 @@ class Retriever:
     @classmethod
     def from_run(cls, run: str | Path, beam_width: int = 20, device: str = "cpu",
                  cold_share: float | None = None, dtype: str = "float32",
-                 memory_weight: float | None = None, head_weight: float | None = None) -> "Retriever":
+                 memory_weight: float | None = None, head_weight: float | None = None,
+                 ranker: str | None = None) -> "Retriever":
         """Load a run folder written by ``genrec train``; every part must share one codebook version.
         ``cold_share``: the share of each list open to products never interacted with in training, those
         whose SIDs' codebook points lie nearest the query's (TIGER's cold-start mixing, ``index.cold``);
@@ -82,15 +106,18 @@ class Retriever:
         ``dtype``: the decoder's weights, ``float32``, ``bfloat16`` or ``auto``
         (``genrec.model.decoder.inference_dtype``).
         ``memory_weight``: the co-purchase memory's weight (``genrec.model.memory``); None: as the run saved it,
-        0: off. ``head_weight``: the same for the learned item head (``genrec.model.item_head``)."""
+        0: off. ``head_weight``: the same for the learned item head (``genrec.model.item_head``).
+        ``ranker``: ``weighted``, ``learned`` or ``none`` (candidate sets only, for training a ranker); None:
+        the run config's ``rank.ranker``."""
         run = Path(run)
         version = codebook_version(run)
         tokenizer = SIDTokenizer.load(run / TOKENIZER_FILE, codebook_version=version)
         index = RetailerIndex.load(run / INDEX_DIR, codebook_version=version)
         model = load_decoder(decoder_model(run), codebook_version=version).to(device, inference_dtype(dtype, device))
         model_version = weights_digest(decoder_model(run))
-        cold = _cold_start_config(run)
-        ranker = ColdRanker.from_codewords(load_codebook(run).codewords(),
+        cfg = _run_config(run)
+        cold = cfg.cold_start
+        ranker_cold = ColdRanker.from_codewords(load_codebook(run).codewords(),
                                            [tokenizer.level_range(lv)[0] for lv in range(tokenizer.n_levels)],
                                            tokenizer.vocab_size, cold.history_weight)
         share = cold.share if cold_share is None else cold_share
@@ -100,7 +127,18 @@ class Retriever:
         head = None  # the run's item head, written by training when its config weighs one
         if (run / HEAD_FILE).is_file() and head_weight != 0:
             head = HeadExpert.load(run / HEAD_FILE, weight=head_weight)
-        return cls(model, tokenizer, index, beam_width, model_version, share, ranker, memory, head)
+        learned, which = None, ranker or cfg.rank.ranker
+        if which not in ("weighted", "learned", "none"):
+            raise DataError(f"ranker must be weighted, learned or none, got {which!r}")
+        if which == "learned":
+            learned = LearnedRanker.load(run / RANKER_FILE, run / RANKER_META_FILE)
+        stats = None
+        if which != "weighted":
+            if (run / MEMORY_FILE).is_file() and memory is None:
+                memory = CoPurchaseMemory.load(run / MEMORY_FILE)
+            stats = ItemStats.load(run / ITEM_STATS_FILE) if (run / ITEM_STATS_FILE).is_file() else None
+        return cls(model, tokenizer, index, beam_width, model_version, share, ranker_cold, memory, head, learned,
+                   cfg.rank, stats)
 
     def known(self, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Which item ids the run has SIDs for."""
@@ -112,12 +150,16 @@ class Retriever:
         retailer_id: int | Sequence[int | None] | None = None,
         k: int = 10,
         exclude_history: bool = False,
+        explain: bool = False,
     ) -> list[list[Candidate]]:
-        """Per history (item ids, oldest first; unknown ids are skipped), its top ``k`` products."""
-        out = self.retrieve_arrays(histories, retailer_id, k, exclude_history)
+        """Per history (item ids, oldest first; unknown ids are skipped), its top ``k`` products, each with
+        the source that proposed it; ``explain``: with its feature values too (the learned ranker's)."""
+        out = self.retrieve_lists(histories, retailer_id, [k], exclude_history, explain=explain)[k]
+        feats = out.explained
         return [
-            [Candidate(int(i), str(s), float(sc)) for i, s, sc in zip(ids, sids, scores) if i >= 0]
-            for ids, sids, scores in zip(out.item_ids, out.sids, out.scores)
+            [Candidate(int(i), str(s), float(sc), source_label(src), None if feats is None else feats[b][j])
+             for j, (i, s, sc, src) in enumerate(zip(ids, sids, scores, srcs)) if i >= 0]
+            for b, (ids, sids, scores, srcs) in enumerate(zip(out.item_ids, out.sids, out.scores, out.sources))
         ]
 
     def retrieve_arrays(
@@ -126,12 +168,13 @@ class Retriever:
         retailer_id: int | Sequence[int | None] | None = None,
         k: int = 10,
         exclude_history: bool | Sequence[bool] = False,
+        explain: bool = False,
     ) -> Candidates:
         """Like ``retrieve`` but as [B, K] arrays (item -1 where fewer than K exist), for batch jobs. The
         whole batch is one beam search whatever its retailers: each query decodes under its retailer's
         slot of the index's trie forest, so it only gets products that retailer stocks.
-        ``exclude_history``: for all queries or one flag per query."""
-        return self.retrieve_lists(histories, retailer_id, [k], exclude_history)[k]
+        ``exclude_history``: for all queries or one flag per query; ``explain``: see ``retrieve_lists``."""
+        return self.retrieve_lists(histories, retailer_id, [k], exclude_history, explain)[k]
 
     def retrieve_lists(
         self,
@@ -139,9 +182,12 @@ class Retriever:
         retailer_id: int | Sequence[int | None] | None = None,
         ks: Sequence[int] = (10,),
         exclude_history: bool | Sequence[bool] = False,
+        explain: bool = False,
     ) -> dict[int, Candidates]:
         """``retrieve_arrays`` for several list lengths from one beam search: each K's list has its own
-        cold-start slots, so the top K is what a K-slot carousel shows (not the first K of a longer list)."""
+        cold-start slots, so the top K is what a K-slot carousel shows (not the first K of a longer list).
+        ``explain``: each list also carries ``explained``, per query and slot a dict of its feature values
+        and sources (empty for the weighted ranker, which reads no features)."""
         ks = sorted({int(k) for k in ks})
         if not ks or ks[0] < 1:
             raise DataError(f"k must be >= 1, got {ks}")
@@ -150,9 +196,16 @@ class Retriever:
         if not histories:
             return {k: empty_candidates(0, k) for k in ks}
         exclude = _per_query(exclude_history, len(histories))
-        return self._decode(self._known_parts(histories), retailers, ks, exclude)
+        known = self.known_parts(histories)
+        if self.ranker is None:
+            lists = self._decode(known, retailers, ks, exclude)
+            if explain:
+                for c in lists.values():
+                    c.explained = [[{"sources": source_names(b)} if b else {} for b in row] for row in c.sources]
+            return lists
+        return self._ranked(known, retailers, ks, exclude, explain)
 
-    def _known_parts(self, histories: list[np.ndarray]) -> list[np.ndarray]:
+    def known_parts(self, histories: list[np.ndarray]) -> list[np.ndarray]:
         """Each history without the items the run has no SID for (one lookup for the whole batch)."""
         flat = np.concatenate(histories)
         keep = self.known(flat)
@@ -178,14 +231,14 @@ class Retriever:
         start = self.index.start_for(retailers)  # raises DataError for an unknown retailer
         batch = collate(self._queries(histories, retailers), np.arange(len(histories)), PAD, padding_side="left")
         device = next(self.model.parameters()).device
-        experts = [e for e in (self.memory, self.head) if e is not None]
+        experts = [e for e in (self.memory, self.head) if e is not None and e.cfg.weight > 0]
         width = max(self.beam_width, ks[-1], *(e.cfg.beam_width for e in experts))
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         rows, scores = constrained_beam_search(self.model, ids, mask, start.trie, width, width,
                                                start=start.nodes.to(device), start_depth=start.depth)
         rows, scores = rows.cpu(), scores.cpu()
         if experts:
-            states = prompt_states(self.model, ids, mask).cpu() if self.head is not None else None
+            states = prompt_states(self.model, ids, mask).cpu() if self.head in experts else None
             rows, scores = self._rescore(histories, states, rows, scores)
         banned = [h if e else None for h, e in zip(histories, exclude.tolist())] if exclude.any() else None
         last = self._last_rows(histories) if self.cold_share > 0 and self.cold_ranker is not None else None
@@ -200,12 +253,73 @@ class Retriever:
         pos = np.minimum(np.searchsorted(self._row_keys, keys), self._row_keys.size - 1)
         items = np.where((self._row_keys[pos] == keys) & (rows[..., 0].numpy() >= 0), self._row_items[pos], -1)
         new = scores.numpy().astype(np.float64)
-        if self.memory is not None:
+        if self.memory is not None and self.memory.cfg.weight > 0:
             new = self.memory.rescore(histories, items, new)
-        if self.head is not None:
+        if self.head is not None and self.head.cfg.weight > 0:
             new = self.head.rescore(states, items, new)
         order = torch.from_numpy(np.argsort(-new, axis=1, kind="stable"))
         return rows.gather(1, order[..., None].expand_as(rows)), torch.from_numpy(new).float().gather(1, order)
+
+    @torch.inference_mode()
+    def candidate_set(self, histories: list[np.ndarray], retailers: list[int | None],
+                      width: int | None = None) -> tuple[CandidateSet, np.ndarray, np.ndarray]:
+        """Decode -> sources -> features for a batch of known-item histories: (the candidates with their
+        feature columns, the beam's token rows [B, W, D], their log-probs [B, W]). The one code path of the
+        ranker's training examples, evaluation and serving."""
+        start = self.index.start_for(retailers)
+        batch = collate(self._queries(histories, retailers), np.arange(len(histories)), PAD, padding_side="left")
+        device = next(self.model.parameters()).device
+        width = max(self.rank.beam_width, width or 1)
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        rows, scores, levels = constrained_beam_search(self.model, ids, mask, start.trie, width, width,
+                                                       start=start.nodes.to(device), start_depth=start.depth,
+                                                       with_levels=True)
+        rows, scores, levels = rows.cpu().numpy(), scores.cpu().double().numpy(), levels.cpu().double().numpy()
+        forest, slots = self.index.stock_forest(), self.index.slots_for(retailers)
+        parts = [(*beam_source(forest, rows, slots)[:2], SOURCE_BITS["beam"])]
+        if "again" in self.rank.sources:
+            parts.append((*again_source(forest, histories, slots, self.rank.again_top), SOURCE_BITS["again"]))
+        reach = self.memory.reach(histories) if self.memory is not None else None
+        if "co" in self.rank.sources and reach is not None:
+            parts.append((*co_source(forest, reach, self.memory.item_ids, slots, self.rank.co_top), SOURCE_BITS["co"]))
+        cs = union(parts, forest.item_ids, len(histories), forest.item_ids.size)
+        head_logp = None
+        if self.head is not None:
+            head_logp = self.head.head(prompt_states(self.model, ids, mask).cpu().float()).numpy()
+        ctx = features.QueryContext(histories, rows, levels, reach,
+                                    None if self.memory is None else self.memory.item_ids, head_logp,
+                                    None if self.head is None else self.head.catalog, self.item_stats)
+        return features.compute(cs, ctx, forest, tuple(self.rank.drop_features)), rows, scores
+
+    def _ranked(self, histories: list[np.ndarray], retailers: list[int | None], ks: list[int],
+                exclude: np.ndarray, explain: bool) -> dict[int, Candidates]:
+        """The learned ranker's lists: every source's candidates by its score, the history removed where
+        asked, then each K's cold-start slots (``index.candidates.mix_cold``)."""
+        cs, rows, beam_scores = self.candidate_set(histories, retailers, ks[-1])
+        score = self.ranker.score(cs)
+        banned_lists = [h if e else None for h, e in zip(histories, exclude.tolist())]
+        keep = ~_in_lists(cs, banned_lists) if exclude.any() else np.ones(len(cs), bool)
+        order = np.flatnonzero(keep)[np.lexsort((cs.item_ids[keep], -score[keep], cs.query[keep]))]
+        query = cs.query[order]
+        rank = np.arange(order.size) - np.searchsorted(query, query)
+        forest, slots = self.index.stock_forest(), self.index.slots_for(retailers)
+        last = self._last_rows(histories) if self.cold_share > 0 and self.cold_ranker is not None else None
+        banned = _banned_keys(forest, slots, banned_lists, len(histories)) if exclude.any() else np.zeros(0, np.int64)
+        out = {}
+        for k in ks:
+            sel, at = order[rank < k], rank[rank < k]
+            c = empty_candidates(len(histories), k)
+            q = cs.query[sel]
+            c.item_ids[q, at], c.scores[q, at], c.sids[q, at] = cs.item_ids[sel], score[sel], forest.sids[cs.pos[sel]]
+            c.sources[q, at] = cs.sources[sel]
+            c.from_beam[q, at] = (cs.sources[sel] & SOURCE_BITS["beam"]) > 0
+            if last is not None:  # new products never displace the shopper's own re-buys
+                mix_cold(c, forest, rows, beam_scores, slots, banned, self.cold_share, self.cold_ranker, last,
+                         keep=(c.sources & SOURCE_BITS["again"]) > 0)
+            if explain:
+                c.explained = _explanations(cs, c)
+            out[k] = c
+        return out
 
     def _last_rows(self, histories: list[np.ndarray]) -> np.ndarray:
         """Each history's latest item as its SID token row [B, D]; -1 rows for empty histories."""
@@ -228,10 +342,42 @@ class Retriever:
         )
 
 
-def _cold_start_config(run: Path) -> ColdStartConfig:
-    """The run config's ``cold_start`` section (its defaults for a run folder without a config)."""
+def _run_config(run: Path) -> RunConfig:
+    """The run's config (the defaults for a run folder without one)."""
     path = run / CONFIG_FILE
-    return load_run_config(path).cold_start if path.is_file() else ColdStartConfig()
+    return load_run_config(path) if path.is_file() else RunConfig()
+
+
+def _in_lists(cs: CandidateSet, lists: list[np.ndarray | None]) -> np.ndarray:
+    """Per candidate: whether its item is in its query's list (None: an empty list)."""
+    parts = [(np.full(len(h), b, np.int64), np.asarray(h, np.int64)) for b, h in enumerate(lists) if h is not None]
+    if not parts:
+        return np.zeros(len(cs), bool)
+    query, items = (np.concatenate(x) for x in zip(*parts))
+    span = int(max(items.max(initial=0), cs.item_ids.max(initial=0))) + 1
+    return np.isin(cs.query * span + cs.item_ids, query * span + items)
+
+
+def _explanations(cs: CandidateSet, lists: Candidates) -> list[list[dict]]:
+    """Per query and slot of ``lists``: the candidate's feature values (None where not applicable) and the
+    sources that proposed it; a product placed by the cold-start slots only says so."""
+    span = int(max(cs.item_ids.max(initial=0), lists.item_ids.max(initial=0))) + 1
+    keys = cs.query * span + cs.item_ids  # sorted: candidates are by query, then position
+    order = np.argsort(keys, kind="stable")
+    out = []
+    for b, (ids, bits) in enumerate(zip(lists.item_ids, lists.sources)):
+        row = []
+        for item, src in zip(ids.tolist(), bits.tolist()):
+            if item < 0:
+                row.append({})
+                continue
+            at = np.searchsorted(keys[order], b * span + item)
+            found = at < keys.size and keys[order][at] == b * span + item
+            values = {n: (None if np.isnan(v) else float(v))
+                      for n, v in zip(cs.names, cs.features[order[at]])} if found else {}
+            row.append({**values, "sources": source_names(src)})
+        out.append(row)
+    return out
 
 
 def _per_query(flag: bool | Sequence[bool], n: int) -> np.ndarray:

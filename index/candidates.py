@@ -14,6 +14,12 @@ from index.forest import StockForest
 from semid.common import DataError
 
 
+# Which candidate source put a product in a list, as bits (a product several sources proposed has several):
+# the decoder's beam, the shopper's own earlier purchases, co-purchase statistics, the new-product slots, and
+# the SID-prefix fill of a list the beam left short. ``genrec.rank.candidates`` names them for people.
+SOURCE_BEAM, SOURCE_AGAIN, SOURCE_CO, SOURCE_NEW, SOURCE_FILL = 1, 2, 4, 8, 16
+
+
 @dataclass
 class Candidates:
     """K products per query, best first. ``scores`` are the SID log-probs for products from decoded SIDs;
@@ -24,6 +30,12 @@ class Candidates:
     scores: np.ndarray  # [B, K] float64
     sids: np.ndarray  # [B, K] object: SID strings, "" where empty
     from_beam: np.ndarray  # [B, K] bool
+    sources: np.ndarray | None = None  # [B, K] uint8: SOURCE_* bits, 0 where empty (None: the beam's)
+    explained: list | None = None  # per query and slot, a dict of what put it there (``Retriever`` explain)
+
+    def __post_init__(self) -> None:
+        if self.sources is None:
+            self.sources = np.where(self.item_ids >= 0, SOURCE_BEAM, 0).astype(np.uint8)
 
 
 def empty_candidates(batch: int, k: int) -> Candidates:
@@ -33,6 +45,7 @@ def empty_candidates(batch: int, k: int) -> Candidates:
         scores=np.full((batch, k), -np.inf),
         sids=np.full((batch, k), "", dtype=object),
         from_beam=np.zeros((batch, k), bool),
+        sources=np.zeros((batch, k), np.uint8),
     )
 
 
@@ -79,14 +92,15 @@ def cold_slots(k: int, share: float) -> int:
 
 def mix_cold(out: Candidates, forest: StockForest, decoded: np.ndarray, scores: np.ndarray, slots: np.ndarray,
              banned: np.ndarray, share: float, ranker: ColdRanker | None = None,
-             last_rows: np.ndarray | None = None) -> None:
+             last_rows: np.ndarray | None = None, keep: np.ndarray | None = None) -> None:
     """TIGER's cold-start mixing, in place: up to ``cold_slots`` of each query's last slots are open to
     new products its slot holds (no training interactions and not established, ``StockForest.build``: the
     decoder never learnt to generate their SIDs); those placed score just below the list they join. With
     a ``ranker`` (``index.cold``) the open slots hold whichever lie nearest the query's SID point, the
     listed products there or the nearest new ones (``last_rows``: each query's latest history item, [B, D],
     -1 rows for none). Without one, new products under a decoded SID's codewords, else all but its last
-    codeword, take the open slots."""
+    codeword, take the open slots. ``keep`` [B, K] (with a ranker): listed products no new one may displace
+    (the shopper's own re-buys, say)."""
     reserve = cold_slots(out.item_ids.shape[1], share)
     if not reserve or not forest.cold_positions.size:
         return
@@ -96,6 +110,8 @@ def mix_cold(out: Candidates, forest: StockForest, decoded: np.ndarray, scores: 
         queries = ranker.queries(decoded, scores, last_rows)
         found, near = _cold_by_point(queries, forest, slots, ranker, reserve + out.item_ids.shape[1])
         tail = _tail_similarity(out, forest, ranker, queries, reserve)
+        if keep is not None:
+            tail = np.where(keep[:, -reserve:] & np.isfinite(tail), np.inf, tail)
     n, k = forest.item_ids.size, out.item_ids.shape[1]
     for b, pos in found.items():
         skip = banned[(banned >= b * n) & (banned < (b + 1) * n)] - b * n
@@ -110,7 +126,7 @@ def mix_cold(out: Candidates, forest: StockForest, decoded: np.ndarray, scores: 
         _rewrite_tail(out, forest, b, k - reserve if tail is not None else k - pos.size, kept, pos)
 
 
-_FIELDS = ("item_ids", "scores", "sids", "from_beam")
+_FIELDS = ("item_ids", "scores", "sids", "from_beam", "sources")
 
 
 def _rewrite_tail(out: Candidates, forest: StockForest, b: int, first: int, kept: np.ndarray,
@@ -124,7 +140,7 @@ def _rewrite_tail(out: Candidates, forest: StockForest, b: int, first: int, kept
         field[b, first + kept.size:] = getattr(empty, name)[0, 0]
     at = np.arange(first + kept.size, first + kept.size + pos.size)
     base = float(np.min(out.scores[b, : at[0]], initial=0.0)) if at[0] else 0.0
-    _place(out, forest, np.full(pos.size, b), at, pos, base - 1.0 - np.arange(pos.size), False)
+    _place(out, forest, np.full(pos.size, b), at, pos, base - 1.0 - np.arange(pos.size), False, SOURCE_NEW)
 
 
 def _nearest_of(listed: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +149,7 @@ def _nearest_of(listed: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.nda
     order; new candidates chosen, best first)."""
     top = np.argsort(-np.concatenate([listed, new]), kind="stable")[: listed.size]
     kept = np.sort(top[top < listed.size])
-    return kept[np.isfinite(listed[kept])], np.sort(top[top >= listed.size]) - listed.size
+    return kept[listed[kept] > -np.inf], np.sort(top[top >= listed.size]) - listed.size
 
 
 def _tail_similarity(out: Candidates, forest: StockForest, ranker: ColdRanker, queries: np.ndarray,
@@ -266,12 +282,15 @@ def _place(
     pos: np.ndarray,
     scores: np.ndarray,
     from_beam: bool,
+    source: int | np.ndarray | None = None,
 ) -> None:
-    """Write products (forest positions) into the output slots."""
+    """Write products (forest positions) into the output slots (``source``: their SOURCE_* bits; default
+    the beam's, or the fill's where not ``from_beam``)."""
     out.item_ids[q, slot] = forest.item_ids[pos]
     out.scores[q, slot] = scores
     out.sids[q, slot] = forest.sids[pos]
     out.from_beam[q, slot] = from_beam
+    out.sources[q, slot] = (SOURCE_BEAM if from_beam else SOURCE_FILL) if source is None else source
 
 
 def _fill(

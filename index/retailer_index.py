@@ -149,6 +149,15 @@ class RetailerIndex:
         ``trie``, ``nodes`` and ``depth`` to ``constrained_beam_search`` as trie, start and start_depth."""
         return self._stock_forest().start(self._slots(retailer_ids, None))
 
+    def stock_forest(self) -> StockForest:
+        """The forest over every retailer's stock and the catalog (``index.forest``): where candidate
+        sources find the products a query's retailer stocks."""
+        return self._stock_forest()
+
+    def slots_for(self, retailer_ids: Sequence[int | None] | np.ndarray) -> np.ndarray:
+        """The forest slot of each query's retailer (None: the whole catalog); an unknown retailer is an error."""
+        return self._slots(retailer_ids, None)
+
     def lookup(
         self,
         keys: np.ndarray | torch.Tensor | Sequence[str],

@@ -19,8 +19,10 @@ LAYERS = {
     "genrec.evaluation.metrics": 0,
     "genrec.data": 1,
     "genrec.model": 2,
+    "genrec.rank": 2.5,  # candidate sources, features, rankers (the run config holds their section)
     "genrec.run": 3,  # config, the SID stage, build (make a run)
     "genrec.retriever": 4,  # read a run
+    "genrec.rank.train": 4.5,  # the learned ranker's training reads the run through the retriever
     "genrec.evaluation": 5,
     "genrec.report": 6,
     "genrec.review": 6,

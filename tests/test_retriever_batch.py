@@ -171,7 +171,7 @@ def test_a_new_product_takes_the_open_slot_only_when_nearer_than_the_listed_one(
     got = mixed.retrieve_arrays(histories, None, k=5).item_ids
     ranker, beams = mixed.cold_ranker, searches[0]
     query = ranker.queries(beams["rows"].numpy().astype(np.int64), beams["scores"].numpy().astype(np.float64),
-                           mixed._last_rows(mixed._known_parts(histories)))
+                           mixed._last_rows(mixed.known_parts(histories)))
     points = lambda ids: ranker.points(mixed.index.rows_of(ids)[0])  # noqa: E731
     forest = mixed.index._stock_forest()
     cold = np.unique(forest.item_ids[forest.cold_positions])  # the new products and any never bought

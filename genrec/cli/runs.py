@@ -12,11 +12,15 @@ EVAL_FLAGS = ("max_test", "cold_start_fraction", "cold_share", "beam_width")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from genrec.rank.train import train_ranker
     from genrec.run.build import train_run
     from genrec.run.config import load_run_config
 
-    result = train_run(Path(args.data), load_run_config(args.config), Path(args.out), resume=not args.restart)
-    print(f"wrote {args.out}: decoder trained, best validation {result.best}")
+    cfg = load_run_config(args.config)
+    result = train_run(Path(args.data), cfg, Path(args.out), resume=not args.restart)
+    ranker = train_ranker(Path(args.out), cfg, Path(args.data))
+    print(f"wrote {args.out}: decoder trained, best validation {result.best}"
+          + ("; learned ranker trained" if ranker else ""))
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:

@@ -27,6 +27,7 @@ from semid.common import DataError, jsonable
 from semid.text_table import column_blocks
 
 GENREC = "genrec"  # the generative model's key in the result
+GENREC_WEIGHTED = "genrec_weighted"  # a learned-ranker run's lists under the weighted ranker, beside them
 
 
 POPULARITY_BANDS = ((1, 5), (5, 10), (10, 50), (50, None))  # training purchases of the target: [lo, hi)
@@ -42,12 +43,16 @@ class GenerativeModel:
     name = GENREC
     uses_full_history = True  # the retriever caps histories to the decoder's max_items itself
 
-    def __init__(self, run: Path, beam_width: int, device: str, cold_share: float | None) -> None:
+    def __init__(self, run: Path, beam_width: int, device: str, cold_share: float | None,
+                 ranker: str | None = None, name: str = GENREC) -> None:
         from genrec.retriever import Retriever
 
-        self.retriever = Retriever.from_run(run, beam_width=beam_width, device=device, cold_share=cold_share)
+        self.name = name
+        self.retriever = Retriever.from_run(run, beam_width=beam_width, device=device, cold_share=cold_share,
+                                            ranker=ranker)
         self.choices = {"beam_width": beam_width, "max_items": self.retriever.max_items,
-                        "cold_share": self.retriever.cold_share}
+                        "cold_share": self.retriever.cold_share,
+                        "ranker": "learned" if self.retriever.ranker is not None else "weighted"}
 
     def fit(self, train: Examples, validation: Examples, ctx: FitContext) -> "GenerativeModel":
         """Already trained (``genrec train``): nothing to do."""
@@ -239,6 +244,8 @@ def make_model(name: str, run: Path | None, cfg: EvalConfig):
     """Our run (``genrec``) behind the harness's interface, or a fresh baseline with the config's options."""
     if name == GENREC:
         return GenerativeModel(Path(run), cfg.beam_width, cfg.device, cfg.cold_share)
+    if name == GENREC_WEIGHTED:
+        return GenerativeModel(Path(run), cfg.beam_width, cfg.device, cfg.cold_share, "weighted", GENREC_WEIGHTED)
     return make_baseline(name, **cfg.baseline_options.get(name, {}))
 
 
@@ -279,7 +286,8 @@ def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: S
                     "protocol": {**data_.protocol, "k_values": list(ks), "tune_metric": cfg.tune_metric,
                                  "exclude_history": cfg.exclude_history, "tail_items": int(tail.size),
                                  "catalog_items": int(data_.catalog.size)}}
-    names = ([GENREC] if run is not None and score_run else []) + list(baselines)
+    ours = [GENREC] + ([GENREC_WEIGHTED] if run is not None and _learned(Path(run)) else [])
+    names = (ours if run is not None and score_run else []) + list(baselines)
     for name in names:
         say(f"{name}: fitting and ranking")
         out = run_model(make_model(name, run, cfg), data_, cfg, fit_context(data_, run, cfg, seed, ks, name))
@@ -293,6 +301,14 @@ def evaluate(data: Path, run: Path | None, baselines: Sequence[str], k_values: S
             + f" (fit {out.timings['fit_s']:.1f}s, test {out.timings['test_recommend_s']:.1f}s)")
     result["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
     return jsonable(result)
+
+
+def _learned(run: Path) -> bool:
+    """Whether the run's config ranks with the learned ranker (then the weighted ranker gets a row too)."""
+    from genrec.run.config import load_run_config
+
+    path = run / CONFIG_FILE
+    return path.is_file() and load_run_config(path).rank.ranker == "learned"
 
 
 def evaluate_baseline(data: Path, run: Path, name: str, seed: int, config: EvalConfig) -> dict:

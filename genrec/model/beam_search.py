@@ -45,7 +45,8 @@ def constrained_beam_search(
     shared_prompt: bool = True,
     start: torch.Tensor | None = None,
     start_depth: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    with_levels: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """Top ``num_return`` token rows per query, best first, with their sequence log-probs.
 
     ``input_ids``/``attention_mask``: [B, T], left-padded. ``exclude``: per query, full token rows (of
@@ -54,7 +55,8 @@ def constrained_beam_search(
     start of -1 gives no rows. Returns (rows [B, num_return, steps] int64, log_probs [B, num_return]
     float32); where fewer rows exist, rows are -1 and log-probs -inf. ``constrained=False`` is plain beam
     search over the full vocabulary (for comparison). ``shared_prompt=False`` steps with one cache row per
-    beam (for models that do not take a 4-D attention mask)."""
+    beam (for models that do not take a 4-D attention mask). ``with_levels``: also return each row's
+    log-prob after every step [B, num_return, steps] (the rank stage's per-level features, ``genrec.rank``)."""
     steps = trie.depth - int(start_depth) if steps is None else int(steps)
     _check_args(input_ids, attention_mask, trie, beam_width, num_return, steps, exclude, constrained, start,
                 start_depth)
@@ -72,8 +74,12 @@ def constrained_beam_search(
         vocab, width = max(trie.depth_vocab[start_depth:]), logp.shape[-1]
         if track and vocab > width:
             raise DataError(f"beam search: the trie uses token ids up to {vocab - 1}, the model has {width}")
-        rows, scores = _beam_steps(stepper, logp, trie, first, banned, beam_width, steps, start_depth, constrained)
-    return _finish(rows.view(batch, beam_width, steps), scores.view(batch, beam_width), num_return)
+        rows, scores, levels = _beam_steps(stepper, logp, trie, first, banned, beam_width, steps, start_depth,
+                                           constrained)
+    rows, scores = _finish(rows.view(batch, beam_width, steps), scores.view(batch, beam_width), num_return)
+    if not with_levels:
+        return rows, scores
+    return rows, scores, levels.view(batch, beam_width, steps)[:, :num_return]
 
 
 @contextlib.contextmanager
@@ -98,14 +104,15 @@ def _stepper_class(model: torch.nn.Module, shared_prompt: bool) -> type:
 
 def _beam_steps(stepper, logp: torch.Tensor, trie: PrefixTrie, nodes: torch.Tensor,
                 banned: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, beam_width: int, steps: int,
-                start_depth: int, constrained: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                start_depth: int, constrained: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The search proper, from the prompts' log-probs ``logp`` [B, V]: one masked ``topk`` per token.
-    Returns (rows [B*W, steps], scores [B*W])."""
+    Returns (rows [B*W, steps], scores [B*W], the score after each step [B*W, steps])."""
     batch, width = logp.shape
     device = logp.device
     track = constrained or banned is not None
     beams, scores = 1, torch.zeros(batch, device=device)
     rows = torch.zeros(batch, 0, dtype=torch.long, device=device)
+    levels = torch.zeros(batch, 0, device=device)
     for t in range(steps):
         cand = logp + scores[:, None]
         if constrained:
@@ -117,12 +124,13 @@ def _beam_steps(stepper, logp: torch.Tensor, trie: PrefixTrie, nodes: torch.Tens
         token = (flat % width).reshape(-1)
         rows = torch.cat([rows[parent], token[:, None]], dim=1)
         scores = top.reshape(-1)
+        levels = torch.cat([levels[parent], scores[:, None]], dim=1)
         if track:
             nodes = trie.step(start_depth + t, nodes[parent], token)
         beams = beam_width
         if t < steps - 1:
             logp = stepper.feed(parent, token, t)
-    return rows, scores
+    return rows, scores, levels
 
 
 class _ItemSteps:

@@ -70,22 +70,21 @@ class CoPurchaseMemory:
         sim = similarity(pair_counts(seqs, catalog, cfg.window), counts, cfg.settings)
         return cls(catalog, sim, cfg)
 
-    def scores(self, histories: list[np.ndarray], candidates: np.ndarray) -> np.ndarray:
-        """sim(history, candidate) [B, W] for candidate item ids [B, W] (-1 and unknown ids: 0)."""
+    def reach(self, histories: list[np.ndarray]) -> sp.csr_matrix:
+        """sim(history, product) [B, n] over ``item_ids``, sparse: only co-purchased products, column indices
+        sorted within each row."""
         lengths = np.array([h.size for h in histories], np.int64)
         offsets = np.r_[0, np.cumsum(lengths)]
         flat = np.concatenate(histories) if histories else np.zeros(0, np.int64)
-        query = query_matrix(offsets, flat, self.item_ids, self.cfg.settings)
+        reach = (query_matrix(offsets, flat, self.item_ids, self.cfg.settings) @ self.sim).tocsr()
+        reach.sort_indices()
+        return reach
+
+    def scores(self, histories: list[np.ndarray], candidates: np.ndarray) -> np.ndarray:
+        """sim(history, candidate) [B, W] for candidate item ids [B, W] (-1 and unknown ids: 0)."""
         cols = item_columns(self.item_ids, candidates.reshape(-1)).reshape(candidates.shape)
-        out = np.zeros(candidates.shape, np.float64)
-        reach = (query @ self.sim).tocsr()  # [B, n]: sparse, only co-purchased products
-        for b in range(len(histories)):
-            lo, hi = reach.indptr[b], reach.indptr[b + 1]
-            if hi == lo:
-                continue
-            row = dict(zip(reach.indices[lo:hi].tolist(), reach.data[lo:hi].tolist()))
-            out[b] = [row.get(c, 0.0) if c >= 0 else 0.0 for c in cols[b].tolist()]
-        return out
+        query = np.repeat(np.arange(candidates.shape[0]), candidates.shape[1])
+        return sparse_lookup(self.reach(histories), query, cols.reshape(-1)).reshape(candidates.shape)
 
     def rescore(self, histories: list[np.ndarray], candidates: np.ndarray, log_probs: np.ndarray) -> np.ndarray:
         """The product of experts' log-scores [B, W] (dead candidates stay -inf)."""
@@ -112,3 +111,18 @@ class CoPurchaseMemory:
         n = t["item_ids"].size
         sim = sp.csr_matrix((t["data"].astype(np.float64), t["indices"], t["indptr"]), shape=(n, n))
         return cls(t["item_ids"], sim, cfg)
+
+
+def sparse_lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``matrix[rows[i], cols[i]]`` for every i, 0 where absent or ``cols[i]`` < 0; ``matrix`` must have
+    sorted indices (one vectorised search, no dense row)."""
+    n = max(matrix.shape[1], 1)
+    row_of = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    keys = row_of * n + matrix.indices  # ascending: rows in order, sorted columns within a row
+    want = np.asarray(rows, np.int64) * n + np.maximum(cols, 0)
+    at = np.searchsorted(keys, want).clip(max=max(keys.size - 1, 0))
+    out = np.zeros(want.size, np.float64)
+    if keys.size:
+        hit = (keys[at] == want) & (np.asarray(cols) >= 0)
+        out[hit] = matrix.data[at[hit]]
+    return out

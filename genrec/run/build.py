@@ -101,9 +101,10 @@ def build_serving_parts(data: Path, cfg: RunConfig, run: Path) -> tuple[Dataset,
 
 
 def build_memory(run: Path, ds: Dataset, cfg: RunConfig, item_tokens: ItemTokens) -> Path | None:
-    """The co-purchase memory (``genrec.model.memory``) from the training split, when the config weighs it."""
+    """The co-purchase memory (``genrec.model.memory``) from the training split, when the config weighs it or
+    the learned ranker reads it (its ``co`` source and features)."""
     path = run / MEMORY_FILE
-    if cfg.memory.weight <= 0:
+    if cfg.memory.weight <= 0 and cfg.rank.ranker != "learned":
         path.unlink(missing_ok=True)
         return None
     train = split_events(ds.events, cfg.decoder.max_items, cfg.sequence)[0].train

@@ -10,6 +10,7 @@ from genrec.model.decoder import DecoderConfig
 from genrec.model.item_head import ItemHeadConfig
 from genrec.model.memory import MemoryConfig
 from genrec.model.train import TrainConfig
+from genrec.rank.config import RankConfig
 from index.cold import ColdStartConfig
 from semid.config import Checks, load
 from semid.embeddings import EmbeddingConfig
@@ -29,6 +30,7 @@ class RunConfig:
     cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)  # list slots open to new products
     memory: MemoryConfig = field(default_factory=MemoryConfig)  # co-purchase re-scoring of the decoded products
     item_head: ItemHeadConfig = field(default_factory=ItemHeadConfig)  # learned re-scoring of the decoded products
+    rank: RankConfig = field(default_factory=RankConfig)  # candidate sources and the ranker that orders them
 
     def __post_init__(self) -> None:
         c = Checks(self, "")  # top-level keys have no section

@@ -15,6 +15,7 @@ from genrec.evaluation.harness import evaluate, format_table
 from genrec.evaluation.protocol import EvalConfig
 from genrec.report import write_report
 from genrec.retriever import Retriever
+from genrec.rank.train import train_ranker
 from genrec.run.build import train_run
 from genrec.run.config import RunConfig, load_run_config
 from genrec.run.layout import EVAL_FILE, SEMID_EVAL_FILE, SIDS_FILE
@@ -68,8 +69,9 @@ def run_demo(workdir: Path, config: Path | None = None, seed: int = 0) -> dict:
         _say(f"         [{row['label']}] -> {row['majority_label']}", 10)
     _done(t)
 
-    t = _stage("4. transformer decoder on shopper sessions (resumes from its checkpoint)")
+    t = _stage("4. transformer decoder on shopper sessions (resumes from its checkpoint), then the ranker")
     train_run(data, cfg, run)
+    train_ranker(run, cfg, data)
     _done(t)
 
     t = _stage("5. offline evaluation against baselines (held-out last basket per shopper)")
@@ -97,10 +99,10 @@ def show_carousels(data: Path, run: Path, shoppers: int = 3, k: int = 6) -> None
     retriever = Retriever.from_run(run)
     for user in sorted(set(events["user_id"]))[:shoppers]:
         rows = [i for i, u in enumerate(events["user_id"]) if u == user]
-        history = [events["item_id"][i] for i in rows][-8:]
+        history = [events["item_id"][i] for i in rows]
         retailer = events["retailer_id"][rows[-1]]
-        ranked = retriever.retrieve([history], retailer_id=retailer, k=k, exclude_history=True)[0]
+        ranked = retriever.retrieve([history], retailer_id=retailer, k=k)[0]
         recent = "; ".join(titles[i] for i in history[-4:])
         _say(f"   shopper {user} (retailer {retailer}) recently bought: {recent}", 6)
         for c in ranked:
-            _say(f"      {c.sid:>14}  {titles[c.item_id]}", 22)
+            _say(f"      {c.source:<11} {c.sid:>14}  {titles[c.item_id]}", 34)

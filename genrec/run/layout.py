@@ -15,6 +15,9 @@ paragraph lists the same names.
       index/                  the retailer index (``index.persistence``)    INDEX_DIR
       memory.safetensors      the co-purchase memory, when the config weighs one   MEMORY_FILE
       item_head.safetensors   the learned item head, when the config weighs one    HEAD_FILE
+      ranker.txt, ranker.json the learned ranker (LightGBM trees) and what it was trained on, with
+                              rank.ranker: learned (``genrec.rank``)        RANKER_FILE, RANKER_META_FILE
+      item_stats.safetensors  the per-product statistics the ranker reads   ITEM_STATS_FILE
       decoder/                the trainer's folder                          DECODER_DIR
         model/                the best decoder (a transformers folder)      MODEL_DIR
         checkpoint/           the last training state, for resuming         CHECKPOINT_DIR
@@ -40,6 +43,9 @@ TOKENIZER_FILE = "tokenizer.json"
 INDEX_DIR = "index"
 MEMORY_FILE = "memory.safetensors"
 HEAD_FILE = "item_head.safetensors"
+RANKER_FILE = "ranker.txt"
+RANKER_META_FILE = "ranker.json"
+ITEM_STATS_FILE = "item_stats.safetensors"
 SEMID_EVAL_FILE = "semid_eval.json"
 EVAL_FILE = "eval.json"
 REVIEW_DB_FILE = "review.sqlite"
@@ -54,7 +60,7 @@ RESULT_FILE = "train_result.json"
 __all__ = [
     "CODEBOOK_FILE", "CODEBOOK_HEALTH_FILE", "CODEBOOK_HISTORY_FILE", "CODEBOOK_WEIGHTS_FILE", "SIDS_FILE",
     "CONFIG_FILE", "DATASET_FILE", "ITEMS_FILE", "EMBEDDINGS_FILE", "TEXT_EMBEDDINGS_FILE", "TOKENIZER_FILE",
-    "INDEX_DIR", "MEMORY_FILE", "HEAD_FILE", "SEMID_EVAL_FILE", "EVAL_FILE", "REVIEW_DB_FILE", "DECODER_DIR",
+    "INDEX_DIR", "MEMORY_FILE", "HEAD_FILE", "RANKER_FILE", "RANKER_META_FILE", "ITEM_STATS_FILE", "SEMID_EVAL_FILE", "EVAL_FILE", "REVIEW_DB_FILE", "DECODER_DIR",
     "MODEL_DIR", "CHECKPOINT_DIR", "HISTORY_FILE", "RESULT_FILE", "decoder_model",
 ]
 

@@ -82,10 +82,12 @@ def build_router(settings: ServeSettings, Retrieve: type[BaseModel]) -> APIRoute
         waited = 0.0 if arrived is None else time.perf_counter() - arrived
         deadline = state.batcher.deadline(timeout_ms, waited)
         model = state.slot.current  # one snapshot: checked against and decoded by the same model
-        query, skipped = model.query(body.history, body.retailer_id, body.k, body.exclude_history, state.settings)
+        query, skipped = model.query(body.history, body.retailer_id, body.k, body.exclude_history, state.settings,
+                                     body.explain)
         found = await state.batcher.submit(model.retriever, query, deadline)
         return RetrieveResponse(
-            items=[RetrievedItem(item_id=c.item_id, sid=c.sid, score=c.score) for c in found],
+            items=[RetrievedItem(item_id=c.item_id, sid=c.sid, score=c.score, source=c.source,
+                                 **({"features": c.features} if body.explain else {})) for c in found],
             codebook_version=model.codebook_version, model_version=model.model_version, skipped=skipped,
         )
 

@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from genrec.rank.candidates import source_label
 from genrec.retriever import Candidate, Retriever
 
 
@@ -34,6 +35,7 @@ class Query:
     retailer_id: int | None
     k: int
     exclude_history: bool
+    explain: bool = False  # each product's feature values and sources too
 
 
 @dataclass
@@ -259,16 +261,18 @@ def _decode(jobs: list[_Job]) -> list[list[Candidate]]:
     flags; each row is cut to its own k (with one beam width, the top k of a longer list is the top-k list)."""
     retriever = jobs[0].retriever
     k = max(job.query.k for job in jobs)
+    explain = any(job.query.explain for job in jobs)
     out = retriever.retrieve_arrays(
         [job.query.history for job in jobs], [job.query.retailer_id for job in jobs], k,
-        [job.query.exclude_history for job in jobs],
+        [job.query.exclude_history for job in jobs], **({"explain": True} if explain else {}),
     )
     results = []
     for row, job in enumerate(jobs):
-        ids, sids, scores = out.item_ids[row, :job.query.k], out.sids[row, :job.query.k], out.scores[row, :job.query.k]
-        keep = ids >= 0
-        results.append([Candidate(int(i), str(s), float(sc))
-                        for i, s, sc in zip(ids[keep].tolist(), sids[keep].tolist(), scores[keep].tolist())])
+        cut = slice(0, job.query.k)
+        ids, sids, scores, srcs = (a[row, cut].tolist() for a in (out.item_ids, out.sids, out.scores, out.sources))
+        feats = out.explained[row][cut] if job.query.explain else [None] * len(ids)
+        results.append([Candidate(i, str(s), float(sc), source_label(src), f)
+                        for i, s, sc, src, f in zip(ids, sids, scores, srcs, feats) if i >= 0])
     return results
 
 

@@ -56,7 +56,7 @@ class ServedModel:
         return self.retriever.codebook_version
 
     def query(self, history: list[int], retailer_id: int | None, k: int, exclude_history: bool,
-              settings: ServeSettings) -> tuple[Query, list[int]]:
+              settings: ServeSettings, explain: bool = False) -> tuple[Query, list[int]]:
         """Check one retrieval request against the limits and this model: the query to decode and the
         unknown item ids that were dropped from the history. ApiError says what is wrong."""
         if not 1 <= k <= settings.max_k:
@@ -71,7 +71,7 @@ class ServedModel:
         if ids.size and not known.any():
             raise ApiError(422, "unknown_items", f"none of the history's items is known to this model: {unknown[:20]}",
                            unknown=unknown)
-        return Query(ids[known], retailer_id, k, exclude_history), unknown
+        return Query(ids[known], retailer_id, k, exclude_history, explain), unknown
 
     def check_retailer(self, retailer_id: int | None) -> None:
         """ApiError 422 unless the index serves ``retailer_id`` (None: the whole catalog)."""

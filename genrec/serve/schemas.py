@@ -32,6 +32,8 @@ class RetrieveRequest(BaseModel):
     retailer_id: RetailerId | None = None  # None: the whole catalog
     k: Annotated[int, Field(strict=True, ge=1)]
     exclude_history: Annotated[bool, Field(strict=True)] = False  # never return products already in the history
+    # each item also carries ``features``: the ranker's feature values and every source that proposed it
+    explain: Annotated[bool, Field(strict=True)] = False
 
 
 def retrieve_request(settings: ServeSettings) -> type[RetrieveRequest]:
@@ -47,7 +49,11 @@ def retrieve_request(settings: ServeSettings) -> type[RetrieveRequest]:
 class RetrievedItem(BaseModel):
     item_id: int
     sid: str
-    score: float  # the decoder's log-probability of the SID (lower for products filled from nearby SIDs)
+    score: float  # the ranker's score, higher first (genrec.retriever.Candidate)
+    # who proposed it: generated, buy again, co-purchase, new product or similar (genrec.rank.candidates)
+    source: str
+    # with explain: feature name -> value (null where it does not apply), and "sources": every source's name
+    features: dict[str, float | None | list[str]] | None = None
 
 
 class RetrieveResponse(BaseModel):

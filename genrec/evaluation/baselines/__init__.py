@@ -26,6 +26,7 @@ BASELINES: dict[str, BaselineSpec] = {
     "popular": BaselineSpec("genrec.evaluation.baselines.popular", "MostPopular"),
     "own_popular": BaselineSpec("genrec.evaluation.baselines.popular", "OwnMostBought"),
     "itemknn": BaselineSpec("genrec.evaluation.baselines.itemknn", "ItemKNN"),
+    "tifuknn": BaselineSpec("genrec.evaluation.baselines.tifuknn", "TIFUKNN"),
     "semantic_knn": BaselineSpec("genrec.evaluation.baselines.semantic_knn", "SemanticKNN"),
     "sasrec_ce": BaselineSpec("genrec.evaluation.baselines.sasrec", "SASRec", {"loss": "ce"}),
     "sasrec_bce": BaselineSpec("genrec.evaluation.baselines.sasrec", "SASRec", {"loss": "bce"}),

@@ -1,0 +1,185 @@
+"""Feature columns of a candidate set: one code path for the ranker's training examples, evaluation and
+serving (``genrec.retriever.Retriever.candidate_set`` calls ``compute``), so what the ranker learns from is
+what it is served. NaN marks a feature that does not apply (a product the beam never reached); LightGBM
+learns where such rows go.
+
+Groups (``RankConfig.drop_features`` leaves any out):
+- ``decoder``: log-prob of the candidate's first d SID tokens wherever the beam reached that prefix
+  (``dec_l1`` .. ``dec_lD``: the total for products in the beam, a partial score for products another
+  source proposed under a decoded prefix), its beam rank, and the query's best beam score;
+- ``co``: co-purchase similarity to the history, its rank among the query's and its share of the best;
+- ``again``: times the shopper bought it (and as a share of the history), items since the last time,
+  time-decayed frequencies at four decays, the mean gap between re-buys (in items: the API takes no
+  timestamps);
+- ``popularity``: training purchases, and the share of a product's buyers who bought it again and of its
+  purchases that are recent (``genrec.rank.item_stats``); ``sid``: SID prefix shared with the latest and the closest of the last
+  ten history items; ``query``: history length; ``new``: launched after training; ``head``: the item head's
+  log-prob, where the run has one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from genrec.model.memory import sparse_lookup
+from genrec.rank.candidates import CandidateSet
+from genrec.rank.item_stats import ItemStats
+from index.forest import StockForest
+from semid.catalog import item_columns
+
+SID_HISTORY = 10  # history items the SID overlap looks back over
+AGAIN_DECAYS = (0.7, 0.9, 0.97, 0.99)  # the time-decayed frequencies of a re-buy (own_popular tunes among such)
+
+
+@dataclass
+class QueryContext:
+    """What features read about a batch besides the candidates themselves."""
+
+    histories: list[np.ndarray]  # item ids, oldest first (products the run knows)
+    rows: np.ndarray  # [B, W, D] the beam's token rows, -1 where dead
+    levels: np.ndarray  # [B, W, D] log-prob after each token
+    reach: sp.csr_matrix | None  # co-purchase similarity to each history [B, n] (None: no memory)
+    reach_items: np.ndarray  # the columns' item ids
+    head_logp: np.ndarray | None = None  # [B, n_head] item head log-probs (None: no head)
+    head_items: np.ndarray | None = None
+    item_stats: ItemStats | None = None  # per-product re-buy rate and recent share (None: not built)
+
+
+def feature_group(name: str) -> str:
+    """The group (``RankConfig.drop_features``) a feature column belongs to."""
+    prefixes = (("dec_", "decoder"), ("beam_", "decoder"), ("co_", "co"), ("again_", "again"), ("pop", "popularity"),
+                ("sid_", "sid"), ("hist_", "query"), ("new", "new"), ("head", "head"))
+    return next(group for prefix, group in prefixes if name.startswith(prefix))
+
+
+def compute(cs: CandidateSet, ctx: QueryContext, forest: StockForest, drop: tuple[str, ...] = ()) -> CandidateSet:
+    """``cs`` with its feature matrix and names, every group but ``drop``."""
+    cols: dict[str, np.ndarray] = {}
+    groups = {"decoder": _decoder, "co": _co, "again": _again, "popularity": _popularity, "sid": _sid,
+              "query": _query, "new": _new, "head": _head}
+    for name, fn in groups.items():
+        if name not in drop:
+            cols.update(fn(cs, ctx, forest))
+    names = tuple(cols)
+    matrix = np.column_stack([cols[n] for n in names]).astype(np.float32) if names else np.zeros((len(cs), 0), np.float32)
+    return CandidateSet(cs.query, cs.pos, cs.item_ids, cs.sources, cs.n_queries, matrix, names)
+
+
+def _decoder(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+    """Log-probs of each candidate's SID prefixes the beam reached, its beam rank, the query's best score."""
+    batch, width, depth = ctx.rows.shape
+    live = (ctx.rows[..., 0] >= 0).reshape(-1)
+    beam_q = np.repeat(np.arange(batch), width)[live]
+    beam_rows = ctx.rows.reshape(-1, depth)[live]
+    beam_levels = ctx.levels.reshape(-1, depth)[live].astype(np.float64)
+    cand_rows = forest.rows_at(cs.pos)
+    out = {}
+    for d in range(1, depth + 1):
+        out[f"dec_l{d}"] = _match(np.column_stack([beam_q, beam_rows[:, :d]]), beam_levels[:, d - 1],
+                                  np.column_stack([cs.query, cand_rows[:, :d]]))
+    ranks = np.tile(np.arange(width, dtype=np.float64), batch)[live]
+    out["beam_rank"] = _match(np.column_stack([beam_q, beam_rows]), ranks, np.column_stack([cs.query, cand_rows]))
+    best = np.where(ctx.rows[:, 0, 0] >= 0, ctx.levels[:, 0, -1], np.nan)
+    out["dec_top"] = best[cs.query]
+    return out
+
+
+def _match(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """``values`` of the row of ``keys`` equal to each row of ``wanted`` (NaN where none); rows of ``keys``
+    that are equal carry equal values (a SID prefix has one log-prob)."""
+    out = np.full(wanted.shape[0], np.nan)
+    if not keys.shape[0] or not wanted.shape[0]:
+        return out
+    _, inverse = np.unique(np.vstack([keys, wanted]), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    table = np.full(int(inverse.max()) + 1, np.nan)
+    table[inverse[: keys.shape[0]]] = values
+    return table[inverse[keys.shape[0]:]]
+
+
+def _co(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+    """Co-purchase similarity to the history, its rank in the query's row (1 = best) and share of the best."""
+    if ctx.reach is None:
+        return {}
+    cols = item_columns(ctx.reach_items, cs.item_ids)
+    score = sparse_lookup(ctx.reach, cs.query, cols)
+    r = ctx.reach
+    row = np.repeat(np.arange(r.shape[0]), np.diff(r.indptr))
+    order = np.lexsort((-r.data, row))
+    rank = np.empty(r.data.size)
+    rank[order] = np.arange(order.size) - r.indptr[row[order]] + 1
+    ranked = sp.csr_matrix((rank, r.indices, r.indptr), shape=r.shape)
+    best = np.zeros(r.shape[0])
+    has = np.diff(r.indptr) > 0
+    best[has] = np.maximum.reduceat(r.data, r.indptr[:-1][has]) if r.data.size else 0
+    hit = score > 0
+    return {"co_score": score, "co_rank": np.where(hit, sparse_lookup(ranked, cs.query, cols), np.nan),
+            "co_share": np.where(hit, score / np.where(best[cs.query] > 0, best[cs.query], 1), 0.0)}
+
+
+def _again(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+    """The shopper's own purchases of the candidate: count, age of the last (items ago), decayed
+    frequency, mean gap between re-buys."""
+    lengths = np.array([h.size for h in ctx.histories], np.int64)
+    flat = np.concatenate(ctx.histories).astype(np.int64) if ctx.histories else np.zeros(0, np.int64)
+    query = np.repeat(np.arange(lengths.size), lengths)
+    age = (np.repeat(np.cumsum(lengths), lengths) - 1 - np.arange(flat.size)).astype(np.float64)
+    span = int(max(flat.max(initial=0), cs.item_ids.max(initial=0))) + 1
+    keys, inverse = np.unique(query * span + flat, return_inverse=True)
+    count = np.bincount(inverse, minlength=keys.size).astype(np.float64)
+    decayed = {d: np.bincount(inverse, weights=d ** age, minlength=keys.size) for d in AGAIN_DECAYS}
+    first, last = np.full(keys.size, np.inf), np.full(keys.size, -np.inf)
+    np.minimum.at(first, inverse, age)
+    np.maximum.at(last, inverse, age)
+    want = cs.query * span + cs.item_ids
+    at = np.searchsorted(keys, want).clip(max=max(keys.size - 1, 0))
+    hit = (keys[at] == want) if keys.size else np.zeros(want.size, bool)
+    n = np.where(hit, count[at] if keys.size else 0, 0.0)
+    gap = np.where(n > 1, (last[at] - first[at]) / np.maximum(n - 1, 1), np.nan) if keys.size else np.full(n.size, np.nan)
+    out = {"again_count": n, "again_share": n / np.maximum(lengths[cs.query], 1),
+           "again_age": np.where(hit, first[at] if keys.size else 0, np.nan), "again_gap": gap}
+    for d, values in decayed.items():
+        out[f"again_decay{round(100 * d)}"] = np.where(hit, values[at] if keys.size else 0, 0.0)
+    return out
+
+
+def _popularity(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+    """Training purchases (log), and where the run has them, the re-buy rate and recent share."""
+    out = {"pop": np.log1p(forest.popularity[cs.pos])}
+    if ctx.item_stats is not None:
+        out.update({f"pop_{k}": v for k, v in ctx.item_stats.lookup(cs.item_ids).items()})
+    return out
+
+
+def _sid(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+    """SID tokens the candidate shares (as a prefix) with the latest history item, and the most it shares
+    with any of the last ``SID_HISTORY``."""
+    depth = forest.catalog_rows.shape[1]
+    recent = np.full((len(ctx.histories), SID_HISTORY, depth), -1, np.int64)
+    for b, h in enumerate(ctx.histories):
+        tail = h[-SID_HISTORY:][::-1]  # latest first
+        cat = item_columns(forest.catalog_ids, tail)
+        recent[b, : tail.size][cat >= 0] = forest.catalog_rows[cat[cat >= 0]]
+    cand = forest.rows_at(cs.pos)
+    shared = np.cumprod(recent[cs.query] == cand[:, None, :], axis=2).sum(axis=2)  # [N, SID_HISTORY]
+    return {"sid_last": shared[:, 0].astype(np.float64), "sid_max": shared.max(axis=1).astype(np.float64)}
+
+
+def _query(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+    lengths = np.array([h.size for h in ctx.histories], np.float64)
+    return {"hist_len": np.log1p(lengths)[cs.query]}
+
+
+def _new(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+    cold = forest.cold_positions
+    at = np.searchsorted(cold, cs.pos).clip(max=max(cold.size - 1, 0))
+    return {"new": (cold[at] == cs.pos).astype(np.float64) if cold.size else np.zeros(len(cs))}
+
+
+def _head(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+    if ctx.head_logp is None:
+        return {}
+    cols = item_columns(ctx.head_items, cs.item_ids)
+    return {"head": np.where(cols >= 0, ctx.head_logp[cs.query, np.maximum(cols, 0)], np.nan)}

@@ -1,0 +1,64 @@
+"""Candidate sources: which products a query puts in front of the ranker, each as (query, forest position)
+pairs of products its retailer stocks (``index.forest.StockForest``).
+
+- ``beam``: the products of the SIDs the decoder's constrained beam search wrote (the generator);
+- ``again``: the shopper's own most recent distinct purchases (re-buys: most of a grocery cart);
+- ``co``: the products co-purchase statistics rank highest for the history (``CoPurchaseMemory.reach``:
+  the memorisation channel item-kNN has and a SID decoder lacks).
+
+New products reach lists through the cold-start slots after ranking (``index.candidates.mix_cold``): the
+ranker trains on validation targets, where a product launched after training never appears, so it could
+only learn to bury them."""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from index.forest import StockForest
+
+
+def beam_source(forest: StockForest, rows: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decoded token rows [B, W, D] (-1 rows dead) -> (query, position, beam rank) of their products."""
+    batch, width, depth = rows.shape
+    flat = rows.reshape(-1, depth)
+    leaf = forest.leaves(np.maximum(flat, 0), np.repeat(slots, width))
+    leaf[flat[:, 0] < 0] = -1
+    lo, hi = forest.leaf_items(leaf)
+    counts = hi - lo
+    pos = np.repeat(lo, counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    beam = np.repeat(np.arange(batch * width), counts)
+    return beam // width, pos, beam % width
+
+
+def again_source(forest: StockForest, histories: list[np.ndarray], slots: np.ndarray,
+                 top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each history's ``top`` most recent distinct products that its retailer stocks."""
+    query, items = [], []
+    for b, h in enumerate(histories):
+        recent = h[::-1]
+        _, first = np.unique(recent, return_index=True)
+        keep = recent[np.sort(first)][:top]
+        query.append(np.full(keep.size, b, np.int64))
+        items.append(keep)
+    return _stocked(forest, slots, _cat(query), _cat(items))
+
+
+def co_source(forest: StockForest, reach: sp.csr_matrix, reach_items: np.ndarray, slots: np.ndarray,
+              top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's ``top`` products by co-purchase similarity to its history (``reach``: [B, n] over
+    ``reach_items``), of those its retailer stocks."""
+    row = np.repeat(np.arange(reach.shape[0]), np.diff(reach.indptr))
+    order = np.lexsort((-reach.data, row))
+    rank = np.arange(order.size) - reach.indptr[row[order]]
+    keep = order[rank < top]
+    return _stocked(forest, slots, row[keep], reach_items[reach.indices[keep]])
+
+
+def _stocked(forest: StockForest, slots: np.ndarray, query: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (query, position) pairs of ``items`` that each query's slot holds."""
+    pos, found = forest.positions(slots[query], items)
+    return query[found], pos[found]
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
