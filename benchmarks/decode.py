@@ -14,6 +14,13 @@ machine disturbs them less.
 
     PYTHONPATH=. .venv/bin/python benchmarks/decode.py --random-model
     PYTHONPATH=. .venv/bin/python benchmarks/decode.py --run runs/beauty --beam 10 --k 10
+
+3. ``--paths`` (with ``--run``, whose config ranks with the learned ranker): the whole retrieval path
+   through ``Retriever`` at batch ``--batch``: the rank stage (decode, sources, features, ranker, stock and
+   cold-start slots) against the weighted path it replaces (the beam of 50 re-scored by the co-purchase
+   memory), with the rank stage's parts timed apart. Histories are random catalog products.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/decode.py --run runs/beauty --paths --batch 64 --threads 1
 """
 from __future__ import annotations
 
@@ -219,7 +226,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--paths", action="store_true", help="with --run: time the whole retrieval paths instead")
     return p.parse_args(argv)
+
+
+def retrieval_paths(args: argparse.Namespace) -> dict:
+    """Queries/s of the learned rank stage and the weighted beam-50 + memory path of one run, and the rank
+    stage's seconds by part (fastest of ``--repeats`` per batch, summed)."""
+    from genrec.retriever import Retriever
+
+    run = Path(args.run)
+    learned = Retriever.from_run(run, ranker="learned")
+    weighted = Retriever.from_run(run, ranker="weighted", beam_width=50, memory_weight=learned.memory.cfg.weight or 4.0)
+    rng = np.random.default_rng(args.seed)
+    catalog = learned.item_tokens.item_ids
+    histories = [catalog[rng.integers(0, catalog.size, rng.integers(1, args.history + 1))] for _ in range(args.queries)]
+    steps = {
+        "weighted: beam 50 + co-purchase memory": lambda h: weighted.retrieve_arrays(h, None, args.k),
+        "rank stage: whole path": lambda h: learned.retrieve_arrays(h, None, args.k),
+        "  decode + sources + features": lambda h: learned.candidate_set(h, [None] * len(h), args.k),
+    }
+    seconds = dict.fromkeys([*steps, "  ranker"], 0.0)
+    for start in range(0, len(histories), args.batch):
+        batch = [learned.known_parts([h])[0] for h in histories[start:start + args.batch]]
+        best = dict.fromkeys(seconds, float("inf"))
+        for _ in range(args.repeats):
+            for name, step in steps.items():
+                t0 = time.perf_counter()
+                out = step(batch)
+                best[name] = min(best[name], time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            learned.ranker.score(out[0])
+            best["  ranker"] = min(best["  ranker"], time.perf_counter() - t0)
+        for name in seconds:
+            seconds[name] += best[name]
+    print(f"run {run}: {len(catalog):,} products; {args.queries} queries, histories of 1..{args.history}, "
+          f"K {args.k}, batch {args.batch}, threads {torch.get_num_threads()}")
+    print(f"\n{'path':<42}{'seconds':>10}{'queries/s':>11}")
+    qps = {name: args.queries / sec for name, sec in seconds.items()}
+    for name, sec in seconds.items():
+        print(f"{name:<42}{sec:>10.2f}{qps[name]:>11.1f}")
+    ratio = qps["rank stage: whole path"] / qps["weighted: beam 50 + co-purchase memory"]
+    print(f"\nrank stage / weighted path: {ratio:.2f}x queries/s (bar: >= 0.8x)")
+    return {"qps": qps, "seconds": seconds, "ratio": ratio}
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -230,6 +279,10 @@ def run(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.paths:
+        if not args.run:
+            raise SystemExit("--paths needs --run RUN")
+        return retrieval_paths(args)
     setup = run_setup(args) if args.run else random_setup(args)
     setup.model.to(args.device)
     if setup.item_model is not None:

@@ -72,31 +72,39 @@ def _decoder(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[s
     batch, width, depth = ctx.rows.shape
     live = (ctx.rows[..., 0] >= 0).reshape(-1)
     beam_q = np.repeat(np.arange(batch), width)[live]
-    beam_rows = ctx.rows.reshape(-1, depth)[live]
     beam_levels = ctx.levels.reshape(-1, depth)[live].astype(np.float64)
-    cand_rows = forest.rows_at(cs.pos)
-    out = {}
-    for d in range(1, depth + 1):
-        out[f"dec_l{d}"] = _match(np.column_stack([beam_q, beam_rows[:, :d]]), beam_levels[:, d - 1],
-                                  np.column_stack([cs.query, cand_rows[:, :d]]))
+    ids = _prefix_ids(beam_q, ctx.rows.reshape(-1, depth)[live], cs.query, forest.rows_at(cs.pos))
+    out = {f"dec_l{d + 1}": _lookup(beam, beam_levels[:, d], cand) for d, (beam, cand) in enumerate(ids)}
     ranks = np.tile(np.arange(width, dtype=np.float64), batch)[live]
-    out["beam_rank"] = _match(np.column_stack([beam_q, beam_rows]), ranks, np.column_stack([cs.query, cand_rows]))
+    out["beam_rank"] = _lookup(ids[-1][0], ranks, ids[-1][1])
     best = np.where(ctx.rows[:, 0, 0] >= 0, ctx.levels[:, 0, -1], np.nan)
     out["dec_top"] = best[cs.query]
     return out
 
 
-def _match(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """``values`` of the row of ``keys`` equal to each row of ``wanted`` (NaN where none); rows of ``keys``
-    that are equal carry equal values (a SID prefix has one log-prob)."""
-    out = np.full(wanted.shape[0], np.nan)
-    if not keys.shape[0] or not wanted.shape[0]:
-        return out
-    _, inverse = np.unique(np.vstack([keys, wanted]), axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    table = np.full(int(inverse.max()) + 1, np.nan)
-    table[inverse[: keys.shape[0]]] = values
-    return table[inverse[keys.shape[0]:]]
+def _prefix_ids(beam_q: np.ndarray, beam_rows: np.ndarray, cand_q: np.ndarray,
+                cand_rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per depth d, dense ids of (query, first d + 1 tokens) for the beam's rows and the candidates' rows,
+    equal where the prefixes are: one 1-D ``np.unique`` per level, each folding a token into the ids so far."""
+    n = beam_q.size
+    key = np.concatenate([beam_q, cand_q]).astype(np.int64)
+    rows = np.concatenate([beam_rows, cand_rows]).astype(np.int64)
+    base = int(rows.max(initial=0)) + 1
+    out = []
+    for d in range(rows.shape[1]):
+        _, key = np.unique(key * base + rows[:, d], return_inverse=True)
+        key = key.reshape(-1).astype(np.int64)
+        out.append((key[:n], key[n:]))
+    return out
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """``values`` at the key equal to each of ``wanted`` (NaN where none); equal keys carry equal values (a
+    SID prefix has one log-prob)."""
+    size = int(max(keys.max(initial=-1), wanted.max(initial=-1))) + 1
+    table = np.full(size, np.nan)
+    table[keys] = values
+    return table[wanted]
 
 
 def _co(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
