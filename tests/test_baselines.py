@@ -82,7 +82,7 @@ def test_train_sequences_rebuild_each_shoppers_training_items():
 
 
 def test_registry():
-    names = {"popular", "own_popular", "itemknn", "semantic_knn", "sasrec_ce", "sasrec_bce", "two_tower"}
+    names = {"popular", "own_popular", "tifuknn", "itemknn", "semantic_knn", "sasrec_ce", "sasrec_bce", "two_tower"}
     assert names <= set(BASELINES)
     with pytest.raises(DataError, match="unknown baseline"):
         make_baseline("nope")
@@ -138,6 +138,36 @@ def test_itemknn_learns_planted_successors():
     fixed = make_baseline("itemknn", tune=False, window=1, backward=0.0).fit(train, validation, ctx)
     assert fixed.settings.window == 1
     assert fixed.recommend(_examples([[2]]), 2, [np.array([3])])[0, 0] != 3
+
+
+def _taste_groups(n_users: int, seed: int) -> tuple[Examples, Examples]:
+    """Shoppers of two tastes (items 0..19 or 20..39), each with 6 items of its taste bought before; the target
+    is another item of that taste it never bought. (training sequences as windows, queries with targets)"""
+    rng = np.random.default_rng(seed)
+    hist, targets = [], []
+    for u in range(n_users):
+        pool = rng.permutation(20) + 20 * (u % 2)
+        hist.append(pool[:6].tolist())
+        targets.append([int(pool[6])])
+    return _examples([h[:1] for h in hist], [h[1:] for h in hist]), _examples(hist, targets)
+
+
+def test_tifuknn_borrows_from_shoppers_of_the_same_taste():
+    train, queries = _taste_groups(200, seed=0)
+    ctx = FitContext(item_ids=np.arange(40), tune_examples=None, tune_with_exclusion=False)
+    validation = _taste_groups(60, seed=1)[1]
+    own = make_baseline("own_popular").fit(train, validation, ctx)
+    tifu = make_baseline("tifuknn").fit(train, validation, ctx)
+    assert tifu.uses_full_history and tifu.settings.alpha < 1
+    exclude = [queries.history(i) for i in range(len(queries))]
+
+    def hit(model) -> float:
+        lists = model.recommend(queries, 5, exclude)
+        return float(np.mean([queries.targets(i)[0] in row for i, row in enumerate(lists)]))
+
+    taste = tifu.recommend(queries, 5, exclude)
+    assert (taste // 20 == (np.arange(len(queries)) % 2)[:, None]).all()  # only its own taste's items
+    assert hit(tifu) > 0.3 > hit(own) + 0.1
 
 
 def test_semantic_knn_nearest_by_embedding(tmp_path):
