@@ -1,6 +1,6 @@
-"""Train the item head (``genrec.model.item_head``) on a trained run's frozen decoder, then choose the weights of
+"""Train the item head (``genrec.rank.item_head``) on a trained run's frozen decoder, then choose the weights of
 the hybrid's experts on validation: ``log p(SID) + w_head * log p_head(item) + w_mem * log(floor + sim)``
-(the co-purchase memory, ``genrec.model.memory``), and report the test lists of the chosen weights beside the
+(the co-purchase memory, ``genrec.rank.memory``), and report the test lists of the chosen weights beside the
 decoder alone, the head alone (full catalog) and item-kNN's figure from the same split.
 
 The decoder's beam is decoded once per example; every weight pair re-ranks those same products. Figures are
@@ -24,8 +24,8 @@ from memory_weight import decode, metrics  # noqa: E402 (benchmarks/ is on the p
 from genrec.cli import configure_logging
 from genrec.data.sequences import SequenceConfig
 from genrec.evaluation.protocol import EvalConfig, build_eval_data
-from genrec.model.item_head import ItemHead, ItemHeadConfig, fit_item_head, query_states, save_head
-from genrec.model.memory import CoPurchaseMemory, MemoryConfig
+from genrec.rank.item_head import ItemHead, ItemHeadConfig, fit_item_head, query_states, save_head
+from genrec.rank.memory import CoPurchaseMemory, MemoryConfig
 from genrec.retriever import Retriever
 from genrec.run.layout import HEAD_FILE
 from semid.catalog import item_columns

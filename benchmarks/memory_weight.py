@@ -1,4 +1,4 @@
-"""Choose the co-purchase memory's weight (``genrec.model.memory``) on validation, then report the test lists of
+"""Choose the co-purchase memory's weight (``genrec.rank.memory``) on validation, then report the test lists of
 the chosen weight beside the decoder alone, on the harness's split (cold-start hold-out, history masked).
 
 The decoder's beam is decoded once per example (``--beam`` products, the memory off); every weight then
@@ -24,7 +24,7 @@ import numpy as np
 from genrec.cli import configure_logging
 from genrec.data.sequences import Examples, SequenceConfig
 from genrec.evaluation.protocol import EvalConfig, build_eval_data
-from genrec.model.memory import CoPurchaseMemory, MemoryConfig
+from genrec.rank.memory import CoPurchaseMemory, MemoryConfig
 from genrec.retriever import Retriever
 
 

@@ -19,8 +19,8 @@ from genrec.data.sequences import NO_RETAILER, query_examples
 from genrec.model.beam_search import constrained_beam_search
 from genrec.model.decoder import decoder_meta, inference_dtype, load_decoder, weights_digest
 from genrec.model.item_decoder import pack_rows
-from genrec.model.item_head import HeadExpert, prompt_states
-from genrec.model.memory import CoPurchaseMemory
+from genrec.rank.item_head import HeadExpert, prompt_states
+from genrec.rank.memory import CoPurchaseMemory
 from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
 from genrec.rank import features
 from genrec.rank.candidates import SOURCE_BITS, CandidateSet, source_label, source_names, union
@@ -105,8 +105,8 @@ class Retriever:
         None: the run config's ``cold_start.share``.
         ``dtype``: the decoder's weights, ``float32``, ``bfloat16`` or ``auto``
         (``genrec.model.decoder.inference_dtype``).
-        ``memory_weight``: the co-purchase memory's weight (``genrec.model.memory``); None: as the run saved it,
-        0: off. ``head_weight``: the same for the learned item head (``genrec.model.item_head``).
+        ``memory_weight``: the co-purchase memory's weight (``genrec.rank.memory``); None: as the run saved it,
+        0: off. ``head_weight``: the same for the learned item head (``genrec.rank.item_head``).
         ``ranker``: ``weighted``, ``learned`` or ``none`` (candidate sets only, for training a ranker); None:
         the run config's ``rank.ranker``."""
         run = Path(run)

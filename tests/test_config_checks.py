@@ -14,7 +14,7 @@ from genrec.carousel import CarouselConfig
 from genrec.cli import main
 from genrec.data.synth import SynthConfig
 from genrec.evaluation.protocol import EvalConfig
-from genrec.model.item_head import ItemHeadConfig
+from genrec.rank.item_head import ItemHeadConfig
 from genrec.model.train import TrainConfig
 from genrec.run.config import RunConfig, load_run_config
 from genrec.serve.settings import ServeSettings

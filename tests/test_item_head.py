@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.model.item_head import (NO_ROW_LOGP, HeadExpert, ItemHead, ItemHeadConfig, head_ndcg, save_head,
+from genrec.rank.item_head import (NO_ROW_LOGP, HeadExpert, ItemHead, ItemHeadConfig, head_ndcg, save_head,
                                     train_item_head)
 from genrec.run.layout import HEAD_FILE
 from semid.common import DataError

@@ -10,7 +10,7 @@ import pytest
 
 from genrec.data.copurchase import KNNSettings, pair_counts, query_matrix, similarity
 from genrec.data.sequences import Examples, train_sequences
-from genrec.model.memory import CoPurchaseMemory, MemoryConfig
+from genrec.rank.memory import CoPurchaseMemory, MemoryConfig
 from genrec.run.layout import MEMORY_FILE
 from semid.catalog import counts_per_item
 from semid.common import DataError

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from genrec.model.memory import sparse_lookup
+from genrec.rank.memory import sparse_lookup
 from genrec.rank.candidates import CandidateSet
 from genrec.rank.item_stats import ItemStats
 from index.forest import StockForest

@@ -14,8 +14,8 @@ import pyarrow.compute as pc
 from genrec.data.dataset import Dataset, read_dataset
 from genrec.data.sequences import split_events, train_sequences
 from genrec.model.decoder import load_decoder, weights_digest
-from genrec.model.item_head import fit_item_head, head_metadata, save_head
-from genrec.model.memory import CoPurchaseMemory
+from genrec.rank.item_head import fit_item_head, head_metadata, save_head
+from genrec.rank.memory import CoPurchaseMemory
 from genrec.model.tokens import ItemTokens
 from genrec.model.train import TrainResult, train_decoder
 from genrec.run.config import RunConfig
@@ -101,7 +101,7 @@ def build_serving_parts(data: Path, cfg: RunConfig, run: Path) -> tuple[Dataset,
 
 
 def build_memory(run: Path, ds: Dataset, cfg: RunConfig, item_tokens: ItemTokens) -> Path | None:
-    """The co-purchase memory (``genrec.model.memory``) from the training split, when the config weighs it or
+    """The co-purchase memory (``genrec.rank.memory``) from the training split, when the config weighs it or
     the learned ranker reads it (its ``co`` source and features)."""
     path = run / MEMORY_FILE
     if cfg.memory.weight <= 0 and cfg.rank.ranker != "learned":
@@ -124,7 +124,7 @@ def train_run(data: Path, cfg: RunConfig, run: Path, resume: bool = True) -> Tra
 
 
 def build_item_head(run: Path, ds: Dataset, cfg: RunConfig, item_tokens: ItemTokens) -> Path | None:
-    """The learned item head (``genrec.model.item_head``) on the run's trained decoder, from the training
+    """The learned item head (``genrec.rank.item_head``) on the run's trained decoder, from the training
     split, when the config weighs it. Kept when it was trained on these decoder weights with this config (a
     resumed or rescored run does not train it again)."""
     path = run / HEAD_FILE

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from genrec.data.sequences import SequenceConfig
 from genrec.model.decoder import DecoderConfig
-from genrec.model.item_head import ItemHeadConfig
-from genrec.model.memory import MemoryConfig
+from genrec.rank.item_head import ItemHeadConfig
+from genrec.rank.memory import MemoryConfig
 from genrec.model.train import TrainConfig
 from genrec.rank.config import RankConfig
 from index.cold import ColdStartConfig
