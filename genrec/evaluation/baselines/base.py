@@ -12,9 +12,10 @@ and validation examples then carry the shopper's whole history instead of the la
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -126,6 +127,30 @@ def validation_score(model: Recommender, validation: Examples, ctx: FitContext,
     for ex in options:
         value = rank_metrics(model.recommend(validation, int(k), ex), targets, [int(k)])[ctx.tune_metric]
         best = max(best, float(value) if value == value else 0.0)
+    return best
+
+
+def coordinate_ascent(start, grid: dict, rounds: int, score: Callable[[object], float]):
+    """Settings (a frozen dataclass) chosen from ``start`` by coordinate ascent: each pass tries every value
+    of ``grid`` for each setting in turn and keeps a change that raises ``score``; stops after ``rounds``
+    passes or one that changes nothing. ``score`` is called once per distinct settings (cached here)."""
+    cache: dict = {}
+
+    def cached(s) -> float:
+        if s not in cache:
+            cache[s] = score(s)
+        return cache[s]
+
+    best = start
+    for _ in range(rounds):
+        before = best
+        for name, values in grid.items():
+            for v in values:
+                cand = dataclasses.replace(best, **{name: v})
+                if cached(cand) > cached(best):
+                    best = cand
+        if best == before:
+            break
     return best
 
 

@@ -11,15 +11,15 @@ by coordinate ascent from the defaults (as item-kNN's); sparse matrices (scipy) 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
 from genrec.data.sequences import Examples
-from genrec.evaluation.baselines.base import (FitContext, popularity_ranking, sparse_top_k, tuning_subset,
-                                              validation_score)
+from genrec.evaluation.baselines.base import (FitContext, coordinate_ascent, popularity_ranking, sparse_top_k,
+                                              tuning_subset, validation_score)
 from semid.catalog import counts_per_item, item_columns
 from semid.common import DataError, ragged_rows
 
@@ -59,25 +59,11 @@ class TIFUKNN:
 
     def _search(self, tune: Examples) -> TIFUSettings:
         """Coordinate ascent on the validation metric over ``GRID`` from the start settings."""
-        cache: dict[TIFUSettings, float] = {}
-
         def score(s: TIFUSettings) -> float:
-            if s not in cache:
-                self.settings = s
-                cache[s] = validation_score(self, tune, self.ctx)
-            return cache[s]
+            self.settings = s
+            return validation_score(self, tune, self.ctx)
 
-        best = self.settings
-        for _ in range(self.rounds):
-            before = best
-            for name, values in GRID.items():
-                for v in values:
-                    cand = replace(best, **{name: v})
-                    if score(cand) > score(best):
-                        best = cand
-            if best == before:
-                break
-        return best
+        return coordinate_ascent(self.settings, GRID, self.rounds, score)
 
     def _vectors(self, offsets: np.ndarray, items: np.ndarray) -> sp.csr_matrix:
         """Ragged histories -> L1-normalised decayed frequency rows over the catalog."""
