@@ -219,3 +219,18 @@ def test_api_returns_source_and_explains_on_request(learned_run):
     assert all(isinstance(i["features"], dict) and i["features"]["sources"] for i in explained)
     assert "explain" in schema["RetrieveRequest"]["properties"]
     assert "source" in schema["RetrievedItem"]["properties"]
+
+
+def test_discovery_slots_hold_products_the_shopper_never_bought():
+    from genrec.rank.rankers import list_slots
+
+    # two queries in score order: q0 all re-buys first, q1 already mixed
+    query = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+    fresh = np.array([0, 0, 0, 0, 1, 1, 1, 0, 1, 0], bool)
+    picked, at = list_slots(query, fresh, 3, 0)
+    assert picked.tolist() == [0, 1, 2, 6, 7, 8] and at.tolist() == [0, 1, 2, 0, 1, 2]
+    picked, at = list_slots(query, fresh, 3, 2)
+    assert picked.tolist() == [0, 4, 5, 6, 7, 8]  # q0's two lowest re-buys give way; q1 has two fresh already
+    assert at.tolist() == [0, 1, 2, 0, 1, 2]
+    picked, _ = list_slots(query[:4], fresh[:4], 3, 2)
+    assert picked.tolist() == [0, 1, 2]  # nothing fresh to give way to

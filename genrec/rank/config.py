@@ -24,6 +24,9 @@ class RankConfig:
     beam_width: int = 50  # products the decoder proposes per query
     co_top: int = 50  # products the co-purchase statistics propose per query
     again_top: int = 50  # most recent distinct products of the history proposed again
+    # share of each list (ceil, as cold_start.share) that holds products the shopper never bought, where the
+    # ranker would fill it with re-buys: a discovery row's trade of overall recall for new-to-shopper recall
+    discover_share: float = 0.0
     train_queries: int | None = 12000  # validation queries the ranker trains on (seeded sample; None: all)
     holdout_share: float = 0.1  # of those, the share its early stopping reads
     trees: int = 400  # boosting rounds at most
@@ -45,5 +48,5 @@ class RankConfig:
         c.at_least(1, "beam_width", "co_top", "again_top", "train_queries", "trees", "leaves",
                    "min_child_samples", "patience")
         c.at_least(0, "seed")
-        c.within(0, 1, "holdout_share", open_high=True)
+        c.within(0, 1, "holdout_share", "discover_share", open_high=True)
         c.above(0, "learning_rate", "holdout_share")

@@ -100,3 +100,27 @@ def fit(cs: CandidateSet, y: np.ndarray, cfg: RankConfig, threads: int = 1) -> L
             "target_in_candidates": float(useful.size / max(cs.n_queries, 1))}
     booster = lightgbm.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
     return LearnedRanker(booster, cs.names, meta)
+
+
+def list_slots(query: np.ndarray, fresh: np.ndarray, k: int, reserve: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which candidates fill each query's K slots and where: ``query`` sorted, best first within a query;
+    ``fresh``: the shopper never bought it. At least ``reserve`` slots (as many as there are) hold fresh
+    products: where the top K holds fewer, its lowest re-buys give way to the best fresh products below it
+    (a discovery share, for shoppers whose lists the ranker would fill with re-buys). Returns (index into
+    the arrays, slot) of every listed candidate."""
+    rank = _cumcount(query, np.ones(query.size, bool))
+    top = rank < k
+    n = int(query.max(initial=-1)) + 1
+    need = np.minimum(reserve, np.bincount(query[fresh], minlength=n)) - np.bincount(query[top & fresh], minlength=n)
+    need = np.maximum(need, 0)[query]
+    stale = top & ~fresh
+    from_end = np.bincount(query[stale], minlength=n)[query] - 1 - _cumcount(query, stale)
+    chosen = (top & ~(stale & (from_end < need))) | (~top & fresh & (_cumcount(query, ~top & fresh) < need))
+    picked = np.flatnonzero(chosen)
+    return picked, _cumcount(query, chosen)[picked]
+
+
+def _cumcount(query: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per element, how many elements of its query before it have ``mask`` (``query`` sorted)."""
+    before = np.cumsum(mask) - mask
+    return before - before[np.searchsorted(query, query)]
