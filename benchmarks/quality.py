@@ -33,7 +33,7 @@ import numpy as np
 from genrec.cli import configure_logging
 from genrec.data.dataset import Dataset, read_dataset
 from genrec.data.sequences import SequenceConfig, build_histories, resolve_split
-from genrec.evaluation.harness import GENREC, evaluate, evaluate_baseline, format_table
+from genrec.evaluation.harness import GENREC, GENREC_WEIGHTED, evaluate, evaluate_baseline, format_table
 from genrec.evaluation.protocol import EvalConfig, training_dataset
 from genrec.rank.train import train_ranker
 from genrec.run.build import build_item_head, build_serving_parts, train_run
@@ -101,7 +101,7 @@ def run_seed(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, b
                               progress=say)
             if futures:
                 say(f"waiting for {', '.join(futures)} (worker processes)")
-            result = _absorb(result, futures, [GENREC] + baselines)
+            result = _absorb(result, futures, [GENREC, GENREC_WEIGHTED] + baselines)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -166,7 +166,8 @@ def rescore(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, ec
     new = evaluate(data, run, [m for m in models if m != GENREC], seed=seed, config=ecfg,
                    progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True), score_run=GENREC in models)
     train_s = old["timings"][GENREC].get("train_s")
-    for name in models:
+    ours = [GENREC_WEIGHTED] if GENREC in models and GENREC_WEIGHTED in new["models"] else []
+    for name in list(models) + ours:
         _take_rows(old, new, name)
         old.get("failed", {}).pop(name, None)
     if not old.get("failed", True):
@@ -174,7 +175,7 @@ def rescore(data: Path, cfg: RunConfig, split: str, seed: int, workdir: Path, ec
     old["timings"][GENREC]["train_s"] = train_s
     old["timings"][GENREC].update(_ranker_timing(run))
     old["config"]["rescored"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    return _reorder(old, [GENREC] + BASELINES_BY_SPLIT[split].split(","))
+    return _reorder(old, [GENREC, GENREC_WEIGHTED] + BASELINES_BY_SPLIT[split].split(","))
 
 
 def _ranker_timing(run: Path) -> dict:
