@@ -116,6 +116,7 @@ def test_playground_in_chromium(server, run, tmp_path):
         shown = [int(r.get_attribute("data-item")) for r in rows]
         assert set(shown) <= stocked
         assert all(r.find_element("css selector", ".name").text for r in rows)  # names, not bare ids
+        assert all(r.find_element("css selector", ".source").text for r in rows)  # which source proposed it
         rows[0].find_element("css selector", "button.subs").click()
         subs = wait_for(driver, lambda d: d.find_elements("css selector", "#substitutes-table tbody tr"))
         assert len(subs) == 8 and {int(s.get_attribute("data-item")) for s in subs} <= stocked
