@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[name]["target_in_candidates"] = float(np.bincount(te.query, weights=labels(te, test.target_offsets,
                                                    test.target_items), minlength=len(test)).clip(max=1).mean())
         rows[name]["fit_s"] = round(time.perf_counter() - start, 1)
+        rows[name]["holdout_ndcg@10"] = ranker.meta["holdout_ndcg@10"]  # validation's view (feature rows: same queries)
         print(f"  {name}: recall@10 {rows[name]['recall@10']:.4f} ndcg@10 {rows[name]['ndcg@10']:.4f}", file=sys.stderr)
     print(format_rows(rows, float(np.bincount(test_cs.query, weights=cover, minlength=len(test)).clip(max=1).mean())))
     if args.out:
@@ -125,13 +126,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def format_rows(rows: dict, cover: float) -> str:
-    """One line per row: R@5/10/20, N@10 and N@10 as a share of the full learned row's."""
+    """One line per row: R@5/10/20, N@10, N@10 as a share of the full learned row's, and the ranker's own
+    early-stopping NDCG@10 on its held-out validation queries (the figure a choice may be made on)."""
     base = rows["learned (all)"]["ndcg@10"]
-    lines = [f"{'':38}{'R@5':>8}{'R@10':>8}{'R@20':>8}{'N@10':>8}{'N@10/all':>10}",
-             "-" * 80]
+    lines = [f"{'':36}{'R@5':>8}{'R@10':>8}{'R@20':>8}{'N@10':>8}{'N@10/all':>10}{'holdout':>9}",
+             "-" * 87]
     for name, m in rows.items():
-        lines.append(f"{name:38}{m['recall@5']:>8.4f}{m['recall@10']:>8.4f}{m['recall@20']:>8.4f}"
-                     f"{m['ndcg@10']:>8.4f}{m['ndcg@10'] / base:>9.2f}x")
+        hold = m.get("holdout_ndcg@10")
+        lines.append(f"{name:36}{m['recall@5']:>8.4f}{m['recall@10']:>8.4f}{m['recall@20']:>8.4f}"
+                     f"{m['ndcg@10']:>8.4f}{m['ndcg@10'] / base:>9.2f}x{'-' if hold is None else f'{hold:.4f}':>9}")
     lines.append(f"test targets among all sources' candidates: {cover:.3f}")
     return "\n".join(lines)
 
