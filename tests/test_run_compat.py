@@ -39,6 +39,7 @@ def test_old_run_loads_with_its_versions(retriever):
     assert retriever.codebook_version == EXPECTED["codebook_version"]
     assert retriever.model_version == EXPECTED["model_version"]
     assert retriever.memory is not None  # the run's co-purchase memory was read
+    assert retriever.ranker is None  # a run from before the rank stage ranks with ``weighted``
 
 
 @pytest.mark.parametrize("case", range(len(EXPECTED["retrieve"])))
@@ -47,6 +48,7 @@ def test_old_run_retrieves_what_it_did(retriever, case, one_thread):
     lists = retriever.retrieve(want["histories"], retailer_id=want["retailer_id"], k=10,
                                exclude_history=want["exclude_history"])
     _same_lists([[[c.item_id, c.sid, c.score] for c in row] for row in lists], want["items"])
+    assert {c.source for row in lists for c in row} <= {"generated", "similar", "new product"}
 
 
 def test_old_run_serves(old_run, retriever, one_thread):
