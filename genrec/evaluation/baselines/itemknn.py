@@ -9,7 +9,7 @@ validation by coordinate ascent from the defaults; sparse matrices (scipy) throu
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -17,8 +17,8 @@ import scipy.sparse as sp
 
 from genrec.data.copurchase import KNNSettings, pair_counts, query_matrix, similarity
 from genrec.data.sequences import Examples
-from genrec.evaluation.baselines.base import (FitContext, popularity_ranking, sparse_top_k, tuning_subset,
-                                              validation_score)
+from genrec.evaluation.baselines.base import (FitContext, coordinate_ascent, popularity_ranking, sparse_top_k,
+                                              tuning_subset, validation_score)
 from semid.catalog import counts_per_item
 from semid.common import DataError
 
@@ -72,25 +72,11 @@ class ItemKNN:
 
     def _search(self, tune: Examples) -> KNNSettings:
         """Coordinate ascent on the validation metric over ``cfg.grid``, from ``cfg.start``."""
-        best = self.cfg.start
-        cache: dict[KNNSettings, float] = {}
-
         def score(s: KNNSettings) -> float:
-            if s not in cache:
-                self.settings, self.sim = s, self._similarity(s)
-                cache[s] = validation_score(self, tune, self.ctx)
-            return cache[s]
+            self.settings, self.sim = s, self._similarity(s)
+            return validation_score(self, tune, self.ctx)
 
-        for _ in range(self.cfg.rounds):
-            before = best
-            for name, values in self.cfg.grid.items():
-                for v in values:
-                    cand = replace(best, **{name: v})
-                    if score(cand) > score(best):
-                        best = cand
-            if best == before:
-                break
-        return best
+        return coordinate_ascent(self.cfg.start, self.cfg.grid, self.cfg.rounds, score)
 
     def _similarity(self, s: KNNSettings) -> sp.csr_matrix:
         """The normalised similarity matrix of settings ``s`` (rows: source item, columns: candidate)."""
