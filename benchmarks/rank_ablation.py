@@ -13,7 +13,6 @@ ranker sees; the harness's own row for the shipped run is ``benchmarks/quality.p
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from genrec.cli import configure_logging
-from genrec.data.sequences import NO_RETAILER, Examples
+from genrec.data.sequences import Examples
 from genrec.evaluation.metrics import Targets, rank_metrics
 from genrec.evaluation.protocol import EvalConfig, build_eval_data
 from genrec.rank.candidates import SOURCE_BITS, CandidateSet
@@ -101,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     retriever = Retriever.from_run(run, ranker="none")
     train_cs = candidate_sets(retriever, train_q)
     test_cs = candidate_sets(retriever, test)
-    y = labels(train_cs, train_q.target_offsets, train_q.target_items)
     print(f"candidates: train {len(train_cs):,} for {len(train_q):,} queries, test {len(test_cs):,} for "
           f"{len(test):,} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr)
     rows = {"decoder alone": metrics(test_cs, weighted_score(test_cs, 0.0, 1.0), test),

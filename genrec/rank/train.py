@@ -23,7 +23,7 @@ from genrec.data.sequences import NO_RETAILER, Examples, Splits, split_events, t
 from genrec.model.decoder import weights_digest
 from genrec.rank.candidates import CandidateSet
 from genrec.rank.item_stats import ItemStats
-from genrec.rank.rankers import LearnedRanker, fit, labels
+from genrec.rank.rankers import fit, labels
 from genrec.retriever import Retriever
 from genrec.run.config import RunConfig, load_run_config
 from genrec.run.layout import CONFIG_FILE, ITEM_STATS_FILE, RANKER_FILE, RANKER_META_FILE, decoder_model
