@@ -127,16 +127,7 @@ class Retriever:
         head = None  # the run's item head, written by training when its config weighs one
         if (run / HEAD_FILE).is_file() and head_weight != 0:
             head = HeadExpert.load(run / HEAD_FILE, weight=head_weight)
-        learned, which = None, ranker or cfg.rank.ranker
-        if which not in ("weighted", "learned", "none"):
-            raise DataError(f"ranker must be weighted, learned or none, got {which!r}")
-        if which == "learned":
-            learned = LearnedRanker.load(run / RANKER_FILE, run / RANKER_META_FILE)
-        stats = None
-        if which != "weighted":
-            if (run / MEMORY_FILE).is_file() and memory is None:
-                memory = CoPurchaseMemory.load(run / MEMORY_FILE)
-            stats = ItemStats.load(run / ITEM_STATS_FILE) if (run / ITEM_STATS_FILE).is_file() else None
+        learned, memory, stats = _rank_parts(run, ranker or cfg.rank.ranker, memory)
         return cls(model, tokenizer, index, beam_width, model_version, share, ranker_cold, memory, head, learned,
                    cfg.rank, stats)
 
@@ -340,6 +331,21 @@ class Retriever:
             query_examples(histories, self.max_items, ids if use.any() else None),
             self.item_tokens, BOS, self.tokenizer.encode_retailer if use.any() else None, with_targets=False,
         )
+
+
+def _rank_parts(run: Path, which: str, memory: CoPurchaseMemory | None
+                ) -> tuple[LearnedRanker | None, CoPurchaseMemory | None, ItemStats | None]:
+    """What ranker ``which`` reads from the run: the learned ranker's trees (``learned``), and for it or for
+    candidate sets alone (``none``) the co-purchase memory (even at weight 0) and the item statistics."""
+    if which not in ("weighted", "learned", "none"):
+        raise DataError(f"ranker must be weighted, learned or none, got {which!r}")
+    if which == "weighted":
+        return None, memory, None
+    learned = LearnedRanker.load(run / RANKER_FILE, run / RANKER_META_FILE) if which == "learned" else None
+    if memory is None and (run / MEMORY_FILE).is_file():
+        memory = CoPurchaseMemory.load(run / MEMORY_FILE)
+    stats = ItemStats.load(run / ITEM_STATS_FILE) if (run / ITEM_STATS_FILE).is_file() else None
+    return learned, memory, stats
 
 
 def _run_config(run: Path) -> RunConfig:
