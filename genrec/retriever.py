@@ -128,8 +128,10 @@ class Retriever:
         if (run / HEAD_FILE).is_file() and head_weight != 0:
             head = HeadExpert.load(run / HEAD_FILE, weight=head_weight)
         learned, memory, stats = _rank_parts(run, ranker or cfg.rank.ranker, memory)
-        return cls(model, tokenizer, index, beam_width, model_version, share, ranker_cold, memory, head, learned,
-                   cfg.rank, stats)
+        out = cls(model, tokenizer, index, beam_width, model_version, share, ranker_cold, memory, head, learned,
+                  cfg.rank, stats)
+        out.check_ranker()
+        return out
 
     def known(self, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Which item ids the run has SIDs for."""
@@ -250,6 +252,17 @@ class Retriever:
             new = self.head.rescore(states, items, new)
         order = torch.from_numpy(np.argsort(-new, axis=1, kind="stable"))
         return rows.gather(1, order[..., None].expand_as(rows)), torch.from_numpy(new).float().gather(1, order)
+
+    def check_ranker(self) -> None:
+        """A DataError unless this retriever computes every feature its learned ranker reads (a run whose
+        item head or statistics went missing, or a ranker trained with other feature groups)."""
+        if self.ranker is None:
+            return
+        have = self.candidate_set([np.zeros(0, np.int64)], [None])[0].names
+        missing = [n for n in self.ranker.names if n not in have]
+        if missing:
+            raise DataError(f"the learned ranker reads features this run cannot compute: {missing} "
+                            "(retrain the ranker: genrec train)")
 
     @torch.inference_mode()
     def candidate_set(self, histories: list[np.ndarray], retailers: list[int | None],

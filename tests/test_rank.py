@@ -234,3 +234,18 @@ def test_discovery_slots_hold_products_the_shopper_never_bought():
     assert at.tolist() == [0, 1, 2, 0, 1, 2]
     picked, _ = list_slots(query[:4], fresh[:4], 3, 2)
     assert picked.tolist() == [0, 1, 2]  # nothing fresh to give way to
+
+
+def test_a_run_missing_what_its_ranker_reads_is_refused_on_load(learned_run, tmp_path):
+    import shutil
+
+    from genrec.retriever import Retriever
+    from genrec.run.layout import ITEM_STATS_FILE
+    from semid.common import DataError
+
+    run = tmp_path / "run"
+    shutil.copytree(learned_run[0] / "run", run)
+    (run / ITEM_STATS_FILE).unlink()
+    with pytest.raises(DataError, match="pop_rebuy_rate"):
+        Retriever.from_run(run)
+    assert Retriever.from_run(run, ranker="weighted").ranker is None  # the weighted ranker needs none of it
