@@ -23,7 +23,7 @@ from genrec.rank.item_head import HeadExpert, prompt_states
 from genrec.rank.memory import CoPurchaseMemory
 from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
 from genrec.rank import features
-from genrec.rank.candidates import SOURCE_BITS, CandidateSet, source_label, source_names, union
+from genrec.rank.candidates import SOURCE_BITS, CandidateSet, pair_index, source_label, source_names, union
 from genrec.rank.config import RankConfig
 from genrec.rank.item_stats import ItemStats
 from genrec.rank.rankers import LearnedRanker, list_slots
@@ -369,33 +369,24 @@ def _run_config(run: Path) -> RunConfig:
 
 def _in_lists(cs: CandidateSet, lists: list[np.ndarray | None]) -> np.ndarray:
     """Per candidate: whether its item is in its query's list (None: an empty list)."""
-    parts = [(np.full(len(h), b, np.int64), np.asarray(h, np.int64)) for b, h in enumerate(lists) if h is not None]
-    if not parts:
-        return np.zeros(len(cs), bool)
-    query, items = (np.concatenate(x) for x in zip(*parts))
-    span = int(max(items.max(initial=0), cs.item_ids.max(initial=0))) + 1
-    return np.isin(cs.query * span + cs.item_ids, query * span + items)
+    sizes = [0 if h is None else len(h) for h in lists]
+    items = np.concatenate([h for h in lists if h is not None] or [np.zeros(0, np.int64)])
+    return pair_index(np.repeat(np.arange(len(lists)), sizes), items, cs.query, cs.item_ids) >= 0
 
 
 def _explanations(cs: CandidateSet, lists: Candidates) -> list[list[dict]]:
     """Per query and slot of ``lists``: the candidate's feature values (None where not applicable) and the
     sources that proposed it; a product placed by the cold-start slots only says so."""
-    span = int(max(cs.item_ids.max(initial=0), lists.item_ids.max(initial=0))) + 1
-    keys = cs.query * span + cs.item_ids  # sorted: candidates are by query, then position
-    order = np.argsort(keys, kind="stable")
+    batch, k = lists.item_ids.shape
+    row = pair_index(cs.query, cs.item_ids, np.repeat(np.arange(batch), k), lists.item_ids.reshape(-1))
     out = []
-    for b, (ids, bits) in enumerate(zip(lists.item_ids, lists.sources)):
-        row = []
-        for item, src in zip(ids.tolist(), bits.tolist()):
-            if item < 0:
-                row.append({})
-                continue
-            at = np.searchsorted(keys[order], b * span + item)
-            found = at < keys.size and keys[order][at] == b * span + item
-            values = {n: (None if np.isnan(v) else float(v))
-                      for n, v in zip(cs.names, cs.features[order[at]])} if found else {}
-            row.append({**values, "sources": source_names(src)})
-        out.append(row)
+    for b in range(batch):
+        slots = []
+        for j in range(k):
+            at, item = row[b * k + j], lists.item_ids[b, j]
+            feats = {n: (None if np.isnan(v) else float(v)) for n, v in zip(cs.names, cs.features[at])} if at >= 0 else {}
+            slots.append({**feats, "sources": source_names(lists.sources[b, j])} if item >= 0 else {})
+        out.append(slots)
     return out
 
 

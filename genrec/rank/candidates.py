@@ -59,6 +59,20 @@ class CandidateSet:
         return self.features[:, at]
 
 
+def pair_index(query: np.ndarray, items: np.ndarray, want_query: np.ndarray, want_items: np.ndarray) -> np.ndarray:
+    """For each wanted (query, item) pair, the index of an equal pair among (``query``, ``items``), -1 where
+    there is none: the one join of candidates with targets, histories and each other."""
+    query, items = np.asarray(query, np.int64), np.asarray(items, np.int64)
+    want_query, want_items = np.asarray(want_query, np.int64), np.asarray(want_items, np.int64)
+    span = int(max(items.max(initial=0), want_items.max(initial=0))) + 1
+    keys = query * span + items
+    order = np.argsort(keys, kind="stable")
+    want = want_query * span + want_items
+    at = np.searchsorted(keys[order], want).clip(max=max(keys.size - 1, 0))
+    hit = keys[order][at] == want if keys.size else np.zeros(want.size, bool)
+    return np.where(hit, order[at] if keys.size else 0, -1)
+
+
 def union(parts: list[tuple[np.ndarray, np.ndarray, int]], item_of_pos: np.ndarray, n_queries: int,
           n_positions: int) -> CandidateSet:
     """One candidate per (query, position) from sources' ``(query, pos, bit)`` parts, its bits OR-ed."""

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from genrec.rank.memory import sparse_lookup
-from genrec.rank.candidates import CandidateSet
+from genrec.rank.candidates import CandidateSet, pair_index
 from genrec.rank.item_stats import ItemStats
 from index.forest import StockForest
 from semid.catalog import item_columns
@@ -134,22 +134,25 @@ def _again(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str
     flat = np.concatenate(ctx.histories).astype(np.int64) if ctx.histories else np.zeros(0, np.int64)
     query = np.repeat(np.arange(lengths.size), lengths)
     age = (np.repeat(np.cumsum(lengths), lengths) - 1 - np.arange(flat.size)).astype(np.float64)
-    span = int(max(flat.max(initial=0), cs.item_ids.max(initial=0))) + 1
-    keys, inverse = np.unique(query * span + flat, return_inverse=True)
-    count = np.bincount(inverse, minlength=keys.size).astype(np.float64)
-    decayed = {d: np.bincount(inverse, weights=d ** age, minlength=keys.size) for d in AGAIN_DECAYS}
+    span = int(flat.max(initial=0)) + 1
+    keys, inverse = np.unique(query * span + flat, return_inverse=True)  # one row per (query, product bought)
     first, last = np.full(keys.size, np.inf), np.full(keys.size, -np.inf)
     np.minimum.at(first, inverse, age)
     np.maximum.at(last, inverse, age)
-    want = cs.query * span + cs.item_ids
-    at = np.searchsorted(keys, want).clip(max=max(keys.size - 1, 0))
-    hit = (keys[at] == want) if keys.size else np.zeros(want.size, bool)
-    n = np.where(hit, count[at] if keys.size else 0, 0.0)
-    gap = np.where(n > 1, (last[at] - first[at]) / np.maximum(n - 1, 1), np.nan) if keys.size else np.full(n.size, np.nan)
+    at = pair_index(keys // span, keys % span, cs.query, cs.item_ids)
+    n = _take(np.bincount(inverse, minlength=keys.size).astype(np.float64), at, 0.0)
     out = {"again_count": n, "again_share": n / np.maximum(lengths[cs.query], 1),
-           "again_age": np.where(hit, first[at] if keys.size else 0, np.nan), "again_gap": gap}
-    for d, values in decayed.items():
-        out[f"again_decay{round(100 * d)}"] = np.where(hit, values[at] if keys.size else 0, 0.0)
+           "again_age": _take(first, at, np.nan),
+           "again_gap": np.where(n > 1, _take((last - first), at, np.nan) / np.maximum(n - 1, 1), np.nan)}
+    for d in AGAIN_DECAYS:
+        out[f"again_decay{round(100 * d)}"] = _take(np.bincount(inverse, weights=d ** age, minlength=keys.size), at, 0.0)
+    return out
+
+
+def _take(values: np.ndarray, at: np.ndarray, default: float) -> np.ndarray:
+    """``values[at]``, ``default`` where ``at`` is -1."""
+    out = np.full(at.size, default)
+    out[at >= 0] = values[at[at >= 0]]
     return out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.rank.candidates import CandidateSet
+from genrec.rank.candidates import CandidateSet, pair_index
 from genrec.rank.config import RankConfig
 from semid.common import DataError, atomic_write
 
@@ -53,12 +53,8 @@ class LearnedRanker:
 
 def labels(cs: CandidateSet, target_offsets: np.ndarray, target_items: np.ndarray) -> np.ndarray:
     """1 where the candidate is one of its query's targets, else 0."""
-    n = np.diff(target_offsets)
-    span = int(max(target_items.max(initial=0), cs.item_ids.max(initial=0))) + 1
-    keys = np.unique(np.repeat(np.arange(n.size), n) * span + target_items)
-    want = cs.query * span + cs.item_ids
-    at = np.searchsorted(keys, want).clip(max=max(keys.size - 1, 0))
-    return ((keys[at] == want) if keys.size else np.zeros(want.size, bool)).astype(np.float64)
+    owner = np.repeat(np.arange(target_offsets.size - 1), np.diff(target_offsets))
+    return (pair_index(owner, target_items, cs.query, cs.item_ids) >= 0).astype(np.float64)
 
 
 def fit(cs: CandidateSet, y: np.ndarray, cfg: RankConfig, threads: int = 1) -> LearnedRanker:
