@@ -27,7 +27,7 @@ from genrec.rank.candidates import SOURCE_BITS, CandidateSet, pair_index, source
 from genrec.rank.config import RankConfig
 from genrec.rank.item_stats import ItemStats
 from genrec.rank.rankers import LearnedRanker, list_slots
-from genrec.rank.sources import again_source, beam_source, co_source
+from genrec.rank.sources import again_source, beam_source, co_source, row_ranks
 from genrec.run.config import RunConfig, load_run_config
 from genrec.run.layout import (CONFIG_FILE, HEAD_FILE, INDEX_DIR, ITEM_STATS_FILE, MEMORY_FILE, RANKER_FILE,
                                RANKER_META_FILE, TOKENIZER_FILE, decoder_model)
@@ -284,14 +284,16 @@ class Retriever:
         if "again" in self.rank.sources:
             parts.append((*again_source(forest, histories, slots, self.rank.again_top), SOURCE_BITS["again"]))
         reach = self.memory.reach(histories) if self.memory is not None else None
+        ranks = row_ranks(reach) if reach is not None else None  # once, for the co source and its features
         if "co" in self.rank.sources and reach is not None:
-            parts.append((*co_source(forest, reach, self.memory.item_ids, slots, self.rank.co_top), SOURCE_BITS["co"]))
+            parts.append((*co_source(forest, reach, ranks, self.memory.item_ids, slots, self.rank.co_top),
+                          SOURCE_BITS["co"]))
         cs = union(parts, forest.item_ids, len(histories), forest.item_ids.size)
         head_logp = None
         if self.head is not None:
             head_logp = self.head.head(prompt_states(self.model, ids, mask).cpu().float()).numpy()
         ctx = features.QueryContext(histories, rows, levels, reach,
-                                    None if self.memory is None else self.memory.item_ids, head_logp,
+                                    None if self.memory is None else self.memory.item_ids, ranks, head_logp,
                                     None if self.head is None else self.head.catalog, self.item_stats)
         return features.compute(cs, ctx, forest, tuple(self.rank.drop_features)), rows, scores
 

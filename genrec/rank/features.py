@@ -42,6 +42,7 @@ class QueryContext:
     levels: np.ndarray  # [B, W, D] log-prob after each token
     reach: sp.csr_matrix | None  # co-purchase similarity to each history [B, n] (None: no memory)
     reach_items: np.ndarray  # the columns' item ids
+    reach_ranks: np.ndarray | None = None  # each stored entry's rank in its row (``sources.row_ranks``)
     head_logp: np.ndarray | None = None  # [B, n_head] item head log-probs (None: no head)
     head_items: np.ndarray | None = None
     item_stats: ItemStats | None = None  # per-product re-buy rate and recent share (None: not built)
@@ -114,11 +115,7 @@ def _co(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, n
     cols = item_columns(ctx.reach_items, cs.item_ids)
     score = sparse_lookup(ctx.reach, cs.query, cols)
     r = ctx.reach
-    row = np.repeat(np.arange(r.shape[0]), np.diff(r.indptr))
-    order = np.lexsort((-r.data, row))
-    rank = np.empty(r.data.size)
-    rank[order] = np.arange(order.size) - r.indptr[row[order]] + 1
-    ranked = sp.csr_matrix((rank, r.indices, r.indptr), shape=r.shape)
+    ranked = sp.csr_matrix((ctx.reach_ranks, r.indices, r.indptr), shape=r.shape)
     best = np.zeros(r.shape[0])
     has = np.diff(r.indptr) > 0
     best[has] = np.maximum.reduceat(r.data, r.indptr[:-1][has]) if r.data.size else 0

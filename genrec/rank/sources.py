@@ -43,15 +43,22 @@ def again_source(forest: StockForest, histories: list[np.ndarray], slots: np.nda
     return _stocked(forest, slots, _cat(query), _cat(items))
 
 
-def co_source(forest: StockForest, reach: sp.csr_matrix, reach_items: np.ndarray, slots: np.ndarray,
-              top: int) -> tuple[np.ndarray, np.ndarray]:
+def co_source(forest: StockForest, reach: sp.csr_matrix, ranks: np.ndarray, reach_items: np.ndarray,
+              slots: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
     """Each query's ``top`` products by co-purchase similarity to its history (``reach``: [B, n] over
-    ``reach_items``), of those its retailer stocks."""
+    ``reach_items``; ``ranks``: ``row_ranks(reach)``), of those its retailer stocks."""
+    keep = np.flatnonzero(ranks <= top)
+    row = np.repeat(np.arange(reach.shape[0]), np.diff(reach.indptr))
+    return _stocked(forest, slots, row[keep], reach_items[reach.indices[keep]])
+
+
+def row_ranks(reach: sp.csr_matrix) -> np.ndarray:
+    """The rank of each stored entry of ``reach`` within its row, 1 = the largest (aligned with ``data``)."""
     row = np.repeat(np.arange(reach.shape[0]), np.diff(reach.indptr))
     order = np.lexsort((-reach.data, row))
-    rank = np.arange(order.size) - reach.indptr[row[order]]
-    keep = order[rank < top]
-    return _stocked(forest, slots, row[keep], reach_items[reach.indices[keep]])
+    ranks = np.empty(reach.data.size)
+    ranks[order] = np.arange(order.size) - reach.indptr[row[order]] + 1
+    return ranks
 
 
 def _stocked(forest: StockForest, slots: np.ndarray, query: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
