@@ -45,6 +45,7 @@ class TIFUKNN:
         self.ctx: FitContext | None = None
         self.fallback: np.ndarray | None = None
         self.seqs: Examples | None = None
+        self._pool: tuple[float, sp.csr_matrix, sp.csr_matrix] | None = None  # (decay, vectors, unit rows)
         self.choices: dict = {}
 
     def fit(self, train: Examples, validation: Examples, ctx: FitContext) -> "TIFUKNN":
@@ -77,12 +78,18 @@ class TIFUKNN:
         total = np.asarray(m.sum(axis=1)).ravel()
         return (sp.diags(1.0 / np.where(total > 0, total, 1.0)) @ m).tocsr()
 
+    def _neighbour_pool(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """Every shopper's vector and its unit-length row, built once per decay (tuning asks many times)."""
+        if self._pool is None or self._pool[0] != self.settings.decay:
+            pool = self._vectors(self.seqs.history_offsets, self.seqs.history_items)
+            self._pool = (self.settings.decay, pool, _l2_rows(pool))
+        return self._pool[1], self._pool[2]
+
     def recommend(self, queries: Examples, k: int, exclude: Sequence[np.ndarray] | None = None) -> np.ndarray:
         """Top ``k`` items of the blended vector (ties and the rest: training popularity)."""
         if self.ctx is None or self.seqs is None:
             raise DataError("tifuknn: recommend called before fit")
-        pool = self._vectors(self.seqs.history_offsets, self.seqs.history_items)
-        unit = _l2_rows(pool)
+        pool, unit = self._neighbour_pool()
         own = self._vectors(queries.history_offsets, queries.history_items)
         s = self.settings
         parts = []
