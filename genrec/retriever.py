@@ -31,7 +31,7 @@ from genrec.rank.sources import again_source, beam_source, co_source, row_ranks
 from genrec.run.config import RunConfig, load_run_config
 from genrec.run.layout import (CONFIG_FILE, HEAD_FILE, INDEX_DIR, ITEM_STATS_FILE, MEMORY_FILE, RANKER_FILE,
                                RANKER_META_FILE, TOKENIZER_FILE, decoder_model)
-from index.candidates import _banned_keys, cold_slots, empty_candidates, mix_cold
+from index.candidates import banned_keys, cold_slots, empty_candidates, mix_cold
 from index.cold import ColdRanker, ColdStartConfig
 from index.retailer_index import Candidates, RetailerIndex
 from semid.common import DataError
@@ -309,7 +309,7 @@ class Retriever:
         fresh = (cs.sources[order] & SOURCE_BITS["again"]) == 0
         forest, slots = self.index.stock_forest(), self.index.slots_for(retailers)
         last = self._last_rows(histories) if self.cold_share > 0 and self.cold_ranker is not None else None
-        banned = _banned_keys(forest, slots, banned_lists, len(histories)) if exclude.any() else np.zeros(0, np.int64)
+        banned = banned_keys(forest, slots, banned_lists, len(histories)) if exclude.any() else np.zeros(0, np.int64)
         out = {}
         for k in ks:
             picked, at = list_slots(cs.query[order], fresh, k, cold_slots(k, self.rank.discover_share))

@@ -68,7 +68,7 @@ def rank_candidates(
     batch = decoded.shape[0]
     if slots.shape != (batch,):
         raise DataError(f"candidates: {slots.size} retailer ids for {batch} queries")
-    banned = _banned_keys(forest, slots, exclude_items, batch)
+    banned = banned_keys(forest, slots, exclude_items, batch)
     q, pos, item_sc = _beam_items(forest, decoded, sc, slots, banned, k)
     out = empty_candidates(batch, k)
     rank = np.arange(q.size) - np.searchsorted(q, q)
@@ -223,7 +223,7 @@ def as_decoded(
     return d.astype(np.int64, copy=False), s.astype(np.float64, copy=False)
 
 
-def _banned_keys(forest: StockForest, slots: np.ndarray, exclude: Sequence | None, batch: int) -> np.ndarray:
+def banned_keys(forest: StockForest, slots: np.ndarray, exclude: Sequence | None, batch: int) -> np.ndarray:
     """Sorted keys query * n + position of every excluded product that the query's slot holds."""
     if exclude is None:
         return np.zeros(0, np.int64)
