@@ -27,6 +27,7 @@ from genrec.evaluation.protocol import EvalConfig, build_eval_data
 from genrec.rank.candidates import SOURCE_BITS, CandidateSet
 from genrec.rank.config import FEATURE_GROUPS
 from genrec.rank.features import feature_group
+from genrec.rank.memory import fuse
 from genrec.rank.rankers import fit, labels
 from genrec.rank.train import candidate_sets, run_splits, validation_queries
 from genrec.retriever import Retriever
@@ -78,7 +79,7 @@ def weighted_score(cs: CandidateSet, weight: float, floor: float) -> np.ndarray:
     total = cs.columns((f"dec_l{depth}",))[:, 0].astype(np.float64)
     beam = (cs.sources & SOURCE_BITS["beam"]) > 0
     co = cs.columns(("co_score",))[:, 0] if "co_score" in cs.names else 0.0
-    return np.where(beam, total + weight * np.log(floor + co), -np.inf)
+    return np.where(beam, fuse(total, co, weight, floor), -np.inf)
 
 
 def main(argv: list[str] | None = None) -> int:

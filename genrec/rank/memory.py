@@ -88,7 +88,7 @@ class CoPurchaseMemory:
 
     def rescore(self, histories: list[np.ndarray], candidates: np.ndarray, log_probs: np.ndarray) -> np.ndarray:
         """The product of experts' log-scores [B, W] (dead candidates stay -inf)."""
-        return log_probs + self.cfg.weight * np.log(self.cfg.floor + self.scores(histories, candidates))
+        return fuse(log_probs, self.scores(histories, candidates), self.cfg.weight, self.cfg.floor)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -111,6 +111,11 @@ class CoPurchaseMemory:
         n = t["item_ids"].size
         sim = sp.csr_matrix((t["data"].astype(np.float64), t["indices"], t["indptr"]), shape=(n, n))
         return cls(t["item_ids"], sim, cfg)
+
+
+def fuse(log_probs: np.ndarray, sim: np.ndarray, weight: float, floor: float) -> np.ndarray:
+    """The product of experts in log space: ``log p(SID) + weight * log(floor + sim)``."""
+    return log_probs + weight * np.log(floor + sim)
 
 
 def sparse_lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
