@@ -7,9 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -19,9 +18,11 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
+from genrec.model import precision
+from genrec.model.config import DecoderConfig
 from genrec.model.item_decoder import ItemDecoder, ItemDecoderConfig
 from semid.common import DataError, atomic_dir
-from semid.config import Checks, from_dict, to_dict
+from semid.config import from_dict, to_dict
 
 META_KEY = "genrec"  # the block of config.json that holds what genrec needs besides the weights
 IGNORE = -100
@@ -29,38 +30,6 @@ IGNORE = -100
 
 class CodebookMismatchError(DataError):
     """A decoder trained on one codebook is loaded against another: its token ids would mean other SIDs."""
-
-
-@dataclass
-class DecoderConfig:
-    """Size and shape of the decoder; ``max_items`` is the history cap the model is trained and served with."""
-
-    # token level: LlamaForCausalLM (RoPE, RMSNorm, SwiGLU) or GPT2LMHeadModel over the flattened SID tokens;
-    # item: one position per history item and a depth decoder for the codewords (genrec.model.item_decoder)
-    arch: Literal["llama", "gpt2", "item"] = "llama"
-    d_model: int = 128  # hidden size
-    n_layers: int = 4  # transformer blocks
-    n_heads: int = 4  # attention heads (d_model must divide by it)
-    d_ff: int = 512  # feed-forward inner size
-    dropout: float = 0.1  # gpt2: residual/embedding/attention dropout; llama: attention + input-embedding dropout
-    max_items: int = 20  # history cap in items (most recent kept), training and serving
-    tie_embeddings: bool = True  # share input embedding and LM head weights (fewer parameters for a small vocab)
-    rope_theta: float = 10000.0  # llama rotary base
-    depth_layers: int = 2  # item: layers of the codeword (depth) decoder
-    memorize: bool = False  # item: an embedding per item seen in training, added to its input (new items have none)
-    depth_memory: bool = False  # item: the depth decoder also cross-attends to every item state so far
-
-    def __post_init__(self) -> None:
-        c = Checks(self, "decoder")
-        c.literals()
-        c.at_least(1, "d_model", "n_layers", "n_heads", "d_ff", "max_items", "depth_layers")
-        c.rule(self.d_model % self.n_heads == 0, "n_heads", f"must divide d_model ({self.d_model}), got {self.n_heads}")
-        c.above(0, "rope_theta")
-        c.within(0, 1, "dropout", open_high=True)
-
-    def max_positions(self, tokens_per_item: int) -> int:
-        """Longest sequence: <bos>, a retailer token, ``max_items`` history items and one item to predict."""
-        return 2 + (self.max_items + 1) * tokens_per_item
 
 
 def build_decoder(
@@ -247,16 +216,7 @@ def inference_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtyp
     if name == "auto":
         if torch.device(device).type == "cuda":
             return torch.bfloat16
-        return torch.bfloat16 if _cpu_has_bf16() else torch.float32
+        return torch.bfloat16 if precision.native_bf16() else torch.float32
     if name not in DTYPES:
         raise DataError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {name!r}")
     return DTYPES[name]
-
-
-def _cpu_has_bf16() -> bool:
-    """Whether /proc/cpuinfo lists a native bf16 matmul instruction set (Linux; False elsewhere)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags

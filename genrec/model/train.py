@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -25,9 +25,11 @@ from transformers import PreTrainedModel
 
 from genrec.data.sequences import Examples, SequenceConfig, split_events
 from genrec.model.checkpoint import has_checkpoint, read_checkpoint, read_record, write_checkpoint
-from genrec.model.decoder import DecoderConfig, build_decoder, decoder_config, save_decoder, training_loss
+from genrec.model.config import DecoderConfig, TrainConfig
+from genrec.model.decoder import build_decoder, decoder_config, save_decoder, training_loss
 from genrec.model.history import LossMeter, append_history
 from genrec.model.optim import lr_schedule, make_accelerator, param_groups
+from genrec.model.precision import resolve_mixed_precision
 from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
 from genrec.model.validation import EarlyStopping, RecallEvaluator, sample_examples
 from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR, RESULT_FILE
@@ -40,50 +42,6 @@ log = logging.getLogger(__name__)
 
 # settings that may change between an interrupted run and its resumption without changing the result
 RESUMABLE_CHANGES = ("progress", "threads", "checkpoint_every", "log_every")
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation, schedule, evaluation and checkpointing of the decoder."""
-
-    lr: float = 1e-3  # peak AdamW learning rate
-    weight_decay: float = 0.1  # decoupled weight decay on matrices (not on norms and biases)
-    beta2: float = 0.98  # AdamW second-moment decay
-    warmup_steps: int = 200  # linear warm-up from 0 to lr
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"  # decay after warm-up, over all planned steps
-    min_lr_ratio: float = 0.05  # floor of the decay, as a fraction of lr
-    batch_size: int = 256  # sequences per optimizer step (per process)
-    epochs: int = 50  # planned epochs (the schedule spans them; early stopping may end sooner)
-    max_steps: int | None = None  # stop after this many optimizer steps (the schedule then spans these)
-    eval_every: int = 1  # evaluate on validation every N epochs
-    patience: int = 5  # stop after this many evaluations without a better validation metric
-    eval_examples: int | None = 2000  # validation examples evaluated (a fixed random sample); None: all
-    eval_k: int = 10  # the K of the monitored recall@K
-    eval_beam_width: int = 20  # beam width of validation decoding
-    eval_batch_size: int = 256  # queries per beam search call
-    seed: int = 0  # seeds initial weights, dropout and the data order
-    grad_clip: float = 1.0  # max gradient norm (0: off)
-    # exponential moving average of the weights after every step (e.g. 0.999: a horizon of ~1,000 steps);
-    # validation scores and the saved decoder are the average's. 0: off, the raw weights
-    ema_decay: float = 0.0
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # accelerate's autocast mode
-    checkpoint_every: int = 500  # optimizer steps between mid-epoch checkpoints (0: only at epoch ends)
-    bucket: int = 50  # length bucketing: sort chunks of batch_size * bucket sequences by length
-    padding_side: Literal["right", "left"] = "right"  # where training batches are padded
-    threads: int = 0  # torch CPU threads while training (0: torch's default; 1 is fastest on a busy small machine)
-    log_every: int = 20  # steps between progress-bar updates of loss and tokens/s
-    progress: bool = True  # progress over steps (a bar on a terminal, else a few log lines)
-
-    OLD_KEYS = {"max_epochs": "epochs", "num_threads": "threads"}  # old spelling -> key, read from old run folders
-
-    def __post_init__(self) -> None:
-        c = Checks(self, "train")
-        c.literals()
-        c.at_least(0, "lr", "weight_decay", "warmup_steps", "seed", "grad_clip", "checkpoint_every", "threads")
-        c.at_least(1, "batch_size", "epochs", "max_steps", "eval_every", "patience", "eval_examples", "eval_k",
-                   "eval_beam_width", "eval_batch_size", "bucket", "log_every")
-        c.within(0, 1, "min_lr_ratio")
-        c.within(0, 1, "beta2", "ema_decay", open_high=True)
 
 
 @dataclass
@@ -144,7 +102,8 @@ class DecoderTrainer:
     def setup(self, resume: bool = True) -> None:
         """Seed, build model / optimizer / scheduler under accelerate; load the last checkpoint if any."""
         cfg = self.cfg
-        self.accelerator = make_accelerator(cfg.mixed_precision)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.accelerator = make_accelerator(resolve_mixed_precision(cfg.mixed_precision, device))
         set_seed(cfg.seed)
         model = self.build_model()
         embed_dropout = decoder_config(model).dropout if decoder_config(model).arch == "llama" else 0.0

@@ -26,6 +26,7 @@ from genrec.evaluation.baselines.base import FitContext
 from genrec.evaluation.baselines.neural import (PAD, CausalEncoder, banned_pairs, column_metrics, history_matrix,
                                                 length_batches, mask_pairs, topk_columns, train_loop, training_matrices,
                                                 with_options)
+from genrec.model.precision import native_bf16
 from semid.common import DataError, torch_threads
 
 log = logging.getLogger(__name__)
@@ -105,14 +106,6 @@ class SASRecModel(nn.Module):
         neg = sample_negatives(y, table.shape[0], gen)
         pos_s, neg_s = (h * table[y]).sum(-1), (h * table[neg]).sum(-1)
         return (F.softplus(-pos_s) + F.softplus(neg_s)).sum()
-
-
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (avx512_bf16 / AMX); emulated bf16 would be slower."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def sample_negatives(positives: torch.Tensor, n_items: int, gen: torch.Generator | None) -> torch.Tensor:
