@@ -5,9 +5,13 @@ the test table over seeds, ``benchmarks/quality.py``).
 
 Candidates and features are computed once (``Retriever.candidate_set``); each row only refits LightGBM.
 Validation figures run above test ones (the decoder early-stopped on validation shoppers), so read the rows
-against each other.
+against each other. ``--discover`` adds a table of the run's own ranker under each ``rank.discover_share``:
+R@20 and new-to-shopper R@20 (targets outside the history), the trade a grocery run's share is chosen on.
+``--pool`` caps the training shoppers (a seeded sample) where the validation split is large (Instacart).
 
     .venv/bin/python benchmarks/rank_validation.py --run runs/quality/amazon-beauty-seed0/run --judge 4000
+    .venv/bin/python benchmarks/rank_validation.py --run runs/quality/instacart-seed0/run --judge 4000 \
+        --pool 12000 --settings config --discover 0,0.1,0.2,0.3
 """
 from __future__ import annotations
 
@@ -21,12 +25,16 @@ from pathlib import Path
 import numpy as np
 
 from genrec.cli import configure_logging
-from genrec.rank.rankers import fit, labels
+from genrec.data.sequences import Examples
+from genrec.evaluation.metrics import Targets, rank_metrics, remove_items
+from genrec.rank.candidates import SOURCE_BITS, CandidateSet
+from genrec.rank.rankers import fit, labels, list_slots
 from genrec.rank.train import candidate_sets, run_splits
 from genrec.retriever import Retriever
 from genrec.run.config import load_run_config
 from genrec.run.layout import CONFIG_FILE
 from genrec.run.semids import run_dataset
+from index.candidates import cold_slots
 from rank_ablation import metrics  # noqa: E402 (benchmarks/ is on the path when run as a script)
 
 # row name -> (training queries, None: all the rest; RankConfig overrides)
@@ -40,11 +48,28 @@ ROWS = {
 }
 
 
+def discovery_metrics(cs: CandidateSet, score: np.ndarray, judge: Examples, share: float, k: int = 20) -> dict:
+    """R@K and new-to-shopper R@K of the lists the retriever makes with ``rank.discover_share`` = ``share``
+    (``genrec.rank.rankers.list_slots``; products outside the ``again`` source are the fresh ones)."""
+    order = np.lexsort((cs.item_ids, -score, cs.query))
+    fresh = (cs.sources[order] & SOURCE_BITS["again"]) == 0
+    picked, at = list_slots(cs.query[order], fresh, k, cold_slots(k, share))
+    lists = np.full((cs.n_queries, k), -1, np.int64)
+    lists[cs.query[order][picked], at] = cs.item_ids[order][picked]
+    targets = Targets(judge.target_offsets, judge.target_items)
+    fresh_targets = remove_items(targets, Targets(judge.history_offsets, judge.history_items))
+    return (rank_metrics(lists, targets, [k]) | rank_metrics(lists, fresh_targets, [k], prefix="new_"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True)
     ap.add_argument("--judge", type=int, default=4000, help="validation shoppers put aside to score the rows")
     ap.add_argument("--seed", type=int, default=123, help="seeds the judge set")
+    ap.add_argument("--pool", type=int, default=None, help="training shoppers at most (default: all the rest)")
+    ap.add_argument("--settings", choices=("sweep", "config"), default="sweep",
+                    help="sweep: the rows above; config: the run's own rank section alone")
+    ap.add_argument("--discover", default="", help="comma-separated rank.discover_share values to list at K=20")
     ap.add_argument("--out", default=None, help="JSON of every row")
     args = ap.parse_args(argv)
     configure_logging()
@@ -52,15 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_run_config(run / CONFIG_FILE)
     val = run_splits(run_dataset(run), cfg).validation
     order = np.random.default_rng(args.seed).permutation(len(val))
-    judge, pool = val.subset(np.sort(order[:args.judge])), val.subset(np.sort(order[args.judge:]))
+    rest = order[args.judge:][: args.pool]
+    judge, pool = val.subset(np.sort(order[:args.judge])), val.subset(np.sort(rest))
     retriever = Retriever.from_run(run, ranker="none")
     t0 = time.perf_counter()
     judge_cs, pool_cs = candidate_sets(retriever, judge), candidate_sets(retriever, pool)
     print(f"candidates of {len(judge):,} judge and {len(pool):,} training shoppers "
           f"({time.perf_counter() - t0:.0f}s)", file=sys.stderr)
     y = labels(pool_cs, pool.target_offsets, pool.target_items)
-    rows = {}
-    for name, (n, overrides) in ROWS.items():
+    rows, discover = {}, {}
+    settings = ROWS if args.settings == "sweep" else {"the run's rank section": (None, {})}
+    for name, (n, overrides) in settings.items():
         n = len(pool) if n is None else min(n, len(pool))
         keep = pool_cs.query < n  # the first n training shoppers (ids in no meaningful order)
         part = pool_cs.subset(keep)
@@ -72,8 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'row':34}{'queries':>9}{'R@10':>9}{'N@10':>9}{'trees':>7}")
     for name, r in rows.items():
         print(f"{name:34}{r['queries']:>9,}{r['recall@10']:>9.4f}{r['ndcg@10']:>9.4f}{r['trees']:>7}")
+    if args.discover:
+        ranker = fit(pool_cs, y, cfg.rank, cfg.train.threads)
+        score = ranker.score(judge_cs)
+        discover = {share: discovery_metrics(judge_cs, score, judge, share) for share in
+                    (float(v) for v in args.discover.split(","))}
+        print(f"{'discover_share':>14}{'R@20':>9}{'new R@20':>10}")
+        for share, m in discover.items():
+            print(f"{share:>14.2f}{m['recall@20']:>9.4f}{m['new_recall@20']:>10.4f}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"run": str(run), "judge": len(judge), "rows": rows}, indent=2))
+        Path(args.out).write_text(json.dumps({"run": str(run), "judge": len(judge), "pool": len(pool), "rows": rows,
+                                              "discover": discover}, indent=2))
     return 0
 
 
