@@ -3,14 +3,14 @@ for a machine with many cores or a GPU: the sweep behind the ablation table and 
 
 Each seed's training copy and Semantic IDs must exist already (``benchmarks/quality.py`` makes them
 under ``WORKDIR/NAME-seedN/{data,run}``); a variant is the run config with dotted overrides
-(``item_mem:decoder.arch=item,decoder.memorize=true``) and trains its own decoder on that seed's SIDs.
+(``item_mem:decoder.arch=item,decoder.id_embeddings=true``) and trains its own decoder on that seed's SIDs.
 Every job writes its own JSON as soon as it ends (a killed sweep keeps what finished), then one file per
 (variant, seed) holds the variant as ``genrec`` beside every baseline of that seed, so
 ``quality.py --merge OUT/VARIANT-seed*.json`` prints the table of a variant.
 
     .venv/bin/python benchmarks/sweep.py --data data/beauty --config configs/amazon-beauty.yaml \\
         --workdir runs/quality --seeds 0 1 2 --baselines sasrec_ce,itemknn --device cuda --out runs/sweep \\
-        --variant 'item:decoder.arch=item' --variant 'item_mem:decoder.arch=item,decoder.memorize=true'
+        --variant 'item:decoder.arch=item' --variant 'item_mem:decoder.arch=item,decoder.id_embeddings=true'
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from genrec.data.sequences import NO_RETAILER, query_examples
 from genrec.model.beam_search import constrained_beam_search
 from genrec.model.decoder import decoder_meta, inference_dtype, load_decoder, weights_digest
 from genrec.model.item_decoder import pack_rows
-from genrec.rank.item_head import HeadExpert, prompt_states
+from genrec.rank.item_head import HeadExpert
 from genrec.rank.memory import CoPurchaseMemory
 from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, tokenize_examples
 from genrec.rank import features
@@ -41,20 +41,24 @@ from semid.tokenizer import BOS, PAD, SIDTokenizer
 
 # TIGER's epsilon (run config ``cold_start.share``): the last 20% of each list (at least one slot) is open
 # to products never interacted with in training; each open slot keeps its listed product unless a new one
-# lies nearer the query's SID point (index.cold; measured in the README, "Cold-start mixing by SID point");
+# lies nearer the query's SID point (index.cold; measured in docs/cold-start.md, "Cold-start mixing by SID point");
 # 0 turns it off.
 DEFAULT_COLD_SHARE = ColdStartConfig().share
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One recommended product: its id, its Semantic ID, the ranker's score (higher first; with the
-    ``weighted`` ranker the decoder's log-probability times the experts'), the source that proposed it
-    ("generated", "buy again", "co-purchase", "new product", "similar"; ``genrec.rank.candidates``) and, with
-    ``explain``, its feature values and every source that proposed it."""
+    """One recommended product: its id, its Semantic ID, its score, the source that proposed it ("generated",
+    "buy again", "co-purchase", "new product", "similar"; ``genrec.rank.candidates``) and, with ``explain``,
+    its feature values and every source that proposed it."""
 
     item_id: int
     sid: str
+    # the ranker's score, higher first, comparable within one list only (not a probability): the learned
+    # ranker's output (``rank.ranker: learned``), or the weighted ranker's product of experts in log space,
+    # log p(SID) + memory.weight * log(floor + co-purchase) + item_head.weight * log p_head (the decoder's
+    # log-probability alone where the run weighs no expert); a new product in a cold-start slot, or one filled
+    # in where the beam ran short, scores below the list's others
     score: float
     source: str = "generated"
     features: dict | None = None
@@ -227,11 +231,12 @@ class Retriever:
         experts = [e for e in (self.memory, self.head) if e is not None and e.cfg.weight > 0]
         width = max(self.beam_width, ks[-1], *(e.cfg.beam_width for e in experts))
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        rows, scores = constrained_beam_search(self.model, ids, mask, start.trie, width, width,
-                                               start=start.nodes.to(device), start_depth=start.depth)
-        rows, scores = rows.cpu(), scores.cpu()
+        decoded = constrained_beam_search(self.model, ids, mask, start.trie, width, width,
+                                          start=start.nodes.to(device), start_depth=start.depth,
+                                          with_prompt_state=self.head in experts)  # the head reads the prompt's state
+        rows, scores = decoded[0].cpu(), decoded[1].cpu()
         if experts:
-            states = prompt_states(self.model, ids, mask).cpu() if self.head in experts else None
+            states = decoded[2].cpu() if self.head in experts else None
             rows, scores = self._rescore(histories, states, rows, scores)
         banned = [h if e else None for h, e in zip(histories, exclude.tolist())] if exclude.any() else None
         last = self._last_rows(histories) if self.cold_share > 0 and self.cold_ranker is not None else None
@@ -275,9 +280,9 @@ class Retriever:
         device = next(self.model.parameters()).device
         width = max(self.rank.beam_width, width or 1)
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        rows, scores, levels = constrained_beam_search(self.model, ids, mask, start.trie, width, width,
-                                                       start=start.nodes.to(device), start_depth=start.depth,
-                                                       with_levels=True)
+        rows, scores, levels, states = constrained_beam_search(self.model, ids, mask, start.trie, width, width,
+                                                               start=start.nodes.to(device), start_depth=start.depth,
+                                                               with_levels=True, with_prompt_state=True)
         rows, scores, levels = rows.cpu().numpy(), scores.cpu().double().numpy(), levels.cpu().double().numpy()
         forest, slots = self.index.stock_forest(), self.index.slots_for(retailers)
         parts = [(*beam_source(forest, rows, slots)[:2], SOURCE_BITS["beam"])]
@@ -291,7 +296,7 @@ class Retriever:
         cs = union(parts, forest.item_ids, len(histories), forest.item_ids.size)
         head_logp = None
         if self.head is not None:
-            head_logp = self.head.head(prompt_states(self.model, ids, mask).cpu().float()).numpy()
+            head_logp = self.head.head(states.cpu()).numpy()
         ctx = features.QueryContext(histories, rows, levels, reach,
                                     None if self.memory is None else self.memory.item_ids, ranks, head_logp,
                                     None if self.head is None else self.head.catalog, self.item_stats)

@@ -22,9 +22,10 @@ SOURCE_BEAM, SOURCE_AGAIN, SOURCE_CO, SOURCE_NEW, SOURCE_FILL = 1, 2, 4, 8, 16
 
 @dataclass
 class Candidates:
-    """K products per query, best first. ``scores`` are the SID log-probs for products from decoded SIDs;
-    filled products (``from_beam`` False) score below all of them, one unit lower per token of prefix
-    they do not share, so the order is total. Missing slots (fewer than K products) hold item -1."""
+    """K products per query, best first. ``scores`` are the ranker's scores (``genrec.retriever.Candidate``;
+    the SID log-probs where nothing re-scores them) for products from decoded SIDs; filled products
+    (``from_beam`` False) score below all of them, one unit lower per token of prefix they do not share, so
+    the order is total. Missing slots (fewer than K products) hold item -1."""
 
     item_ids: np.ndarray  # [B, K] int64
     scores: np.ndarray  # [B, K] float64

@@ -58,7 +58,7 @@ def cooccurrence(offsets: np.ndarray, items: np.ndarray, item_ids: np.ndarray, w
 def normalized_cooccurrence(counts: sp.csr_matrix) -> sp.csr_matrix:
     """``D^-1/2 C D^-1/2`` (D: each item's total count): the symmetric degree normalisation of spectral
     embeddings, so popular items do not own the top singular directions (better than positive PMI on Amazon
-    Beauty: README, "Measured reasons behind defaults")."""
+    Beauty: docs/semantic-ids.md, "Measured reasons behind defaults")."""
     degree = np.asarray(counts.sum(axis=1)).ravel()
     scale = sp.diags(np.where(degree > 0, degree, 1.0) ** -0.5)
     out = (scale @ counts @ scale).tocsr()

@@ -4,16 +4,20 @@ codebook version (a hash of the weights), and loading checks that they all agree
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from safetensors.numpy import load_file, save_file
 
 from semid.catalog import read_json
+from semid.codebook_config import SemIDConfig
 from semid.common import DataError, atomic_write, write_json
 from semid.config import ConfigError, from_dict, to_dict
 from semid.sids import SID_SCHEMA, codebook_version_of
-from semid.train import SemIDConfig, SemIDModel, weights_version
+
+if TYPE_CHECKING:  # semid.train loads torch: imported where a model is saved or built
+    from semid.train import SemIDModel
 
 WEIGHTS_FILE = "codebook.safetensors"
 CONFIG_FILE = "codebook.json"  # {"codebook_version", "input_dim", "config": SemIDConfig fields}
@@ -32,6 +36,8 @@ def save_codebook(
 ) -> str:
     """Write the model (and optionally its SID table, training history, health report) into ``run``;
     returns the codebook version stamped on every file."""
+    from semid.train import weights_version
+
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
@@ -51,6 +57,8 @@ def save_codebook(
 
 def load_codebook(run: str | Path) -> SemIDModel:
     """Load the model saved in ``run``; the weights must hash to the version the files record."""
+    from semid.train import SemIDModel, weights_version
+
     run = Path(run)
     config = read_json(run / CONFIG_FILE)
     try:

@@ -1,19 +1,20 @@
-"""Training a Semantic-ID codebook: ``SemIDConfig`` composes the RQ-VAE (or RQ-KMeans), the taxonomy
-contrastive term and the hierarchical sampler with the training settings; ``train_codebook`` turns product
-embeddings into a ``SemIDModel`` that encodes any product (seen or new) into L codes."""
+"""Training a Semantic-ID codebook: ``SemIDConfig`` (``semid.codebook_config``) composes the RQ-VAE (or
+RQ-KMeans), the taxonomy contrastive term and the hierarchical sampler with the training settings;
+``train_codebook`` turns product embeddings into a ``SemIDModel`` that encodes any product (seen or new) into
+L codes."""
 from __future__ import annotations
 
 import hashlib
 import logging
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from semid.config import Checks
+from semid.codebook_config import SemIDConfig
 from semid.contrastive import (
     ContrastiveScales,
     calibrate,
@@ -31,65 +32,10 @@ from semid.sampler import HierarchicalSampler, SamplerConfig
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class SemIDConfig:
-    """Everything that decides a codebook; saved with the run. YAML keys are these field names."""
-
-    method: Literal["rqvae", "rqkmeans"] = "rqvae"  # trained RQ-VAE, or residual k-means (the reference)
-    # codewords per level (1,824 + disambiguation): a coarse first level keeps near neighbours together
-    # (README, "Measured reasons behind defaults")
-    codebook_sizes: list[int] = field(default_factory=lambda: [32, 256, 512, 1024])
-    hidden_dims: list[int] = field(default_factory=lambda: [256])  # encoder MLP widths (decoder mirrors)
-    latent_dim: int = 128  # quantised latent width: 32 loses neighbourhoods that cosine sees
-    beta: float = 0.25  # commitment weight
-    dropout: float = 0.0  # dropout in the MLPs
-    skip: bool = True  # linear PCA-initialised path beside encoder and decoder MLPs (starts as PCA + RQ-KMeans)
-    normalize: bool = True  # L2-normalise embeddings first, so distances follow cosine
-    standardize: Literal["global", "per_dim", "none"] = "global"  # centre, then one scale or one per dim
-    epochs: int = 40  # RQ-VAE epochs (an epoch = about n products)
-    warmup_epochs: int = 0  # autoencoder epochs without quantisation before k-means (skip=False needs some)
-    # continuing from a previous codebook (``init``, ``--init-from``): a short, gentle run fits new products
-    # while most keep their codes; the full schedule drifts (README, "Measured reasons behind defaults")
-    init_epochs: int = 5  # RQ-VAE epochs when continuing from a previous codebook (replaces epochs)
-    init_lr_ratio: float = 0.25  # peak learning rate when continuing, as a share of lr
-    batch_size: int = 512  # products per batch
-    lr: float = 2e-3  # AdamW peak learning rate, cosine-decayed to min_lr_ratio * lr
-    min_lr_ratio: float = 0.05  # final learning rate as a share of lr (train's spelling; was lr_min_ratio)
-    weight_decay: float = 0.0  # AdamW weight decay (codebooks excluded)
-    contrastive_lambda: float = 0.01  # weight of the taxonomy term; 0 = vanilla RQ-VAE
-    contrastive_temperature: float = 0.05  # InfoNCE temperature, on distances relative to their mean at init
-    contrastive_decay: float = 0.5  # level weights 1, decay, decay^2, ...: coarsest heaviest
-    contrastive_sharpness: float = 0.1  # soft-assignment temperature / mean distance to the nearest codeword
-    # the taxonomy term on every n-th step only, weighted n x lambda (the same total pull): its second forward
-    # pass and soft assignments cost several plain steps; every 2nd step by default (README, Instacart table)
-    contrastive_every: int = 2
-    parent_share: float = 0.5  # hierarchical sampler: share of a batch from one parent's leaves
-    per_leaf: int = 8  # hierarchical sampler: products per leaf in that share
-    hard_share: float = 0.5  # hierarchical sampler: share of the rest taken from look-alike unrelated products
-    kmeans_iters: int = 20  # Lloyd iterations for codebook initialisation (and RQ-KMeans)
-    revive_dead: bool = True  # move codewords unused over an epoch onto live residuals
-    seed: int = 0  # seeds weights, k-means, sampling: same seed + data = same codebook
-    threads: int = 0  # torch CPU threads while training; 0 leaves the process setting alone
-    progress: bool = True  # progress over epochs (a bar on a terminal, else a few log lines)
-
-    OLD_KEYS = {"lr_min_ratio": "min_lr_ratio"}  # old spelling -> key, read from old run folders
-
-    def __post_init__(self) -> None:
-        c = Checks(self, "semid")
-        c.literals()
-        c.sizes("codebook_sizes")
-        c.sizes("hidden_dims", empty=True)
-        c.at_least(1, "latent_dim", "epochs", "init_epochs", "batch_size", "contrastive_every", "per_leaf",
-                   "kmeans_iters")
-        c.at_least(0, "warmup_epochs", "beta", "weight_decay", "contrastive_lambda", "contrastive_decay", "seed",
-                   "threads")
-        c.above(0, "lr", "init_lr_ratio", "contrastive_temperature", "contrastive_sharpness")
-        c.within(0, 1, "min_lr_ratio", "parent_share", "hard_share")
-        c.within(0, 1, "dropout", open_high=True)
-
-    def rqvae_config(self, input_dim: int) -> RQVAEConfig:
-        return RQVAEConfig(input_dim, list(self.hidden_dims), self.latent_dim, list(self.codebook_sizes),
-                           self.beta, self.dropout, self.skip)
+def rqvae_config(cfg: SemIDConfig, input_dim: int) -> RQVAEConfig:
+    """The RQ-VAE's shape from a codebook config and the embedding width."""
+    return RQVAEConfig(input_dim, list(cfg.hidden_dims), cfg.latent_dim, list(cfg.codebook_sizes),
+                       cfg.beta, cfg.dropout, cfg.skip)
 
 
 @dataclass
@@ -192,7 +138,7 @@ class SemIDModel:
             net: RQVAE | RQKMeans = RQKMeans(cfg.codebook_sizes, cfg.kmeans_iters, cfg.seed)
             net.load_state_dict({k[len("rqkmeans."):]: v for k, v in state.items() if k.startswith("rqkmeans.")})
         else:
-            net = RQVAE(cfg.rqvae_config(len(std.mean)))
+            net = RQVAE(rqvae_config(cfg, len(std.mean)))
             net.load_state_dict({k[len("rqvae."):]: torch.from_numpy(v) for k, v in state.items() if k.startswith("rqvae.")})
             net.eval()
         return cls(cfg, std, net)
@@ -278,7 +224,7 @@ def _train_rqvae(
     gen = torch.Generator().manual_seed(cfg.seed)
     std = init.standardizer if init is not None else Standardizer.fit(x_raw, cfg.standardize, cfg.normalize)
     x = torch.from_numpy(std.transform(x_raw))
-    net = RQVAE(cfg.rqvae_config(x.shape[1]))
+    net = RQVAE(rqvae_config(cfg, x.shape[1]))
     model = SemIDModel(cfg, std, net)
     nodes = encode_paths(category_paths, len(x))
     use_taxonomy = cfg.contrastive_lambda > 0 and (nodes >= 0).any()

@@ -1,23 +1,41 @@
-"""Shared fixtures: where the real data lives (skip when absent), the real imports done once per test
-session, a writer for small csv / text files, plain or gzip, the repository's scripts as modules, a gate on
-a server's decodes; and the slow tier's per-test timeout. Helpers that are not fixtures: ``tests/helpers``."""
+"""Shared fixtures: where the real data lives, the real imports done once per test session, a writer for small
+csv / text files, plain or gzip, the repository's scripts as modules, a gate on a server's decodes; the tiers
+(each test gets its folder's marker) and the slow tier's per-test timeout. Helpers that are not fixtures:
+``tests/helpers``.
+
+Tiers, by folder: ``tests/unit`` (generated data, seconds), ``tests/integration`` (the real data in
+``../shared/data``, through the ``shared_data`` fixture), ``tests/browser`` (pages in headless Chromium).
+``slow`` is a marker across tiers; the default run (``pyproject.toml``'s addopts) leaves it out. Select a tier by
+folder (``pytest tests/unit``) or marker (``pytest -m unit``, ``-m "integration or slow"``)."""
 from __future__ import annotations
 
 import gzip
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
+# the real data folder: ../shared/data from the repository root, or $GENREC_SHARED_DATA
+SHARED_DATA = Path(os.environ.get("GENREC_SHARED_DATA") or REPO.parent / "shared" / "data")
+REAL_DATASETS = ("instacart", "amazon-beauty")  # the folders the integration tier reads
+REQUIRE_DATA_ENV = "GENREC_REQUIRE_DATA"  # "1": a real-data test without its data fails instead of skipping (CI)
+TIERS = ("unit", "integration", "browser")  # tests/<tier>/...: the folder names the tier
 SLOW_TIMEOUT_S = 1800  # per slow test (pytest-timeout); the fast tier's 300 s is set in pyproject.toml
 
 
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects, so the tier markers count
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Slow tests get ``SLOW_TIMEOUT_S`` instead of the fast tier's timeout, unless they set their own."""
+    """Every test gets its folder's tier marker (``tests/unit/test_layout.py`` checks every test file is in a
+    tier folder); slow tests get ``SLOW_TIMEOUT_S`` instead of the fast tier's timeout, unless they set their
+    own."""
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(tier)
     if not config.pluginmanager.hasplugin("timeout"):
         return
     for item in items:
@@ -53,9 +71,16 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real data folder (../shared/data from the repo root); tests needing it skip without it."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} not present")
+    """The real data folder (``SHARED_DATA``) holding ``REAL_DATASETS``. Without it a test skips, saying why;
+    with ``GENREC_REQUIRE_DATA=1`` (``.ci/run``) it fails instead, so CI cannot pass with the real-data tests
+    silently skipped."""
+    missing = [name for name in REAL_DATASETS if not (SHARED_DATA / name).is_dir()]
+    if missing:
+        why = f"real data {', '.join(str(SHARED_DATA / m) for m in missing)} not found"
+        if os.environ.get(REQUIRE_DATA_ENV) == "1":
+            pytest.fail(f"{why}, and {REQUIRE_DATA_ENV}=1 requires it (set GENREC_SHARED_DATA to where it is)",
+                        pytrace=False)
+        pytest.skip(why)
     return SHARED_DATA
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +19,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, gather_object
 
+from genrec.carousel.config import CarouselConfig
 from genrec.carousel.parts import PartStore, file_sha256
 from genrec.carousel.requests import (
     ChunkHistories,
@@ -32,34 +33,9 @@ from genrec.carousel.requests import (
 )
 from genrec.retriever import Retriever
 from semid.common import DataError, torch_threads
-from semid.config import Checks
 from semid.progress import progress
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CarouselConfig:
-    """How a carousel job decodes and how it cuts its work. One CPU thread per process is the default because
-    the beam search's many small ops gain little from threads and lose ~10x when cores are shared."""
-
-    k: int = 50  # products per request
-    chunk_size: int = 2048  # requests per part file: the unit of resuming and of sharding across processes
-    batch_size: int = 512  # requests per beam search call (bounds the decoder's memory)
-    exclude_history: bool = True  # never recommend a product already in the request's history
-    beam_width: int = 20  # decoder beams (raised to k when k is larger)
-    on_missing: Literal["skip", "error"] = "skip"  # a request with no usable history: skip and count it, or fail
-    threads: int = 1  # torch CPU threads per process (scale out with processes instead); 0: torch's default
-    device: str | None = None  # torch device; None: accelerate's device of the process (cuda:<rank>), else cpu
-    # decoder weights (auto: bfloat16 on CUDA and on CPUs with native bf16 matmul)
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    progress: bool = True  # progress bar (requests per second) on the main process
-
-    def __post_init__(self) -> None:
-        c = Checks(self, "carousel")
-        c.literals()
-        c.at_least(1, "k", "chunk_size", "batch_size", "beam_width")
-        c.at_least(0, "threads")
 
 
 def run_carousel(

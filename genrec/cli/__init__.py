@@ -1,6 +1,8 @@
 """The ``genrec`` command line. Each subcommand parses its flags and hands off to one library function;
 the commands come in groups, one module each (``data``, ``sids``, ``runs``, ``surfaces``); nothing else
-imports this package."""
+imports this package. Building the parser imports no torch, transformers or other heavy library (their
+flags come from light config modules), and a command checks its config and flags before it imports the
+model stack: ``genrec --help``, a bad flag and a bad config answer in a fraction of a second."""
 from __future__ import annotations
 
 import argparse
@@ -40,7 +42,7 @@ def configure_logging(verbose: bool = False) -> None:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     if not on_terminal():
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub is imported
-        if "transformers" in sys.modules:  # already imported (by the parser's flags): tell it directly
+        if "transformers" in sys.modules:  # already imported (by a caller in this process): tell it directly
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
@@ -70,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 def _close_process_group() -> None:
     """Under ``accelerate launch``, wait for every process and tear the process group down before exit:
     a gloo group left to interpreter shutdown can abort the process ("terminate called without an active
-    exception") after the work is done."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
+    exception") after the work is done. A command that never loaded torch has no group to close."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

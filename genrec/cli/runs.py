@@ -12,11 +12,12 @@ EVAL_FLAGS = ("max_test", "cold_start_fraction", "cold_share", "beam_width")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from genrec.rank.train import train_ranker
-    from genrec.run.build import train_run
     from genrec.run.config import load_run_config
 
-    cfg = load_run_config(args.config)
+    cfg = load_run_config(args.config)  # a bad config fails here, before the model stack loads
+    from genrec.rank.train import train_ranker
+    from genrec.run.build import train_run
+
     result = train_run(Path(args.data), cfg, Path(args.out), resume=not args.restart)
     ranker = train_ranker(Path(args.out), cfg, Path(args.data))
     print(f"wrote {args.out}: decoder trained, best validation {result.best}"
@@ -24,18 +25,19 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from genrec.evaluation.harness import evaluate, format_table
     from genrec.evaluation.protocol import EvalConfig
-    from genrec.run.semids import run_dataset
-    from semid.common import write_json
     from semid.config import from_flags
 
     run = Path(args.run) if args.run else None
     if run is None and args.data is None:
         raise DataError("give --run RUN (its dataset is recorded) or --data DIR for baselines only")
-    data = run_dataset(run, Path(args.data) if args.data else None) if run else Path(args.data)
-    cfg = from_flags(EvalConfig, args, EVAL_FLAGS)
+    cfg = from_flags(EvalConfig, args, EVAL_FLAGS)  # bad flags fail here, before the model stack loads
     ks = [int(k) for k in args.k.split(",")] if args.k else None
+    from genrec.evaluation.harness import evaluate, format_table
+    from genrec.run.semids import run_dataset
+    from semid.common import write_json
+
+    data = run_dataset(run, Path(args.data) if args.data else None) if run else Path(args.data)
     result = evaluate(data, run, [b for b in args.baselines.split(",") if b], ks, seed=args.seed, config=cfg,
                       progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     print(format_table(result))
@@ -51,6 +53,10 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
+    if args.config:  # a bad config fails here, before the model stack loads
+        from genrec.run.config import load_run_config
+
+        load_run_config(args.config)
     from genrec.run.demo import run_demo
 
     run_demo(Path(args.workdir), config=Path(args.config) if args.config else None, seed=args.seed)

@@ -4,15 +4,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genrec.run.layout import INDEX_DIR
 from semid.common import DataError
 
 
 def _cmd_semid_train(args: argparse.Namespace) -> None:
     from genrec.run.config import load_run_config
+
+    cfg = load_run_config(args.config)  # a bad config fails here, before the model stack loads
     from genrec.run.semids import build_semids
 
-    cfg = load_run_config(args.config)
     init = Path(args.init_from) if args.init_from else None
     stage = build_semids(Path(args.data), cfg, Path(args.out), init_run=init)
     print(f"wrote {args.out}: {stage.sids.num_rows:,} SIDs, codebook version {stage.version}")
@@ -65,6 +65,7 @@ def _cmd_semid_substitutes(args: argparse.Namespace) -> None:
         return
     stocked = None
     if args.retailer_id is not None:
+        from genrec.run.layout import INDEX_DIR
         from index.retailer_index import RetailerIndex
 
         index = RetailerIndex.load(Path(args.run) / INDEX_DIR)

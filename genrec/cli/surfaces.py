@@ -14,12 +14,14 @@ CAROUSEL_FLAGS = ("k", "chunk_size", "batch_size", "beam_width", "on_missing", "
 
 
 def _cmd_carousel(args: argparse.Namespace) -> None:
-    from accelerate import PartialState
-
-    from genrec.carousel import CarouselConfig, run_carousel
+    from genrec.carousel.config import CarouselConfig
     from semid.config import from_flags
 
     cfg = from_flags(CarouselConfig, args, CAROUSEL_FLAGS, exclude_history=not args.keep_history)
+    from accelerate import PartialState  # the model stack loads once the flags are known to be good
+
+    from genrec.carousel.run import run_carousel
+
     summary = run_carousel(Path(args.run), Path(args.requests), Path(args.out),
                            data=Path(args.data) if args.data else None, cfg=cfg, overwrite=args.overwrite)
     if PartialState().is_main_process:
@@ -27,10 +29,12 @@ def _cmd_carousel(args: argparse.Namespace) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    from genrec.serve.runner import serve
     from genrec.serve.settings import from_arguments
 
-    serve(Path(args.run), from_arguments(args))
+    settings = from_arguments(args)  # bad flags fail here, before the model stack loads
+    from genrec.serve.runner import serve
+
+    serve(Path(args.run), settings)
 
 
 def _cmd_review(args: argparse.Namespace) -> None:
@@ -73,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ca.add_argument("--requests", required=True, help="parquet: user_id, retailer_id, [history]")
     ca.add_argument("--out", required=True, help="parquet to write: user_id, retailer_id, rank, item_id, sid, score")
     ca.add_argument("--data", default=None, help="dataset whose events give histories of rows without one")
-    from genrec.carousel import CarouselConfig
+    from genrec.carousel.config import CarouselConfig
     from semid.config import add_flags
 
     add_flags(ca, CarouselConfig, CAROUSEL_FLAGS)

@@ -1,4 +1,4 @@
-"""A dataset is a folder of parquet files (the README's "Data"): items, events, optional assortment, and a
+"""A dataset is a folder of parquet files (README.md, "Data"): items, events, optional assortment, and a
 ``meta.json`` saying where it came from. Writing is atomic: a temporary folder renamed into place, so a
 failed import never leaves a half-written dataset behind."""
 from __future__ import annotations

@@ -13,18 +13,19 @@ Two ways to step the beams (same results):
 Queries need not start at the trie's root: with ``start`` (one node per query at ``start_depth``) each query
 spells only the rest of the rows under its node, e.g. a retailer's subtree of a trie forest
 (``PrefixTrie.forest``), so one batch can mix retailers and each still gets only what it stocks.
+
+The model is called through ``genrec.model.decoder_step`` (the cache, the call and the reordering, whatever the
+transformers version), so what follows is the search alone.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from transformers.cache_utils import StaticCache, StaticLayer
 
+from genrec.model import decoder_step
 from index.trie import PrefixTrie
 from semid.common import DataError
 
@@ -46,6 +47,7 @@ def constrained_beam_search(
     start: torch.Tensor | None = None,
     start_depth: int = 0,
     with_levels: bool = False,
+    with_prompt_state: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     """Top ``num_return`` token rows per query, best first, with their sequence log-probs.
 
@@ -56,7 +58,10 @@ def constrained_beam_search(
     float32); where fewer rows exist, rows are -1 and log-probs -inf. ``constrained=False`` is plain beam
     search over the full vocabulary (for comparison). ``shared_prompt=False`` steps with one cache row per
     beam (for models that do not take a 4-D attention mask). ``with_levels``: also return each row's
-    log-prob after every step [B, num_return, steps] (the rank stage's per-level features, ``genrec.rank``)."""
+    log-prob after every step [B, num_return, steps] (the rank stage's per-level features, ``genrec.rank``).
+    ``with_prompt_state``: also return the decoder's final hidden state at each prompt's last position [B, d]
+    in float32, from the pass that decodes (what the item head reads, ``genrec.rank.item_head``; for the
+    item-level decoder, its state after the history). The extra outputs come in that order."""
     steps = trie.depth - int(start_depth) if steps is None else int(steps)
     _check_args(input_ids, attention_mask, trie, beam_width, num_return, steps, exclude, constrained, start,
                 start_depth)
@@ -77,9 +82,12 @@ def constrained_beam_search(
         rows, scores, levels = _beam_steps(stepper, logp, trie, first, banned, beam_width, steps, start_depth,
                                            constrained)
     rows, scores = _finish(rows.view(batch, beam_width, steps), scores.view(batch, beam_width), num_return)
-    if not with_levels:
-        return rows, scores
-    return rows, scores, levels.view(batch, beam_width, steps)[:, :num_return]
+    out = (rows, scores)
+    if with_levels:
+        out += (levels.view(batch, beam_width, steps)[:, :num_return],)
+    if with_prompt_state:
+        out += (stepper.prompt_state.float(),)
+    return out
 
 
 @contextlib.contextmanager
@@ -146,6 +154,7 @@ class _ItemSteps:
     def prompt(self) -> torch.Tensor:
         """Each query's state after its history; log-probs of the first codeword [B, V]."""
         self.state = self.model.encode(self.ids, self.attn)
+        self.prompt_state = self.state.state
         self.prefix = self.ids.new_zeros(self.state.state.shape[0], 0)
         return self.model.next_logp(self.state, self.prefix)
 
@@ -163,22 +172,22 @@ class _ExpandSteps:
         self.model, self.ids, self.attn = model, ids, attn
         self.positions = (attn.cumsum(-1) - 1).clamp(min=0)
         self.prompt_len = ids.shape[1]
-        self.cache = _new_cache(model, self.prompt_len + steps)
+        self.cache = decoder_step.new_cache(model, self.prompt_len + steps)
         self.next_pos = self.positions[:, -1]
 
     def prompt(self) -> torch.Tensor:
         """Run the prompts once; log-probs of the first token [B, V]."""
-        out = _forward(self.model, self.ids, self.attn, self.positions, self.cache, 1)
-        self.cache = _returned_cache(out)
+        out = decoder_step.step(self.model, self.ids, self.attn, self.positions, self.cache)
+        self.cache, self.prompt_state = out.cache, out.hidden[:, -1]
         return _log_softmax(out.logits[:, -1])
 
     def feed(self, parent: torch.Tensor, token: torch.Tensor, t: int) -> torch.Tensor:
         """Reorder the cache to the selected beams, feed their new tokens; log-probs [B*W, V]."""
-        _reorder_cache(self.cache, parent, self.prompt_len if t else None)
+        decoder_step.reorder(self.cache, parent, self.prompt_len if t else None)
         self.attn = torch.cat([self.attn[parent], self.attn.new_ones(parent.shape[0], 1)], dim=1)
         self.next_pos = self.next_pos[parent] + 1
-        out = _forward(self.model, token[:, None], self.attn, self.next_pos[:, None], self.cache, 1)
-        self.cache = _returned_cache(out)
+        out = decoder_step.step(self.model, token[:, None], self.attn, self.next_pos[:, None], self.cache)
+        self.cache = out.cache
         return _log_softmax(out.logits[:, -1])
 
 
@@ -190,7 +199,7 @@ class _TreeSteps:
         self.model, self.ids, self.attn, self.width = model, ids, attn, width
         self.prompt_len = ids.shape[1]
         self.kv_len = self.prompt_len + width * max(steps - 1, 0)
-        self.cache = _new_cache(model, self.kv_len)
+        self.cache = decoder_step.new_cache(model, self.kv_len)
         self.next_pos = (attn.cumsum(-1) - 1).clamp(min=0)[:, -1] + 1
         self.slots = torch.zeros(ids.shape[0], 0, dtype=torch.long, device=ids.device)
         self.dtype = next(model.parameters()).dtype
@@ -198,8 +207,8 @@ class _TreeSteps:
     def prompt(self) -> torch.Tensor:
         """Run the prompts once; log-probs of the first token [B, V]."""
         positions = (self.attn.cumsum(-1) - 1).clamp(min=0)
-        out = _forward(self.model, self.ids, self.attn, positions, self.cache, 1)
-        self.cache = _returned_cache(out)
+        out = decoder_step.step(self.model, self.ids, self.attn, positions, self.cache)
+        self.cache, self.prompt_state = out.cache, out.hidden[:, -1]
         return _log_softmax(out.logits[:, -1])
 
     def feed(self, parent: torch.Tensor, token: torch.Tensor, t: int) -> torch.Tensor:
@@ -207,15 +216,15 @@ class _TreeSteps:
         batch, width = self.ids.shape[0], self.width
         here = self.prompt_len + t * width + torch.arange(width, device=token.device).repeat(batch)
         self.slots = torch.cat([self.slots[parent], here[:, None]], dim=1)  # [B*W, t+1]
-        kv_len = self.kv_len if isinstance(self.cache, StaticCache) else self.prompt_len + (t + 1) * width
+        kv_len = self.kv_len if decoder_step.preallocated(self.cache) else self.prompt_len + (t + 1) * width
         seen = torch.zeros(batch, width, kv_len, dtype=torch.bool, device=token.device)
         seen[:, :, : self.prompt_len] = self.attn[:, None, :].bool()
         seen.scatter_(2, self.slots.view(batch, width, t + 1), True)
         mask = torch.zeros(seen.shape, dtype=self.dtype, device=token.device)
         mask.masked_fill_(~seen, torch.finfo(self.dtype).min)
         positions = (self.next_pos + t)[:, None].expand(batch, width)
-        out = _forward(self.model, token.view(batch, width), mask[:, None], positions, self.cache, width)
-        self.cache = _returned_cache(out)
+        out = decoder_step.step(self.model, token.view(batch, width), mask[:, None], positions, self.cache, width)
+        self.cache = out.cache
         return _log_softmax(out.logits.reshape(batch * width, -1))
 
 
@@ -255,69 +264,9 @@ def _check_args(
         raise DataError(f"beam search: exclude has {len(exclude)} entries for {input_ids.shape[0]} queries")
 
 
-def _forward(
-    model: torch.nn.Module,
-    ids: torch.Tensor,
-    attn: torch.Tensor,
-    positions: torch.Tensor,
-    cache: object | None,
-    keep: int,
-) -> object:
-    """One causal-LM call with an explicit attention mask and positions (so padding changes nothing),
-    computing logits for the last ``keep`` positions only where the model supports ``logits_to_keep``."""
-    params = _forward_params(type(model))
-    extra = {"logits_to_keep": keep} if "logits_to_keep" in params else {}
-    cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers >= 5.2x names it ``cache``
-    out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True, **{cache_arg: cache},
-                **extra)
-    if _returned_cache(out) is None:
-        raise DataError(f"beam search: {type(model).__name__} returned no KV cache")
-    return out
-
-
-def _returned_cache(out: object) -> object | None:
-    """The KV cache a model call returned, under either of transformers' names for it."""
-    keys = out.keys() if hasattr(out, "keys") else ()
-    return out["cache"] if "cache" in keys else getattr(out, "past_key_values", None)
-
-
-@functools.lru_cache(maxsize=64)
-def _forward_params(cls: type) -> frozenset[str]:
-    """Keyword arguments a model class's forward accepts (looked up once per class)."""
-    return frozenset(inspect.signature(cls.forward).parameters)
-
-
 def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
     """Log-probabilities over the whole vocabulary, in float32."""
     return torch.log_softmax(logits.float(), dim=-1)
-
-
-def _new_cache(model: torch.nn.Module, length: int) -> object | None:
-    """A preallocated KV cache for ``length`` positions (no copy per step), or None to let the model make
-    its own (a DynamicCache) where a static one cannot be built for it."""
-    try:
-        return StaticCache(config=model.config, max_cache_len=length)
-    except (TypeError, ValueError, AttributeError, KeyError):
-        return None
-
-
-def _reorder_cache(cache: object, parent: torch.Tensor, shared: int | None) -> None:
-    """Make cache row i hold the history of beam ``parent[i]``. The first call expands 1 -> W beams per
-    query; later ones (``shared`` = prompt length, identical for all beams of a query since a beam only
-    moves within its query) copy just the generated positions of a static cache, in place."""
-    layers = getattr(cache, "layers", None)
-    if shared is not None and layers and all(isinstance(layer, StaticLayer) for layer in layers):
-        end = int(layers[0].get_seq_length())
-        for layer in layers:
-            layer.keys[:, :, shared:end] = layer.keys[parent, :, shared:end]
-            layer.values[:, :, shared:end] = layer.values[parent, :, shared:end]
-        return
-    if hasattr(cache, "reorder_cache"):
-        cache.reorder_cache(parent)
-        return
-    raise DataError(
-        f"beam search: the model returned a {type(cache).__name__} cache; a transformers Cache is required"
-    )
 
 
 def _exclusion_pairs(

@@ -44,7 +44,7 @@ def build_decoder(
 ) -> PreTrainedModel:
     """A freshly initialised decoder over the SID vocabulary (seed torch first for reproducible weights).
     The item arch also needs ``level_offsets`` (first token id of each SID level, then the end of the last:
-    ``SIDTokenizer.level_range``) and, with ``memorize``, the token rows of the items seen in training."""
+    ``SIDTokenizer.level_range``) and, with ``id_embeddings``, the token rows of the items seen in training."""
     meta = {
         "codebook_version": codebook_version,
         "decoder": to_dict(cfg),
@@ -78,11 +78,11 @@ def _build_item_decoder(cfg: DecoderConfig, vocab_size: int, tokens_per_item: in
     if level_offsets is None or len(level_offsets) != tokens_per_item + 1:
         raise DataError(f"decoder: the item arch needs {tokens_per_item + 1} level offsets, got {level_offsets}")
     rows = np.zeros((0, tokens_per_item), np.int64) if memorised is None else np.asarray(memorised, np.int64)
-    memo = np.unique(rows, axis=0) if cfg.memorize else rows[:0]
+    memo = np.unique(rows, axis=0) if cfg.id_embeddings else rows[:0]
     config = ItemDecoderConfig(
         vocab_size=vocab_size, level_offsets=level_offsets, d_model=cfg.d_model, n_layers=cfg.n_layers,
         n_heads=cfg.n_heads, d_ff=cfg.d_ff, depth_layers=cfg.depth_layers, dropout=cfg.dropout,
-        max_items=cfg.max_items, memo_size=len(memo), depth_memory=cfg.depth_memory,
+        max_items=cfg.max_items, memo_size=len(memo), depth_cross_attention=cfg.depth_cross_attention,
     )
     model = ItemDecoder(config)
     if len(memo):
@@ -212,7 +212,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 def inference_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
     """The decoder's weight type for retrieval: ``float32``, ``bfloat16``, or ``auto``: bfloat16 on CUDA and on
     CPUs with native bf16 matrix units (avx512_bf16 / amx), where batched beam search runs faster at equal recall
-    (README, "Serving"); float32 elsewhere, where bf16 is emulated."""
+    (docs/serving.md, "Serving throughput"); float32 elsewhere, where bf16 is emulated."""
     if name == "auto":
         if torch.device(device).type == "cuda":
             return torch.bfloat16

@@ -3,11 +3,12 @@ that writes the next item's SID codeword by codeword (after MARIUS, arXiv 2508.1
 
 Where the token-level decoder reads ``<bos> [retailer] c1 c2 c3 d  c1 c2 c3 d ...`` (4 positions per item,
 TIGER's layout), this model reads the same token sequence but folds every item into one vector: the sum
-of its codeword embeddings, plus, for items seen in training, an embedding of the item itself (the
-memorisation channel: rare items whose neighbours' codes would otherwise drown them). A causal GPT-2
-stack over ``[context, item_1, ..., item_n]`` gives one state per position; the state at position j
-predicts item j+1 (loss at every labelled position, SASRec-style). The depth decoder, a 2-layer causal
-GPT-2 stack over ``[state, c1, ..., c_{D-1}]``, writes the codewords; its output logits are tied to the
+of its codeword embeddings, plus, for items seen in training, an embedding of the item itself (its ID
+embedding, ``decoder.id_embeddings``: a memorisation channel for rare items whose neighbours' codes would
+otherwise drown them). A causal GPT-2 stack over ``[context, item_1, ..., item_n]`` gives one state per
+position; the state at position j predicts item j+1 (loss at every labelled position, SASRec-style). The
+depth decoder, a 2-layer causal GPT-2 stack over ``[state, c1, ..., c_{D-1}]`` (cross-attending to the item
+states with ``decoder.depth_cross_attention``), writes the codewords; its output logits are tied to the
 codeword embeddings and normalised within each level's token range.
 
 Decoding runs the item stack once per query and only the depth stack per beam step
@@ -29,28 +30,29 @@ IGNORE = -100
 
 
 @dataclass
-class Memory:
-    """What the depth stack reads for each row: the state after the history [M, d] and, with
-    ``depth_memory``, every item state so far [M, S, d] with its mask [M, S] (S: positions)."""
+class EncodedHistory:
+    """A history as the item stack encodes it, what the depth stack reads for each row: the state after the
+    history [M, d] and, with ``depth_cross_attention``, every item state so far [M, S, d] with its mask
+    [M, S] (S: positions)."""
 
     state: torch.Tensor
     states: torch.Tensor | None = None
     seen: torch.Tensor | None = None
 
-    def __getitem__(self, rows: torch.Tensor) -> "Memory":
+    def __getitem__(self, rows: torch.Tensor) -> "EncodedHistory":
         """The rows ``rows`` (e.g. each beam's query)."""
         if self.states is None:
-            return Memory(self.state[rows])
-        return Memory(self.state[rows], self.states[rows], self.seen[rows])
+            return EncodedHistory(self.state[rows])
+        return EncodedHistory(self.state[rows], self.states[rows], self.seen[rows])
 
-    def repeat_interleave(self, n: int) -> "Memory":
+    def repeat_interleave(self, n: int) -> "EncodedHistory":
         """Each row ``n`` times in a row."""
         rows = torch.arange(self.state.shape[0], device=self.state.device).repeat_interleave(n)
         return self[rows]
 
     @property
     def width(self) -> int:
-        """Memory positions per row (1 without item states): the cost of a row in the depth stack."""
+        """Item states per row (1 without them): the cost of a row in the depth stack."""
         return 1 if self.states is None else int(self.states.shape[1])
 
 
@@ -70,17 +72,19 @@ class ItemDecoderConfig(PretrainedConfig):
         depth_layers: int = 2,
         dropout: float = 0.2,
         max_items: int = 50,
-        memo_size: int = 0,  # items with a memorisation embedding (0: none)
-        depth_memory: bool = False,  # the depth stack also cross-attends to the item states so far
+        memo_size: int = 0,  # items with a memorisation (ID) embedding (0: none)
+        depth_cross_attention: bool = False,  # the depth stack also cross-attends to the item states so far
         **kwargs,
     ) -> None:
+        old = kwargs.pop("depth_memory", None)  # its old spelling, in decoders saved before the rename
+        depth_cross_attention = bool(depth_cross_attention or old)
         super().__init__(**kwargs)
         self.vocab_size = int(vocab_size)
         self.level_offsets = [int(x) for x in level_offsets]
         self.d_model, self.n_layers, self.n_heads, self.d_ff = int(d_model), int(n_layers), int(n_heads), int(d_ff)
         self.depth_layers, self.dropout, self.max_items = int(depth_layers), float(dropout), int(max_items)
         self.memo_size = int(memo_size)
-        self.depth_memory = bool(depth_memory)
+        self.depth_cross_attention = depth_cross_attention
 
     @property
     def tokens_per_item(self) -> int:
@@ -89,7 +93,7 @@ class ItemDecoderConfig(PretrainedConfig):
 
     def stack(self, n_layers: int, n_positions: int, cross: bool = False) -> GPT2Config:
         """A GPT-2 block stack of this width (no vocabulary of its own: it reads embeddings); ``cross``: each
-        block also attends to a memory (the item states)."""
+        block also cross-attends to the item states."""
         return GPT2Config(add_cross_attention=cross,
             vocab_size=1, n_embd=self.d_model, n_inner=self.d_ff, n_layer=n_layers, n_head=self.n_heads,
             n_positions=n_positions, resid_pdrop=self.dropout, embd_pdrop=self.dropout, attn_pdrop=self.dropout,
@@ -112,7 +116,8 @@ class ItemDecoder(PreTrainedModel):
         self.register_buffer("memo_keys", torch.zeros(config.memo_size, dtype=torch.long))
         self.items = GPT2Model(config.stack(config.n_layers, config.max_items + 2))
         self.bridge = nn.Linear(d, d)
-        self.depth = GPT2Model(config.stack(config.depth_layers, config.tokens_per_item + 1, config.depth_memory))
+        depth = config.stack(config.depth_layers, config.tokens_per_item + 1, config.depth_cross_attention)
+        self.depth = GPT2Model(depth)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -181,26 +186,26 @@ class ItemDecoder(PreTrainedModel):
         positions = (last - (n_inputs[:, None] - j)).clamp(min=0, max=last)
         return self.items(inputs_embeds=x, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Memory:
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncodedHistory:
         """Each query's state after its whole history [B, d] (what the depth decoder starts from), with the
-        states so far and their mask where the depth stack reads them (``depth_memory``)."""
+        states so far and their mask where the depth stack reads them (``depth_cross_attention``)."""
         codes, n_items, context, _ = self.split_items(input_ids, attention_mask)
         codes, n_items, _ = _keep_latest(codes, n_items, self.config.max_items)
         states = self.item_states(codes, n_items, context)
         last = states[torch.arange(states.shape[0], device=states.device), n_items]
-        if not self.config.depth_memory:
-            return Memory(last)
+        if not self.config.depth_cross_attention:
+            return EncodedHistory(last)
         seen = torch.arange(states.shape[1], device=states.device)[None] <= n_items[:, None]
-        return Memory(last, states, seen)
+        return EncodedHistory(last, states, seen)
 
     # ----- the depth stack ------------------------------------------------------------------------------
 
-    def depth_hidden(self, memory: Memory, prefix: torch.Tensor) -> torch.Tensor:
+    def depth_hidden(self, encoded: EncodedHistory, prefix: torch.Tensor) -> torch.Tensor:
         """Depth-stack outputs [M, t+1, d] for states [M, d] (and their item states) and codeword prefixes [M, t]."""
-        x = torch.cat([self.bridge(memory.state)[:, None], self.codes(prefix)], dim=1)
+        x = torch.cat([self.bridge(encoded.state)[:, None], self.codes(prefix)], dim=1)
         extra = {}
-        if self.config.depth_memory:
-            extra = {"encoder_hidden_states": memory.states, "encoder_attention_mask": memory.seen.long()}
+        if self.config.depth_cross_attention:
+            extra = {"encoder_hidden_states": encoded.states, "encoder_attention_mask": encoded.seen.long()}
         return self.depth(inputs_embeds=x, use_cache=False, **extra).last_hidden_state
 
     def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
@@ -208,7 +213,7 @@ class ItemDecoder(PreTrainedModel):
         lo, hi = self.config.level_offsets[level], self.config.level_offsets[level + 1]
         return hidden @ self.codes.weight[lo:hi].T
 
-    def next_logp(self, state: Memory, prefix: torch.Tensor) -> torch.Tensor:
+    def next_logp(self, state: EncodedHistory, prefix: torch.Tensor) -> torch.Tensor:
         """Log-probs [M, vocab] of the next codeword after ``prefix`` [M, t]: normalised within level t's
         range, -inf elsewhere (so a trie mask over the whole vocabulary applies as is)."""
         level = prefix.shape[1]
@@ -230,10 +235,11 @@ class ItemDecoder(PreTrainedModel):
         if b.numel() == 0:  # nothing to predict: a zero that still reaches every parameter's graph
             return states.sum() * 0.0, torch.zeros((), dtype=torch.long, device=states.device)
         target = codes[b, j]  # [M, D]
-        memory = Memory(states[b, j])
-        if self.config.depth_memory:  # the states up to and including the predicting one
-            memory = Memory(states[b, j], states[b], torch.arange(states.shape[1], device=b.device)[None] <= j[:, None])
-        hidden = self.depth_hidden(memory, target[:, :-1])
+        encoded = EncodedHistory(states[b, j])
+        if self.config.depth_cross_attention:  # the states up to and including the predicting one
+            seen = torch.arange(states.shape[1], device=b.device)[None] <= j[:, None]
+            encoded = EncodedHistory(states[b, j], states[b], seen)
+        hidden = self.depth_hidden(encoded, target[:, :-1])
         loss = hidden.new_zeros((), dtype=torch.float32)
         for level in range(target.shape[1]):
             logits = self.level_logits(hidden[:, level], level).float()
@@ -266,34 +272,34 @@ def _keep_latest(codes: torch.Tensor, n_items: torch.Tensor, keep: int, labelled
 
 
 @torch.no_grad()
-def catalog_log_probs(model: ItemDecoder, states: Memory | torch.Tensor, rows: torch.Tensor, chunk: int = 1 << 16
-                      ) -> torch.Tensor:
+def catalog_log_probs(model: ItemDecoder, states: EncodedHistory | torch.Tensor, rows: torch.Tensor,
+                      chunk: int = 1 << 16) -> torch.Tensor:
     """Exact log-probability of every catalog SID for every query: [B, N] for states [B, d] and token rows
     [N, D] (an infinitely wide beam). Level by level, the depth stack runs once per distinct prefix of
     that level and query (a few thousand per level), never once per product, in chunks of ``chunk``
     (query, prefix) pairs."""
-    memory = states if isinstance(states, Memory) else Memory(states)
-    B, (N, D) = memory.state.shape[0], rows.shape
-    total = memory.state.new_zeros(B, N, dtype=torch.float32)
+    encoded = states if isinstance(states, EncodedHistory) else EncodedHistory(states)
+    B, (N, D) = encoded.state.shape[0], rows.shape
+    total = encoded.state.new_zeros(B, N, dtype=torch.float32)
     for level in range(D):
         if level == 0:
             prefixes, inverse = rows[:1, :0], torch.zeros(N, dtype=torch.long, device=rows.device)
         else:
             prefixes, inverse = torch.unique(rows[:, :level], dim=0, return_inverse=True)  # [P, level]
         lo = model.config.level_offsets[level]
-        logp = _prefix_log_probs(model, memory, prefixes, level, chunk)  # [B, P, level width]
+        logp = _prefix_log_probs(model, encoded, prefixes, level, chunk)  # [B, P, level width]
         total += logp[:, inverse, rows[:, level] - lo]
     return total
 
 
-def _prefix_log_probs(model: ItemDecoder, memory: Memory, prefixes: torch.Tensor, level: int, chunk: int
+def _prefix_log_probs(model: ItemDecoder, encoded: EncodedHistory, prefixes: torch.Tensor, level: int, chunk: int
                       ) -> torch.Tensor:
     """Level ``level``'s log-probs after each prefix, for every query: [B, P, width of the level]."""
-    B, P = memory.state.shape[0], prefixes.shape[0]
-    per = max(1, chunk // max(P * memory.width, 1))  # queries per chunk
+    B, P = encoded.state.shape[0], prefixes.shape[0]
+    per = max(1, chunk // max(P * encoded.width, 1))  # queries per chunk
     parts = []
     for s in range(0, B, per):
-        part = memory[torch.arange(s, min(s + per, B), device=memory.state.device)]
+        part = encoded[torch.arange(s, min(s + per, B), device=encoded.state.device)]
         q = part.state.shape[0]
         hidden = model.depth_hidden(part.repeat_interleave(P), prefixes.repeat(q, 1))[:, -1]
         parts.append(torch.log_softmax(model.level_logits(hidden, level).float(), -1).view(q, P, -1))

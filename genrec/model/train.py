@@ -27,14 +27,14 @@ from genrec.data.sequences import Examples, SequenceConfig, split_events
 from genrec.model.checkpoint import has_checkpoint, read_checkpoint, read_record, write_checkpoint
 from genrec.model.config import DecoderConfig, TrainConfig
 from genrec.model.decoder import build_decoder, decoder_config, save_decoder, training_loss
-from genrec.model.history import LossMeter, append_history
+from genrec.model.training_log import LossMeter, append_record
 from genrec.model.optim import lr_schedule, make_accelerator, param_groups
 from genrec.model.precision import resolve_mixed_precision
 from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
 from genrec.model.validation import EarlyStopping, RecallEvaluator, sample_examples
 from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR, RESULT_FILE
 from semid.common import DataError, torch_threads
-from semid.config import Checks, renamed_keys, to_dict
+from semid.config import renamed_keys, to_dict
 from semid.progress import progress
 from semid.tokenizer import BOS, PAD
 
@@ -205,7 +205,7 @@ class DecoderTrainer:
         st = self.state
         st.epoch, st.batch_in_epoch = st.epoch + 1, 0
         st.history.append({"epoch": st.epoch, "step": st.step, "lr": self.scheduler.get_last_lr()[0]})
-        append_history(self.out, {**st.history[-1], **self.loss_meter.take()}, self.accelerator.is_main_process)
+        append_record(self.out, {**st.history[-1], **self.loss_meter.take()}, self.accelerator.is_main_process)
         if self.evaluator is not None and st.epoch % max(self.cfg.eval_every, 1) == 0:
             st.stopped_early = self._evaluate().exhausted
         self.save_checkpoint()
@@ -228,7 +228,7 @@ class DecoderTrainer:
         st.best, st.best_step, st.bad_evals = stopper.best, stopper.best_at, stopper.bad
         st.evaluated_step = st.step
         st.history.append({"epoch": st.epoch, "step": st.step, **metrics})
-        append_history(self.out, st.history[-1], self.accelerator.is_main_process)
+        append_record(self.out, st.history[-1], self.accelerator.is_main_process)
         if improved:
             self._save_model()
         log.info("step %d epoch %d: %s%s", st.step, st.epoch,

@@ -1,11 +1,16 @@
-"""Run config section ``rank``: which candidate sources feed the rank stage, which ranker orders them, and
-how the learned ranker is trained (``genrec.rank.train``)."""
+"""The run config sections of the rank stage: ``rank`` (which candidate sources feed it, which ranker orders
+them, and how the learned ranker is trained: ``genrec.rank.train``), ``memory`` (the co-purchase memory,
+``genrec.rank.memory``) and ``item_head`` (the learned item head, ``genrec.rank.item_head``). Free of torch and
+scipy, so a config is read and checked before the model stack loads."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from semid.config import Checks
+
+if TYPE_CHECKING:
+    from genrec.data.copurchase import KNNSettings
 
 SOURCES = ("beam", "again", "co")  # genrec.rank.sources
 FEATURE_GROUPS = ("decoder", "co", "again", "popularity", "sid", "query", "new", "head")  # genrec.rank.features
@@ -50,3 +55,59 @@ class RankConfig:
         c.at_least(0, "seed")
         c.within(0, 1, "holdout_share", "discover_share", open_high=True)
         c.above(0, "learning_rate", "holdout_share")
+
+
+@dataclass
+class MemoryConfig:
+    """Run config section ``memory``: how much the co-purchase memory weighs against the decoder (0: off)
+    and the co-occurrence settings (item-kNN's defaults)."""
+
+    weight: float = 0.0  # exponent of the memory's factor in the product of experts; 0: the decoder alone
+    floor: float = 0.01  # similarity added before the log, so products with no co-purchase are not -inf
+    beam_width: int = 50  # products decoded per query for re-scoring (wider than the list: room to re-rank)
+    window: int = 3
+    decay: float = 1.0
+    backward: float = 1.0
+    alpha: float = 0.5
+    gamma: float = 0.5
+    last_n: int = 3
+    recency: float = 0.7
+
+    def __post_init__(self) -> None:
+        c = Checks(self, "memory")
+        c.at_least(0, "weight", "decay", "backward", "alpha", "gamma", "recency")
+        c.above(0, "floor")
+        c.at_least(1, "beam_width", "window", "last_n")
+
+    @property
+    def settings(self) -> KNNSettings:
+        """The co-occurrence settings as item-kNN reads them (``genrec.data.copurchase``, which loads scipy)."""
+        from genrec.data.copurchase import KNNSettings
+
+        return KNNSettings(self.window, self.decay, self.backward, self.alpha, self.gamma, self.last_n,
+                           self.recency)
+
+
+@dataclass
+class ItemHeadConfig:
+    """Run config section ``item_head``: the head's size, its training, and its weight against the decoder."""
+
+    weight: float = 0.0  # exponent of the head's probability in the product of experts; 0: off (not trained)
+    dim: int = 64
+    epochs: int = 30
+    batch_size: int = 1024
+    lr: float = 0.003
+    weight_decay: float = 0.0
+    dropout: float = 0.3
+    patience: int = 3
+    max_items: int = 20  # history items per training pair (the decoder's context)
+    eval_examples: int = 3000  # validation examples early stopping reads (a fixed random sample)
+    beam_width: int = 50  # products decoded per query for re-scoring (wider than the list: room to re-rank)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        c = Checks(self, "item_head")
+        c.at_least(0, "weight", "weight_decay", "seed")
+        c.at_least(1, "dim", "epochs", "batch_size", "patience", "max_items", "eval_examples", "beam_width")
+        c.above(0, "lr")
+        c.within(0, 1, "dropout", open_high=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,35 +26,11 @@ from safetensors.torch import load_file, save_file
 
 from genrec.data.sequences import Examples, query_examples
 from genrec.model.tokens import ItemTokens, collate, tokenize_examples
+from genrec.rank.config import ItemHeadConfig
 from semid.catalog import item_columns
 from semid.common import DataError
-from semid.config import Checks, from_dict
+from semid.config import from_dict
 from semid.tokenizer import BOS, PAD
-
-
-@dataclass
-class ItemHeadConfig:
-    """Run config section ``item_head``: the head's size, its training, and its weight against the decoder."""
-
-    weight: float = 0.0  # exponent of the head's probability in the product of experts; 0: off (not trained)
-    dim: int = 64
-    epochs: int = 30
-    batch_size: int = 1024
-    lr: float = 0.003
-    weight_decay: float = 0.0
-    dropout: float = 0.3
-    patience: int = 3
-    max_items: int = 20  # history items per training pair (the decoder's context)
-    eval_examples: int = 3000  # validation examples early stopping reads (a fixed random sample)
-    beam_width: int = 50  # products decoded per query for re-scoring (wider than the list: room to re-rank)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        c = Checks(self, "item_head")
-        c.at_least(0, "weight", "weight_decay", "seed")
-        c.at_least(1, "dim", "epochs", "batch_size", "patience", "max_items", "eval_examples", "beam_width")
-        c.above(0, "lr")
-        c.within(0, 1, "dropout", open_high=True)
 
 
 class ItemHead(torch.nn.Module):

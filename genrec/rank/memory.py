@@ -1,17 +1,17 @@
 """The co-purchase memory: a memorisation channel beside the decoder (LIGER-style hybrid re-scoring).
 
-The decoder generalises over SID prefixes and loses rare products to their popular neighbours (README,
-"Where the gap to the baselines is"). This memory keeps what item-kNN keeps, the windowed co-purchase
-similarity of the training sequences (``genrec.data.copurchase.similarity``), and re-scores the products the
-decoder's beam already decoded: ``log p(SID) + weight * log(floor + sim(history, product))``, a product of experts. It
-never adds a product the beam did not generate (results stay generated SIDs mapped through the index),
-and a product new since training has no co-purchase, so it keeps its decoder score less a constant:
-cold-start products stay reachable. Built from the training split only; saved as safetensors.
+The decoder generalises over SID prefixes and loses rare products to their popular neighbours (docs/beauty.md,
+"Where the gap to the baselines is"). This memory keeps what item-kNN keeps, the windowed co-purchase similarity
+of the training sequences (``genrec.data.copurchase.similarity``), and re-scores the products the decoder's beam
+already decoded: ``log p(SID) + weight * log(floor + sim(history, product))``, a product of experts. It never adds
+a product the beam did not generate (results stay generated SIDs mapped through the index), and a product new
+since training has no co-purchase, so it keeps its decoder score less a constant: cold-start products stay
+reachable. Built from the training split only; saved as safetensors.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,40 +19,12 @@ import scipy.sparse as sp
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from genrec.data.copurchase import KNNSettings, pair_counts, query_matrix, similarity
+from genrec.data.copurchase import pair_counts, query_matrix, similarity
 from genrec.data.sequences import Examples, train_sequences
+from genrec.rank.config import MemoryConfig
 from semid.catalog import counts_per_item, item_columns
 from semid.common import DataError
-from semid.config import Checks, from_dict
-
-
-
-@dataclass
-class MemoryConfig:
-    """Run config section ``memory``: how much the co-purchase memory weighs against the decoder (0: off)
-    and the co-occurrence settings (item-kNN's defaults)."""
-
-    weight: float = 0.0  # exponent of the memory's factor in the product of experts; 0: the decoder alone
-    floor: float = 0.01  # similarity added before the log, so products with no co-purchase are not -inf
-    beam_width: int = 50  # products decoded per query for re-scoring (wider than the list: room to re-rank)
-    window: int = 3
-    decay: float = 1.0
-    backward: float = 1.0
-    alpha: float = 0.5
-    gamma: float = 0.5
-    last_n: int = 3
-    recency: float = 0.7
-
-    def __post_init__(self) -> None:
-        c = Checks(self, "memory")
-        c.at_least(0, "weight", "decay", "backward", "alpha", "gamma", "recency")
-        c.above(0, "floor")
-        c.at_least(1, "beam_width", "window", "last_n")
-
-    @property
-    def settings(self) -> KNNSettings:
-        return KNNSettings(self.window, self.decay, self.backward, self.alpha, self.gamma, self.last_n,
-                           self.recency)
+from semid.config import from_dict
 
 
 class CoPurchaseMemory:

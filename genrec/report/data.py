@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from genrec.model.history import read_history
+from genrec.model.training_log import read_training_log
 from genrec.run.layout import DECODER_DIR, EVAL_FILE, SEMID_EVAL_FILE, SIDS_FILE
 from genrec.run.semids import evaluate_semids, load_run_items
 from semid.common import DataError
@@ -86,7 +86,7 @@ def catalog_payload(run: Path, neighbours: int = 5) -> tuple[dict, np.ndarray, n
 
 def decoder_payload(run: Path) -> dict:
     """Training loss and validation metrics by epoch, and the evaluation result where there is one."""
-    history = read_history(run / DECODER_DIR)
+    history = read_training_log(run / DECODER_DIR)
     epochs = [h for h in history if "lr" in h]
     evals = [h for h in history if "lr" not in h]
     out: dict = {"epochs": epochs, "evals": evals, "eval": None}

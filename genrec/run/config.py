@@ -1,20 +1,18 @@
 """A run's configuration: one YAML file whose sections are the components' own dataclasses, read
-strictly (a wrong key, type or value names itself: ``FILE: section.key: message``)."""
+strictly (a wrong key, type or value names itself: ``FILE: section.key: message``). Every section lives in a
+module free of torch, so a bad config fails before the model stack loads."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from genrec.data.sequences import SequenceConfig
-from genrec.model.decoder import DecoderConfig
-from genrec.rank.item_head import ItemHeadConfig
-from genrec.rank.memory import MemoryConfig
-from genrec.model.train import TrainConfig
-from genrec.rank.config import RankConfig
+from genrec.model.config import DecoderConfig, TrainConfig
+from genrec.rank.config import ItemHeadConfig, MemoryConfig, RankConfig
 from index.cold import ColdStartConfig
+from semid.codebook_config import SemIDConfig
 from semid.config import Checks, load
 from semid.embeddings import EmbeddingConfig
-from semid.train import SemIDConfig
 
 
 @dataclass

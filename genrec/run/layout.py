@@ -1,7 +1,7 @@
 """Every file and folder name of a run folder, in one place. A leaf of ``genrec`` (it imports only the
 ``semid`` modules that name the files semid itself reads, because ``semid`` stands alone: the catalog, the
-embeddings and the codebook's files), so any layer may read it. The README's "A run folder holds ..."
-paragraph lists the same names.
+embeddings and the codebook's files), so any layer may read it. README.md, "Run folder" lists the
+same names (``tests/unit/test_docs.py`` checks).
 
     RUN/
       config.yaml             the resolved run config                       CONFIG_FILE

@@ -55,7 +55,7 @@ def wait_for(driver, condition, timeout: float = WAIT_S):
 
 def screenshot(driver, path: Path) -> Path:
     """Save a PNG of the page and check it is one; with ``$GENREC_SCREENSHOT_DIR`` set, also copy it there
-    (how the README's pictures are made: ``GENREC_SCREENSHOT_DIR=docs pytest tests/test_report.py ...``)."""
+    (how the pictures in docs/report.md are made: ``GENREC_SCREENSHOT_DIR=docs pytest tests/browser``)."""
     driver.save_screenshot(str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("GENREC_SCREENSHOT_DIR"):

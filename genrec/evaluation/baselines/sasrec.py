@@ -7,8 +7,8 @@ original paper's binary cross-entropy with one sampled negative per positive. On
 positions are gathered before the output projection, so padding costs nothing and contributes nothing.
 Early stopping on validation NDCG@K; ranking is over the whole catalog with the history masked.
 Item embeddings start small (std 0.02, as in RecBole): the table is also the output layer, and a wide random
-init leaves noise in the logits of rarely seen items that Adam washes out only slowly (README, "Measured
-reasons behind defaults").
+init leaves noise in the logits of rarely seen items that Adam washes out only slowly (docs/beauty.md,
+"SASRec's settings").
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class SASRecConfig:
     max_len: int = 50  # most recent items read per history
     batch_size: int = 128  # training sequences (windows) per step
     bucket: int = 32  # batches per length-sorted pool (little padding per batch); 0: plain shuffling
-    lr: float = 1e-3  # Adam learning rate (README, "Measured reasons behind defaults")
+    lr: float = 1e-3  # Adam learning rate (docs/beauty.md, "SASRec's settings")
     betas: tuple[float, float] = (0.9, 0.98)  # Adam betas (the original's)
     weight_decay: float = 0.0  # Adam L2 penalty
     max_epochs: int = 200  # upper bound on passes over the training windows
