@@ -12,11 +12,12 @@ from accelerate.state import AcceleratorState
 
 def make_accelerator(mixed_precision: str) -> Accelerator:
     """An Accelerator; accelerate keeps one state per process, so a second training in the same process
-    with another precision (the demo, tests) starts from a fresh state (the process group is kept)."""
+    with another precision (the demo, tests) starts from a fresh state (the process group is kept). Without
+    CUDA it is a CPU one, so ``accelerate launch`` of N processes trains with DDP over gloo."""
     state = AcceleratorState._shared_state
     if state and str(state.get("_mixed_precision", mixed_precision)) != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
 
 
 def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +21,7 @@ from genrec.data.sequences import build_histories
 from genrec.retriever import Retriever
 from semid.common import DataError
 from semid.config import ConfigError
+from helpers.launch import launch
 
 REPO = Path(__file__).resolve().parents[2]
 K = 5
@@ -271,18 +270,10 @@ def test_two_processes_under_accelerate_give_the_rows_of_one(tmp_path, world):
     run, data, _, _ = world
     req = mixed_requests(tmp_path, world)
     run_carousel(run, req, tmp_path / "one.parquet", data=data, **FAST)
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
-    assert accelerate, "the accelerate launcher is not installed next to this python"
     script = tmp_path / "launched.py"
     script.write_text(LAUNCHED)
     args = json.dumps(dict(run=str(run), requests=str(req), out=str(tmp_path / "two.parquet"), data=str(data), **FAST))
-    with socket.socket() as sock:  # a port the OS says is free now (a pid-derived one can still be taken)
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port, str(script), args, str(tmp_path)]
-    proc = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=300)
+    proc = launch(script, args, str(tmp_path), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = [json.loads((tmp_path / f"summary{rank}.json").read_text()) for rank in range(2)]
     assert len(summaries) == 2 and all(s["processes"] == 2 and s["rows"] == 24 * K for s in summaries)

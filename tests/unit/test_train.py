@@ -3,6 +3,7 @@ resumed from its last checkpoint ends with exactly the weights of an uninterrupt
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -10,55 +11,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from genrec.data.sequences import SequenceConfig, build_histories, make_splits
-from genrec.model.decoder import DecoderConfig, build_decoder, decoder_meta, load_decoder
+from genrec.model.decoder import decoder_meta, load_decoder
 from genrec.model.tokens import ItemTokens, tokenize_examples
 from genrec.model.optim import lr_schedule
 from genrec.model.train import DecoderTrainer, TrainConfig
-from genrec.model.validation import RecallEvaluator
 from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR
 from semid.common import DataError
 from semid.config import ConfigError
-from semid.tokenizer import BOS, PAD, SIDTokenizer
-
-N_ITEMS = 32
+from semid.tokenizer import BOS, SIDTokenizer
+from helpers.launch import launch
+from helpers.walk import N_ITEMS, train_config, walk_trainer, walk_world
 
 
 class Interrupt(RuntimeError):
     """Injected failure."""
-
-
-def _world(n_users: int = 120, length: int = 7, seed: int = 0):
-    """Shoppers who walk the catalog in steps of 3: the next item is a function of the last one."""
-    tok = SIDTokenizer([4, 8], dedup_size=1, codebook_version="cb-test")
-    ids = np.arange(N_ITEMS)
-    items = ItemTokens(ids, tok.encode_batch(np.stack([ids // 8, ids % 8], 1)))
-    rng = np.random.default_rng(seed)
-    start = rng.integers(0, N_ITEMS, n_users)
-    user = np.repeat(np.arange(n_users), length)
-    t = np.tile(np.arange(length), n_users)
-    ev = pa.table({"user_id": user, "session_id": user, "ts": t, "item_id": (start[user] + 3 * t) % N_ITEMS,
-                   "position": np.zeros(user.size, np.int32)})
-    splits = make_splits(build_histories(ev), max_items=4, cfg=SequenceConfig(split="leave_one_out"))
-    return tok, items, splits
-
-
-def _config(**kw) -> TrainConfig:
-    return TrainConfig(**{"progress": False, "threads": 1, "warmup_steps": 5, **kw})
-
-
-def _trainer(out, cfg: TrainConfig, dropout: float = 0.1, with_eval: bool = True, arch: str = "llama"):
-    tok, items, splits = _world()
-    dcfg = DecoderConfig(arch=arch, d_model=32, n_layers=1, n_heads=2, d_ff=64, max_items=4, dropout=dropout,
-                         id_embeddings=arch == "item")
-    evaluator = RecallEvaluator(splits.validation.subset(np.arange(40)), items, BOS, PAD, k=5, beam_width=5,
-                                vocab_size=tok.vocab_size) if with_eval else None
-    levels = [*(tok.level_range(lv)[0] for lv in range(tok.tokens_per_item)), tok.level_range(tok.n_levels)[1]]
-    return DecoderTrainer(
-        cfg, lambda: build_decoder(dcfg, tok.vocab_size, tok.tokens_per_item, codebook_version="cb-test",
-                                   level_offsets=levels, memorised=items.tokens),
-        tokenize_examples(splits.train, items, BOS), out, evaluator, pad_id=PAD, model_extra={"retailer_token": False},
-    )
 
 
 def _weights(path):
@@ -67,8 +33,8 @@ def _weights(path):
 
 @pytest.mark.parametrize("arch", ["llama", "item"])
 def test_training_learns_the_pattern_and_saves_the_best_decoder(tmp_path, arch):
-    cfg = _config(lr=5e-3, batch_size=16, epochs=6, patience=20, checkpoint_every=0)
-    tr = _trainer(tmp_path, cfg, dropout=0.0, arch=arch)
+    cfg = train_config(lr=5e-3, batch_size=16, epochs=6, patience=20, checkpoint_every=0)
+    tr = walk_trainer(tmp_path, cfg, dropout=0.0, arch=arch)
     tr.setup()
     result = tr.train()
     tr.cleanup()
@@ -83,8 +49,8 @@ def test_training_learns_the_pattern_and_saves_the_best_decoder(tmp_path, arch):
 
 @pytest.mark.parametrize("arch", ["llama", "item"])
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, arch):
-    cfg = _config(lr=5e-3, warmup_steps=3, batch_size=48, epochs=3, checkpoint_every=3)
-    full = _trainer(tmp_path / "full", cfg, arch=arch)
+    cfg = train_config(lr=5e-3, warmup_steps=3, batch_size=48, epochs=3, checkpoint_every=3)
+    full = walk_trainer(tmp_path / "full", cfg, arch=arch)
     full.setup()
     reference = full.train()
 
@@ -92,14 +58,14 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, ar
         if step == 8:  # mid-epoch 1 (5 batches per epoch), two steps after the checkpoint at step 6
             raise Interrupt("power cut")
 
-    first = _trainer(tmp_path / "cut", cfg, arch=arch)
+    first = walk_trainer(tmp_path / "cut", cfg, arch=arch)
     first.setup()
     with pytest.raises(Interrupt):
         first.train(step_callback=crash)
     state = json.loads((tmp_path / "cut" / CHECKPOINT_DIR / "trainer_state.json").read_text())["state"]
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (6, 1, 1)
 
-    second = _trainer(tmp_path / "cut", cfg, arch=arch)
+    second = walk_trainer(tmp_path / "cut", cfg, arch=arch)
     second.setup(resume=True)
     resumed = second.train()
     assert resumed.steps == reference.steps and resumed.history == reference.history
@@ -112,11 +78,11 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, ar
 
 
 def test_resume_refuses_other_settings(tmp_path):
-    cfg = _config(batch_size=16, max_steps=3, checkpoint_every=2)
-    tr = _trainer(tmp_path, cfg, with_eval=False)
+    cfg = train_config(batch_size=16, max_steps=3, checkpoint_every=2)
+    tr = walk_trainer(tmp_path, cfg, with_eval=False)
     tr.setup()
     tr.train()
-    other = _trainer(tmp_path, _config(batch_size=8, max_steps=3, checkpoint_every=2), with_eval=False)
+    other = walk_trainer(tmp_path, train_config(batch_size=8, max_steps=3, checkpoint_every=2), with_eval=False)
     with pytest.raises(DataError, match="batch_size"):
         other.setup(resume=True)
 
@@ -124,8 +90,8 @@ def test_resume_refuses_other_settings(tmp_path):
 def test_resume_accepts_a_checkpoint_from_before_a_new_setting(tmp_path):
     """A checkpoint written before a setting existed resumes when that setting is at its default, and one
     written under a key's old spelling (max_epochs, num_threads) reads it as the new key."""
-    cfg = _config(batch_size=16, max_steps=3, checkpoint_every=2, epochs=7)
-    tr = _trainer(tmp_path, cfg, with_eval=False)
+    cfg = train_config(batch_size=16, max_steps=3, checkpoint_every=2, epochs=7)
+    tr = walk_trainer(tmp_path, cfg, with_eval=False)
     tr.setup()
     tr.train()
     state_file = tmp_path / CHECKPOINT_DIR / "trainer_state.json"
@@ -134,19 +100,19 @@ def test_resume_accepts_a_checkpoint_from_before_a_new_setting(tmp_path):
     saved["config"]["max_epochs"] = saved["config"].pop("epochs")
     saved["config"]["num_threads"] = saved["config"].pop("threads")
     state_file.write_text(json.dumps(saved))
-    _trainer(tmp_path, cfg, with_eval=False).setup(resume=True)
+    walk_trainer(tmp_path, cfg, with_eval=False).setup(resume=True)
     with pytest.raises(DataError, match="ema_decay"):
-        _trainer(tmp_path, _config(batch_size=16, max_steps=3, checkpoint_every=2, epochs=7, ema_decay=0.9),
+        walk_trainer(tmp_path, train_config(batch_size=16, max_steps=3, checkpoint_every=2, epochs=7, ema_decay=0.9),
                  with_eval=False).setup(resume=True)
 
 
 def test_early_stopping_and_max_steps(tmp_path):
-    cfg = _config(lr=0.0, warmup_steps=0, batch_size=64, epochs=20, patience=2)
-    tr = _trainer(tmp_path / "a", cfg, arch="gpt2")  # lr 0: the metric never improves after the first eval
+    cfg = train_config(lr=0.0, warmup_steps=0, batch_size=64, epochs=20, patience=2)
+    tr = walk_trainer(tmp_path / "a", cfg, arch="gpt2")  # lr 0: the metric never improves after the first eval
     tr.setup()
     result = tr.train()
     assert result.stopped_early and result.epochs_completed == 3
-    tr = _trainer(tmp_path / "b", _config(batch_size=16, max_steps=5), with_eval=False)
+    tr = walk_trainer(tmp_path / "b", train_config(batch_size=16, max_steps=5), with_eval=False)
     tr.setup()
     assert tr.train().steps == 5 and (tmp_path / "b" / MODEL_DIR / "model.safetensors").is_file()
 
@@ -160,7 +126,7 @@ def test_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_no_training_targets_is_an_error(tmp_path):
-    tok, items, splits = _world(n_users=5, length=2)
+    tok, items, splits = walk_world(n_users=5, length=2)
     with pytest.raises(DataError, match="no training sequences"):
         DecoderTrainer(TrainConfig(), lambda: None, tokenize_examples(splits.train, items, BOS), tmp_path)
 
@@ -182,7 +148,7 @@ def test_train_decoder_end_to_end_with_retailer_tokens(tmp_path, arch):
     sids = assign_sids(np.arange(N_ITEMS), rng.integers(0, 4, (N_ITEMS, 2)), codebook_version="cb-e2e")
     tok = SIDTokenizer.from_sids(sids, [4, 4], retailer_ids=[0, 1, 2], codebook_version="cb-e2e")
     items = ItemTokens.from_sids(sids, tok)
-    cfg = _config(batch_size=16, epochs=2, eval_k=5, eval_beam_width=5)
+    cfg = train_config(batch_size=16, epochs=2, eval_k=5, eval_beam_width=5)
     dcfg = DC(arch=arch, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_items=3, id_embeddings=arch == "item")
     result = train_decoder(ev, items, tok, dcfg, cfg, tmp_path)
     assert result.monitor == "recall@5" and result.epochs_completed == 2 and not result.stopped_early
@@ -197,7 +163,7 @@ def test_train_decoder_end_to_end_with_retailer_tokens(tmp_path, arch):
 
 def test_bf16_mixed_precision_trains_after_a_full_precision_run(tmp_path):
     for precision in ("no", "bf16"):  # accelerate's per-process state must not get in the way
-        tr = _trainer(tmp_path / precision, _config(batch_size=32, max_steps=4, mixed_precision=precision),
+        tr = walk_trainer(tmp_path / precision, train_config(batch_size=32, max_steps=4, mixed_precision=precision),
                       with_eval=False)
         tr.setup()
         assert tr.accelerator.mixed_precision == precision
@@ -208,8 +174,8 @@ def test_bf16_mixed_precision_trains_after_a_full_precision_run(tmp_path):
 def test_weight_average_is_scored_saved_and_resumed_exactly(tmp_path):
     """ema_decay: the saved decoder is the moving average (not the raw weights), it still learns the pattern,
     and an interrupted run resumes to the same average bit for bit."""
-    cfg = _config(lr=5e-3, warmup_steps=3, batch_size=48, epochs=3, checkpoint_every=3, ema_decay=0.8)
-    full = _trainer(tmp_path / "full", cfg, with_eval=False)
+    cfg = train_config(lr=5e-3, warmup_steps=3, batch_size=48, epochs=3, checkpoint_every=3, ema_decay=0.8)
+    full = walk_trainer(tmp_path / "full", cfg, with_eval=False)
     full.setup()
     full.train()
 
@@ -217,11 +183,11 @@ def test_weight_average_is_scored_saved_and_resumed_exactly(tmp_path):
         if step == 8:
             raise Interrupt("power cut")
 
-    first = _trainer(tmp_path / "cut", cfg, with_eval=False)
+    first = walk_trainer(tmp_path / "cut", cfg, with_eval=False)
     first.setup()
     with pytest.raises(Interrupt):
         first.train(step_callback=crash)
-    second = _trainer(tmp_path / "cut", cfg, with_eval=False)
+    second = walk_trainer(tmp_path / "cut", cfg, with_eval=False)
     second.setup(resume=True)
     second.train()
     raw = _weights(tmp_path / "full" / CHECKPOINT_DIR)
@@ -233,9 +199,53 @@ def test_weight_average_is_scored_saved_and_resumed_exactly(tmp_path):
     resumed = load_file(str(tmp_path / "cut" / CHECKPOINT_DIR / "ema.safetensors"))
     assert all(torch.equal(ema[k], resumed[k]) for k in ema)
 
-    learner = _trainer(tmp_path / "learn", _config(lr=5e-3, batch_size=16, epochs=6, patience=20,
+    learner = walk_trainer(tmp_path / "learn", train_config(lr=5e-3, batch_size=16, epochs=6, patience=20,
                                                    checkpoint_every=0, ema_decay=0.9), dropout=0.0)
     learner.setup()
     assert learner.train().best >= 0.9
     with pytest.raises(ConfigError, match=r"train\.ema_decay: must lie in \[0, 1\), got 1.0"):
-        _config(ema_decay=1.0)
+        train_config(ema_decay=1.0)
+
+
+TRAIN_LAUNCHED = """
+import dataclasses, json, sys
+from pathlib import Path
+from accelerate import PartialState
+sys.path.insert(0, sys.argv[3])  # tests/ (helpers)
+from helpers.walk import train_config, walk_trainer
+trainer = walk_trainer(Path(sys.argv[1]), train_config(**json.loads(sys.argv[2])), dropout=0.0)
+trainer.setup()
+result = trainer.train()
+record = {"processes": trainer.accelerator.num_processes, "steps_per_epoch": trainer.steps_per_epoch,
+          **dataclasses.asdict(result)}
+Path(sys.argv[1], f"result{PartialState().process_index}.json").write_text(json.dumps(record))
+trainer.cleanup()
+PartialState().wait_for_everyone()
+PartialState().destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_train_to_the_validation_of_one(tmp_path):
+    """DDP over gloo on CPU: each process takes every other batch, so at half the per-process batch the
+    optimizer steps see the same sequences per step; both processes end in one decision and one saved model,
+    and the validation reached matches one process's within noise."""
+    kw = dict(lr=5e-3, epochs=6, patience=20, checkpoint_every=0)
+    one = walk_trainer(tmp_path / "one", train_config(batch_size=16, **kw), dropout=0.0)
+    one.setup()
+    single = one.train()
+    one.cleanup()
+    script = tmp_path / "launched.py"
+    script.write_text(TRAIN_LAUNCHED)
+    out = tmp_path / "two"
+    out.mkdir()
+    proc = launch(script, str(out), json.dumps({"batch_size": 8, **kw}), str(Path(__file__).parents[1]))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = [json.loads((out / f"result{rank}.json").read_text()) for rank in range(2)]
+    assert all(r["processes"] == 2 for r in two)
+    assert two[0]["steps_per_epoch"] == two[1]["steps_per_epoch"] == one.steps_per_epoch
+    assert two[0]["best"] == two[1]["best"] and two[0]["best_step"] == two[1]["best_step"]  # one decision
+    assert single.best >= 0.8 and two[0]["best"] >= 0.8  # both learn the walk (chance: 5 of 32 items)
+    assert abs(two[0]["best"] - single.best) <= 0.1  # within noise: 40 validation shoppers, 0.025 each
+    assert decoder_meta(load_decoder(out / MODEL_DIR, codebook_version="cb-test"))["trained_steps"] == two[0]["best_step"]
+
