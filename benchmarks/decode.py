@@ -15,10 +15,12 @@ machine disturbs them less.
     PYTHONPATH=. .venv/bin/python benchmarks/decode.py --random-model
     PYTHONPATH=. .venv/bin/python benchmarks/decode.py --run runs/beauty --beam 10 --k 10
 
-3. ``--paths`` (with ``--run``, whose config ranks with the learned ranker): the whole retrieval path
-   through ``Retriever`` at batch ``--batch``: the rank stage (decode, sources, features, ranker, stock and
+3. ``--paths`` (with ``--run``): the whole retrieval path through ``Retriever`` at batch ``--batch``. Where
+   the run ranks with the learned ranker: the rank stage (decode, sources, features, ranker, stock and
    cold-start slots) against the weighted path it replaces (the beam of 50 re-scored by the co-purchase
-   memory), with the rank stage's parts timed apart. Histories are random catalog products.
+   memory), with the rank stage's parts timed apart. Where the run has an item head: the beam of 50
+   re-scored by the head against the beam alone (the head reads the decoding pass's prompt state, so the
+   two should run at about the same speed). Histories are random catalog products.
 
     PYTHONPATH=. .venv/bin/python benchmarks/decode.py --run runs/beauty --paths --batch 64 --threads 1
 """
@@ -36,6 +38,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from genrec.model.beam_search import constrained_beam_search
+from genrec.run.layout import HEAD_FILE, RANKER_FILE
 from index.retailer_index import RetailerIndex
 from index.trie import PrefixTrie
 
@@ -231,33 +234,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def retrieval_paths(args: argparse.Namespace) -> dict:
-    """Queries/s of the learned rank stage and the weighted beam-50 + memory path of one run, and the rank
-    stage's seconds by part (fastest of ``--repeats`` per batch, summed)."""
+    """Queries/s of the retrieval paths one run has: the learned rank stage against the weighted beam-50 +
+    memory path (with the rank stage's seconds by part), and, where the run has an item head, the beam of 50
+    re-scored by the head against the beam alone (fastest of ``--repeats`` per batch, summed)."""
     from genrec.retriever import Retriever
 
     run = Path(args.run)
-    learned = Retriever.from_run(run, ranker="learned")
-    weighted = Retriever.from_run(run, ranker="weighted", beam_width=50, memory_weight=learned.memory.cfg.weight or 4.0)
+    plain = Retriever.from_run(run, ranker="weighted", beam_width=50, memory_weight=0, head_weight=0)
+    steps, learned = {}, None
+    if (run / RANKER_FILE).is_file():
+        learned = Retriever.from_run(run, ranker="learned")
+        weighted = Retriever.from_run(run, ranker="weighted", beam_width=50,
+                                      memory_weight=learned.memory.cfg.weight or 4.0)
+        steps["weighted: beam 50 + co-purchase memory"] = lambda h: weighted.retrieve_arrays(h, None, args.k)
+        steps["rank stage: whole path"] = lambda h: learned.retrieve_arrays(h, None, args.k)
+        steps["  decode + sources + features"] = lambda h: learned.candidate_set(h, [None] * len(h), args.k)
+    if (run / HEAD_FILE).is_file():  # the head reads the prompt state of the decoding pass: no second pass
+        head = Retriever.from_run(run, ranker="weighted", beam_width=50, memory_weight=0, head_weight=1.0)
+        steps["weighted: beam 50 + item head"] = lambda h: head.retrieve_arrays(h, None, args.k)
+        steps["weighted: beam 50 alone"] = lambda h: plain.retrieve_arrays(h, None, args.k)
+    if not steps:
+        raise SystemExit(f"--paths: {run} has neither a learned ranker ({RANKER_FILE}) nor an item head ({HEAD_FILE})")
     rng = np.random.default_rng(args.seed)
-    catalog = learned.item_tokens.item_ids
+    catalog = plain.item_tokens.item_ids
     histories = [catalog[rng.integers(0, catalog.size, rng.integers(1, args.history + 1))] for _ in range(args.queries)]
-    steps = {
-        "weighted: beam 50 + co-purchase memory": lambda h: weighted.retrieve_arrays(h, None, args.k),
-        "rank stage: whole path": lambda h: learned.retrieve_arrays(h, None, args.k),
-        "  decode + sources + features": lambda h: learned.candidate_set(h, [None] * len(h), args.k),
-    }
-    seconds = dict.fromkeys([*steps, "  ranker"], 0.0)
+    seconds = dict.fromkeys([*steps, *(["  ranker"] if learned else [])], 0.0)
     for start in range(0, len(histories), args.batch):
-        batch = [learned.known_parts([h])[0] for h in histories[start:start + args.batch]]
+        batch = [plain.known_parts([h])[0] for h in histories[start:start + args.batch]]
         best = dict.fromkeys(seconds, float("inf"))
         for _ in range(args.repeats):
+            outs = {}
             for name, step in steps.items():
                 t0 = time.perf_counter()
-                out = step(batch)
+                outs[name] = step(batch)
                 best[name] = min(best[name], time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            learned.ranker.score(out[0])
-            best["  ranker"] = min(best["  ranker"], time.perf_counter() - t0)
+            if learned:
+                t0 = time.perf_counter()
+                learned.ranker.score(outs["  decode + sources + features"][0])
+                best["  ranker"] = min(best["  ranker"], time.perf_counter() - t0)
         for name in seconds:
             seconds[name] += best[name]
     print(f"run {run}: {len(catalog):,} products; {args.queries} queries, histories of 1..{args.history}, "
@@ -266,9 +280,14 @@ def retrieval_paths(args: argparse.Namespace) -> dict:
     qps = {name: args.queries / sec for name, sec in seconds.items()}
     for name, sec in seconds.items():
         print(f"{name:<42}{sec:>10.2f}{qps[name]:>11.1f}")
-    ratio = qps["rank stage: whole path"] / qps["weighted: beam 50 + co-purchase memory"]
-    print(f"\nrank stage / weighted path: {ratio:.2f}x queries/s (bar: >= 0.8x)")
-    return {"qps": qps, "seconds": seconds, "ratio": ratio}
+    ratios = {}
+    if learned:
+        ratios["rank/weighted"] = qps["rank stage: whole path"] / qps["weighted: beam 50 + co-purchase memory"]
+        print(f"\nrank stage / weighted path: {ratios['rank/weighted']:.2f}x queries/s (bar: >= 0.8x)")
+    if "weighted: beam 50 + item head" in qps:
+        ratios["head/beam"] = qps["weighted: beam 50 + item head"] / qps["weighted: beam 50 alone"]
+        print(f"item head / beam alone: {ratios['head/beam']:.2f}x queries/s (one prompt pass: about 1x)")
+    return {"qps": qps, "seconds": seconds, "ratio": ratios.get("rank/weighted"), "ratios": ratios}
 
 
 def run(argv: list[str] | None = None) -> dict:
