@@ -45,6 +45,7 @@ ROWS = {
     "all, learning rate 0.05": (None, {"learning_rate": 0.05}),
     "all, 63 leaves": (None, {"leaves": 63}),
     "all, min_child_samples 200": (None, {"min_child_samples": 200}),
+    "all, min_child_samples 200, 400 trees, no early stopping": (None, {"min_child_samples": 200, "patience": 0}),
 }
 
 
@@ -96,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         m = metrics(judge_cs, ranker.score(judge_cs), judge)
         rows[name] = {"queries": n, "recall@10": m["recall@10"], "ndcg@10": m["ndcg@10"],
                       "trees": ranker.meta["best_iteration"]}
-    print(f"{'row':34}{'queries':>9}{'R@10':>9}{'N@10':>9}{'trees':>7}")
+    print(f"{'row':58}{'queries':>9}{'R@10':>9}{'N@10':>9}{'trees':>7}")
     for name, r in rows.items():
-        print(f"{name:34}{r['queries']:>9,}{r['recall@10']:>9.4f}{r['ndcg@10']:>9.4f}{r['trees']:>7}")
+        print(f"{name:58}{r['queries']:>9,}{r['recall@10']:>9.4f}{r['ndcg@10']:>9.4f}{r['trees']:>7}")
     if args.discover:
         ranker = fit(pool_cs, y, cfg.rank, cfg.train.threads)
         score = ranker.score(judge_cs)

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 SYNTH_FLAGS = ("seed", "items", "users", "retailers")  # the synthetic world's settings that are flags
+SCALE_FLAGS = ("products", "events", "dim")  # flags of `synth --scale` alone (seed and retailers are shared)
+SMALL_ONLY = ("items", "users")  # flags of the small world alone
 
 
 def _cmd_import_instacart(args: argparse.Namespace) -> None:
@@ -31,13 +33,43 @@ def _cmd_stats(args: argparse.Namespace) -> None:
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
 
 
-def _cmd_synth(args: argparse.Namespace) -> None:
-    from genrec.data.synth import SynthConfig, synthesize
-    from semid.config import from_flags
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    """The flags among ``names`` given on the command line (their parser default is None)."""
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
-    ds = synthesize(from_flags(SynthConfig, args, SYNTH_FLAGS))
+
+def _cmd_synth(args: argparse.Namespace) -> None:
+    from semid.common import DataError
+
+    if args.scale:
+        return _cmd_synth_scale(args)
+    wrong = _given(args, SCALE_FLAGS + ("chunk",))
+    if wrong:
+        raise DataError(f"{', '.join('--' + n for n in wrong)} describe a catalog at scale: add --scale")
+    from genrec.data.synth import SynthConfig, synthesize
+
+    ds = synthesize(SynthConfig(seed=args.seed, **_given(args, SYNTH_FLAGS[1:])))
     ds.write(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: {ds.items.num_rows:,} items, {ds.events.num_rows:,} events")
+
+
+def _cmd_synth_scale(args: argparse.Namespace) -> None:
+    from genrec.data.synth.scale_config import ScaleConfig
+    from semid.common import DataError
+
+    wrong = _given(args, SMALL_ONLY)
+    if wrong:
+        raise DataError(f"{', '.join('--' + n for n in wrong)} describe the small world; with --scale give "
+                        "--products and --events")
+    cfg = ScaleConfig(seed=args.seed, **_given(args, SCALE_FLAGS + ("retailers",)))
+    from genrec.data.synth.scale import DEFAULT_CHUNK, write_scale_world
+
+    chunk = DEFAULT_CHUNK if args.chunk is None else args.chunk
+    meta = write_scale_world(cfg, Path(args.out), chunk=chunk, overwrite=args.overwrite)
+    counts = meta["counts"]
+    print(f"wrote {args.out}: {counts['items']:,} items in {meta['taxonomy']['leaves']:,} leaves, "
+          f"{counts['retailers']} retailers ({counts['assortment_rows']:,} stock rows), {counts['events']:,} events, "
+          f"{cfg.dim}-d vectors in embeddings.parquet")
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:
@@ -81,13 +113,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
     st.set_defaults(func=_cmd_stats)
 
-    sy = dsub.add_parser("synth", help="generate the synthetic grocery world")
+    sy = dsub.add_parser("synth", help="generate the synthetic grocery world (or, with --scale, a catalog at scale)")
     sy.add_argument("--out", required=True, help="dataset folder to write")
     from genrec.data.synth import SynthConfig
+    from genrec.data.synth.scale_config import ScaleConfig
     from semid.config import add_flags
 
     add_flags(sy, SynthConfig, SYNTH_FLAGS)
+    sy.add_argument("--scale", action="store_true",
+                    help="a generated catalog at scale instead, streamed: thousands of leaf categories, many "
+                         "retailers, sessions and clustered product vectors (embeddings.parquet); "
+                         'docs/scaling.md, "Generated catalogs"')
+    add_flags(sy, ScaleConfig, SCALE_FLAGS)
+    sy.add_argument("--chunk", type=int, default=None,
+                    help="with --scale: products generated and written at a time (memory, not output)")
     sy.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    for action in sy._actions:  # "... (default: 3)" -> "... (default: 3; with --scale: 100)"
+        if action.dest == "retailers":
+            action.help = action.help[:-1] + f"; with --scale: {ScaleConfig.retailers})"
+        elif action.dest in SCALE_FLAGS:
+            action.help = "with --scale: " + action.help
+    sy.set_defaults(**{n: None for n in SMALL_ONLY + SCALE_FLAGS + ("retailers",)})  # None: not given
     sy.set_defaults(func=_cmd_synth)
 
     em = sub.add_parser("embed", help="embed a dataset's items (cached on disk)")

@@ -38,7 +38,8 @@ class RankConfig:
     leaves: int = 31
     learning_rate: float = 0.02
     min_child_samples: int = 50
-    patience: int = 30  # rounds without a better holdout NDCG@10 before stopping
+    # rounds without a better holdout NDCG@10 before stopping; 0: no holdout, ``trees`` rounds on every query
+    patience: int = 30
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -51,8 +52,8 @@ class RankConfig:
         c.rule(not bad, "drop_features", f"unknown feature groups {bad}; known: {list(FEATURE_GROUPS)}")
         c.rule(set(self.drop_features) != set(FEATURE_GROUPS), "drop_features", "leaves the ranker no features")
         c.at_least(1, "beam_width", "co_top", "again_top", "train_queries", "trees", "leaves",
-                   "min_child_samples", "patience")
-        c.at_least(0, "seed")
+                   "min_child_samples")
+        c.at_least(0, "seed", "patience")
         c.within(0, 1, "holdout_share", "discover_share", open_high=True)
         c.above(0, "learning_rate", "holdout_share")
 

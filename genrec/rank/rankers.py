@@ -59,7 +59,8 @@ def labels(cs: CandidateSet, target_offsets: np.ndarray, target_items: np.ndarra
 
 def fit(cs: CandidateSet, y: np.ndarray, cfg: RankConfig, threads: int = 1) -> LearnedRanker:
     """Train lambdarank on the queries with a target among their candidates (the others teach no order),
-    early-stopping on a seeded ``holdout_share`` of them by NDCG@10."""
+    early-stopping on a seeded ``holdout_share`` of them by NDCG@10; with ``patience`` 0, ``trees`` rounds on
+    all of them (validation's pick on Beauty: the holdout stopped after 5-47 trees, docs/ranking.md)."""
     import lightgbm
 
     counts = cs.counts()
@@ -69,7 +70,8 @@ def fit(cs: CandidateSet, y: np.ndarray, cfg: RankConfig, threads: int = 1) -> L
         raise DataError(f"rank: only {useful.size} training queries have a target among their candidates")
     rng = np.random.default_rng(cfg.seed)
     hold = np.zeros(cs.n_queries, bool)
-    hold[rng.choice(useful, max(1, int(round(cfg.holdout_share * useful.size))), replace=False)] = True
+    if cfg.patience:
+        hold[rng.choice(useful, max(1, int(round(cfg.holdout_share * useful.size))), replace=False)] = True
     fit_q = np.zeros(cs.n_queries, bool)
     fit_q[useful] = True
     fit_q &= ~hold
@@ -84,17 +86,20 @@ def fit(cs: CandidateSet, y: np.ndarray, cfg: RankConfig, threads: int = 1) -> L
 
     t0 = time.perf_counter()
     train_set = dataset(fit_q)
-    valid_set = dataset(hold, train_set)
-    booster = lightgbm.train(params, train_set, num_boost_round=cfg.trees, valid_sets=[valid_set],
-                             callbacks=[lightgbm.early_stopping(cfg.patience, verbose=False)])
+    if cfg.patience:
+        booster = lightgbm.train(params, train_set, num_boost_round=cfg.trees, valid_sets=[dataset(hold, train_set)],
+                                 callbacks=[lightgbm.early_stopping(cfg.patience, verbose=False)])
+    else:
+        booster = lightgbm.train(params, train_set, num_boost_round=cfg.trees)
     best = booster.best_score.get("valid_0", {}).get(f"ndcg@{TOP_K}")
-    meta = {"config": asdict(cfg), "best_iteration": int(booster.best_iteration),
+    rounds = int(booster.best_iteration) or booster.current_iteration()
+    meta = {"config": asdict(cfg), "best_iteration": rounds,
             "holdout_ndcg@10": None if best is None else float(best), "fit_s": round(time.perf_counter() - t0, 1),
             "train_queries": int(fit_q.sum()), "holdout_queries": int(hold.sum()),
             "queries_with_target": int(useful.size), "queries": int(cs.n_queries),
             "candidates_per_query": float(counts.mean()) if counts.size else 0.0,
             "target_in_candidates": float(useful.size / max(cs.n_queries, 1))}
-    booster = lightgbm.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
+    booster = lightgbm.Booster(model_str=booster.model_to_string(num_iteration=rounds))
     return LearnedRanker(booster, cs.names, meta)
 
 

@@ -63,9 +63,10 @@ def train_ranker(run: Path, cfg: RunConfig, data: Path | None = None, show_progr
         ranker = fit(cs, labels(cs, queries.target_offsets, queries.target_items), cfg.rank, cfg.train.threads)
     ranker.meta.update(decoder_version=version, decode_s=round(decode_s, 1),
                        train_s=round(time.perf_counter() - t0, 1))
-    log.info("ranker: %d trees from %d queries (%.0f%% reachable), holdout NDCG@10 %.4f, %.0fs",
-             ranker.meta["best_iteration"], ranker.meta["queries"], 100 * ranker.meta["target_in_candidates"],
-             ranker.meta["holdout_ndcg@10"] or 0.0, ranker.meta["train_s"])
+    holdout = ranker.meta["holdout_ndcg@10"]
+    log.info("ranker: %d trees from %d queries (%.0f%% reachable), %s, %.0fs", ranker.meta["best_iteration"],
+             ranker.meta["queries"], 100 * ranker.meta["target_in_candidates"],
+             "no holdout" if holdout is None else f"holdout NDCG@10 {holdout:.4f}", ranker.meta["train_s"])
     return ranker.save(model_path, meta_path)
 
 

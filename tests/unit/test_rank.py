@@ -41,9 +41,10 @@ def _top1(cs: CandidateSet, score: np.ndarray, y: np.ndarray) -> float:
     return float(y[order][first].mean())
 
 
-def test_learned_ranker_finds_a_signal_only_a_feature_reveals():
+@pytest.mark.parametrize("patience", [10, 0])  # 0: no holdout, every tree on every query
+def test_learned_ranker_finds_a_signal_only_a_feature_reveals(patience):
     train, t_off, t_items = _planted(600, 30, seed=0)
-    ranker = fit(train, labels(train, t_off, t_items), RankConfig(min_child_samples=5, trees=60, patience=10))
+    ranker = fit(train, labels(train, t_off, t_items), RankConfig(min_child_samples=5, trees=60, patience=patience))
     test, t_off, t_items = _planted(400, 30, seed=1)
     y = labels(test, t_off, t_items)
     assert y.sum() == 400  # one target per query, each among its candidates
@@ -52,6 +53,9 @@ def test_learned_ranker_finds_a_signal_only_a_feature_reveals():
     assert weighted < 0.2
     assert learned > 0.6, (learned, weighted)
     assert ranker.meta["target_in_candidates"] == 1.0
+    if not patience:
+        assert ranker.meta["best_iteration"] == 60 and ranker.meta["holdout_queries"] == 0
+        assert ranker.meta["train_queries"] == 600 and ranker.meta["holdout_ndcg@10"] is None
 
 
 def test_union_merges_the_sources_of_one_product():
@@ -72,6 +76,7 @@ def test_union_merges_the_sources_of_one_product():
     ({"co_top": 0}, "rank.co_top"),
     ({"learning_rate": 0}, "rank.learning_rate"),
     ({"holdout_share": 1.0}, "rank.holdout_share"),
+    ({"patience": -1}, "rank.patience"),
 ])
 def test_a_bad_rank_config_fails_on_load(tmp_path, section, message):
     import yaml
