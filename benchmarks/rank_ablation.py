@@ -28,7 +28,7 @@ from genrec.rank.candidates import SOURCE_BITS, CandidateSet
 from genrec.rank.config import FEATURE_GROUPS
 from genrec.rank.features import feature_group
 from genrec.rank.memory import fuse
-from genrec.rank.rankers import fit, labels
+from genrec.rank.rankers import best_first, fit, labels
 from genrec.rank.train import candidate_sets, run_splits, validation_queries
 from genrec.retriever import Retriever
 from genrec.run.config import load_run_config
@@ -59,7 +59,7 @@ def restrict(cs: CandidateSet, drop_bits: int, drop_groups: tuple[str, ...]) -> 
 
 def top_lists(cs: CandidateSet, score: np.ndarray, k: int) -> np.ndarray:
     """[B, k] item ids by score (-1 pads)."""
-    order = np.lexsort((cs.item_ids, -score, cs.query))
+    order = best_first(cs, score)
     q = cs.query[order]
     rank = np.arange(q.size) - np.searchsorted(q, q)
     keep = rank < k

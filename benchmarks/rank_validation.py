@@ -27,14 +27,13 @@ import numpy as np
 from genrec.cli import configure_logging
 from genrec.data.sequences import Examples
 from genrec.evaluation.metrics import Targets, rank_metrics, remove_items
-from genrec.rank.candidates import SOURCE_BITS, CandidateSet
-from genrec.rank.rankers import fit, labels, list_slots
+from genrec.rank.candidates import CandidateSet
+from genrec.rank.rankers import best_first, fit, labels, ranked_slots
 from genrec.rank.train import candidate_sets, run_splits
 from genrec.retriever import Retriever
 from genrec.run.config import load_run_config
 from genrec.run.layout import CONFIG_FILE
 from genrec.run.semids import run_dataset
-from index.candidates import cold_slots
 from rank_ablation import metrics  # noqa: E402 (benchmarks/ is on the path when run as a script)
 
 # row name -> (training queries, None: all the rest; RankConfig overrides)
@@ -51,12 +50,10 @@ ROWS = {
 
 def discovery_metrics(cs: CandidateSet, score: np.ndarray, judge: Examples, share: float, k: int = 20) -> dict:
     """R@K and new-to-shopper R@K of the lists the retriever makes with ``rank.discover_share`` = ``share``
-    (``genrec.rank.rankers.list_slots``; products outside the ``again`` source are the fresh ones)."""
-    order = np.lexsort((cs.item_ids, -score, cs.query))
-    fresh = (cs.sources[order] & SOURCE_BITS["again"]) == 0
-    picked, at = list_slots(cs.query[order], fresh, k, cold_slots(k, share))
+    (``genrec.rank.rankers.ranked_slots``, as the retriever fills them)."""
+    sel, at = ranked_slots(cs, best_first(cs, score), k, share)
     lists = np.full((cs.n_queries, k), -1, np.int64)
-    lists[cs.query[order][picked], at] = cs.item_ids[order][picked]
+    lists[cs.query[sel], at] = cs.item_ids[sel]
     targets = Targets(judge.target_offsets, judge.target_items)
     fresh_targets = remove_items(targets, Targets(judge.history_offsets, judge.history_items))
     return (rank_metrics(lists, targets, [k]) | rank_metrics(lists, fresh_targets, [k], prefix="new_"))

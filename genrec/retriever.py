@@ -26,7 +26,7 @@ from genrec.rank import features
 from genrec.rank.candidates import SOURCE_BITS, CandidateSet, pair_index, source_label, source_names, union
 from genrec.rank.config import RankConfig
 from genrec.rank.item_stats import ItemStats
-from genrec.rank.rankers import LearnedRanker, list_slots
+from genrec.rank.rankers import LearnedRanker, best_first, ranked_slots
 from genrec.rank.sources import again_source, beam_source, co_source, row_ranks
 from genrec.run.config import RunConfig, load_run_config
 from genrec.run.layout import (CONFIG_FILE, HEAD_FILE, INDEX_DIR, ITEM_STATS_FILE, MEMORY_FILE, RANKER_FILE,
@@ -310,15 +310,13 @@ class Retriever:
         score = self.ranker.score(cs)
         banned_lists = [h if e else None for h, e in zip(histories, exclude.tolist())]
         keep = ~_in_lists(cs, banned_lists) if exclude.any() else np.ones(len(cs), bool)
-        order = np.flatnonzero(keep)[np.lexsort((cs.item_ids[keep], -score[keep], cs.query[keep]))]
-        fresh = (cs.sources[order] & SOURCE_BITS["again"]) == 0
+        order = best_first(cs, score, keep)
         forest, slots = self.index.stock_forest(), self.index.slots_for(retailers)
         last = self._last_rows(histories) if self.cold_share > 0 and self.cold_ranker is not None else None
         banned = banned_keys(forest, slots, banned_lists, len(histories)) if exclude.any() else np.zeros(0, np.int64)
         out = {}
         for k in ks:
-            picked, at = list_slots(cs.query[order], fresh, k, cold_slots(k, self.rank.discover_share))
-            sel = order[picked]
+            sel, at = ranked_slots(cs, order, k, self.rank.discover_share)
             c = empty_candidates(len(histories), k)
             q = cs.query[sel]
             c.item_ids[q, at], c.scores[q, at], c.sids[q, at] = cs.item_ids[sel], score[sel], forest.sids[cs.pos[sel]]

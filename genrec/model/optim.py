@@ -9,15 +9,20 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
+from genrec.model.precision import resolve_mixed_precision
+
 
 def make_accelerator(mixed_precision: str) -> Accelerator:
-    """An Accelerator; accelerate keeps one state per process, so a second training in the same process
-    with another precision (the demo, tests) starts from a fresh state (the process group is kept). Without
-    CUDA it is a CPU one, so ``accelerate launch`` of N processes trains with DDP over gloo."""
+    """An Accelerator for a ``train.mixed_precision`` setting (``auto`` resolved by the device,
+    ``genrec.model.precision``). Without CUDA it is a CPU one, so ``accelerate launch`` of N processes trains
+    with DDP over gloo. accelerate keeps one state per process, so a second training in the same process
+    with another precision (the demo, tests) starts from a fresh state (the process group is kept)."""
+    cuda = torch.cuda.is_available()
+    mixed_precision = resolve_mixed_precision(mixed_precision, "cuda" if cuda else "cpu")
     state = AcceleratorState._shared_state
     if state and str(state.get("_mixed_precision", mixed_precision)) != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    return Accelerator(mixed_precision=mixed_precision, cpu=not cuda)
 
 
 def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -29,7 +29,6 @@ from genrec.model.config import DecoderConfig, TrainConfig
 from genrec.model.decoder import build_decoder, decoder_config, save_decoder, training_loss
 from genrec.model.training_log import LossMeter, append_record
 from genrec.model.optim import lr_schedule, make_accelerator, param_groups
-from genrec.model.precision import resolve_mixed_precision
 from genrec.model.tokens import ItemTokens, TokenizedExamples, collate, epoch_batches, tokenize_examples
 from genrec.model.validation import EarlyStopping, RecallEvaluator, sample_examples
 from genrec.run.layout import CHECKPOINT_DIR, MODEL_DIR, RESULT_FILE
@@ -102,8 +101,7 @@ class DecoderTrainer:
     def setup(self, resume: bool = True) -> None:
         """Seed, build model / optimizer / scheduler under accelerate; load the last checkpoint if any."""
         cfg = self.cfg
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.accelerator = make_accelerator(resolve_mixed_precision(cfg.mixed_precision, device))
+        self.accelerator = make_accelerator(cfg.mixed_precision)
         set_seed(cfg.seed)
         model = self.build_model()
         embed_dropout = decoder_config(model).dropout if decoder_config(model).arch == "llama" else 0.0

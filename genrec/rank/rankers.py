@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.rank.candidates import CandidateSet, pair_index
+from genrec.rank.candidates import SOURCE_BITS, CandidateSet, pair_index
 from genrec.rank.config import RankConfig
+from index.candidates import cold_slots
 from semid.common import DataError, atomic_write
 
 TOP_K = 10  # the cut early stopping's NDCG reads
@@ -101,6 +102,21 @@ def fit(cs: CandidateSet, y: np.ndarray, cfg: RankConfig, threads: int = 1) -> L
             "target_in_candidates": float(useful.size / max(cs.n_queries, 1))}
     booster = lightgbm.Booster(model_str=booster.model_to_string(num_iteration=rounds))
     return LearnedRanker(booster, cs.names, meta)
+
+
+def best_first(cs: CandidateSet, score: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the candidates (those ``keep`` marks, default all) by query, best ``score`` first, ties
+    by item id: the order ``ranked_slots`` fills lists from."""
+    at = np.arange(len(cs)) if keep is None else np.flatnonzero(keep)
+    return at[np.lexsort((cs.item_ids[at], -score[at], cs.query[at]))]
+
+
+def ranked_slots(cs: CandidateSet, order: np.ndarray, k: int, discover_share: float) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate index, slot) of every candidate in its query's list of ``k``, filled in ``order``
+    (``best_first``) with ``discover_share`` of the slots kept for products outside the ``again`` source."""
+    fresh = (cs.sources[order] & SOURCE_BITS["again"]) == 0
+    picked, at = list_slots(cs.query[order], fresh, k, cold_slots(k, discover_share))
+    return order[picked], at
 
 
 def list_slots(query: np.ndarray, fresh: np.ndarray, k: int, reserve: int) -> tuple[np.ndarray, np.ndarray]:
