@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -39,11 +40,12 @@ def write_index(
     rows: np.ndarray,
     popularity: np.ndarray,
     sids: np.ndarray,
-    stock: np.ndarray,
+    stock: np.ndarray | Iterable[np.ndarray],
     meta: dict,
     established: np.ndarray,
 ) -> Path:
-    """Write the index to folder ``path``; ``meta`` gets the format fields added."""
+    """Write the index to folder ``path``; ``meta`` gets the format fields added. ``stock``: (retailer_id,
+    item_id) pairs [m, 2], or chunks of them written one at a time (a 5M catalog holds ~200M pairs)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     width = rows.shape[1]
@@ -58,18 +60,51 @@ def write_index(
             "established": pa.array(established, pa.bool_()),
         }
     )
-    stock_table = pa.table(
-        {"retailer_id": pa.array(stock[:, 0], pa.int32()), "item_id": pa.array(stock[:, 1], pa.int64())}
-    )
+    chunks = [stock] if isinstance(stock, np.ndarray) else stock
+
+    def write_stock(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, STOCK_SCHEMA) as writer:
+            wrote = False
+            for pairs in chunks:
+                if pairs.size or not wrote:
+                    writer.write_table(_stock_table(pairs))
+                    wrote = True
+            if not wrote:
+                writer.write_table(_stock_table(np.zeros((0, 2), np.int64)))
+
     atomic_write(path / ITEMS_FILE, lambda tmp: pq.write_table(items, tmp))
-    atomic_write(path / STOCK_FILE, lambda tmp: pq.write_table(stock_table, tmp))
+    atomic_write(path / STOCK_FILE, write_stock)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
     write_json(meta, path / META_FILE, newline=True)
     return path
 
 
-def read_index(path: str | Path, codebook_version: str | None = None) -> IndexFiles:
-    """Read a saved index folder; with ``codebook_version`` the recorded one must match."""
+STOCK_SCHEMA = pa.schema([pa.field("retailer_id", pa.int32()), pa.field("item_id", pa.int64())])
+
+
+def _stock_table(pairs: np.ndarray) -> pa.Table:
+    return pa.table({"retailer_id": pa.array(pairs[:, 0], pa.int32()), "item_id": pa.array(pairs[:, 1], pa.int64())},
+                    schema=STOCK_SCHEMA)
+
+
+def iter_stock(path: str | Path, batch_rows: int = 1 << 23) -> Iterator[np.ndarray]:
+    """The saved stock of index folder ``path`` as (retailer_id, item_id) chunks [m, 2] int64 of at most
+    ``batch_rows`` pairs, so that ~200M pairs never sit in memory at once."""
+    file = Path(path) / STOCK_FILE
+    if not file.is_file():
+        raise DataError(f"{file}: file not found")
+    reader = pq.ParquetFile(file)
+    missing = [c for c in ("retailer_id", "item_id") if c not in reader.schema_arrow.names]
+    if missing:
+        raise DataError(f"{file}: missing columns {missing}")
+    for batch in reader.iter_batches(batch_size=batch_rows, columns=["retailer_id", "item_id"]):
+        yield np.stack([batch.column(0).to_numpy(zero_copy_only=False).astype(np.int64),
+                        batch.column(1).to_numpy(zero_copy_only=False).astype(np.int64)], axis=1)
+
+
+def read_index(path: str | Path, codebook_version: str | None = None, with_stock: bool = True) -> IndexFiles:
+    """Read a saved index folder; with ``codebook_version`` the recorded one must match. ``with_stock=False``
+    leaves ``stock`` empty (read it a chunk at a time with ``iter_stock``)."""
     path = Path(path)
     meta = _read_meta(path / META_FILE)
     if codebook_version is not None and meta.get("codebook_version") != codebook_version:
@@ -78,12 +113,12 @@ def read_index(path: str | Path, codebook_version: str | None = None) -> IndexFi
             f"not {codebook_version!r}"
         )
     items = _read_parquet(path / ITEMS_FILE, ["item_id", "tokens", "sid", "popularity"])
-    stock = _read_parquet(path / STOCK_FILE, ["retailer_id", "item_id"])
+    stock = _read_parquet(path / STOCK_FILE, ["retailer_id", "item_id"]) if with_stock else None
     rows = _token_matrix(items.column("tokens"), path / ITEMS_FILE) if items.num_rows else None
     pairs = np.stack(
         [stock.column("retailer_id").to_numpy().astype(np.int64), stock.column("item_id").to_numpy().astype(np.int64)],
         axis=1,
-    ) if stock.num_rows else np.zeros((0, 2), np.int64)
+    ) if stock is not None and stock.num_rows else np.zeros((0, 2), np.int64)
     return IndexFiles(
         ids=items.column("item_id").to_numpy().astype(np.int64),
         rows=rows,

@@ -1,9 +1,11 @@
 """SID -> products, partitioned by retailer. The index holds the catalog (item id, token row, SID string,
-popularity, whether it is established) and which retailer stocks what. Decoding and ranking go through
-one lazily built trie forest over every retailer's stock and the whole catalog (``index.forest``), so a
-batch mixing retailers is one beam search in which each query can only spell SIDs its retailer stocks;
-``trie_for`` builds one retailer's own trie on request (for checks and tools). Adding or removing products
-or stock drops the forest: the next query rebuilds it, no retraining."""
+popularity, whether it is established) and which retailer stocks what, as a bit per (retailer, product)
+(``index.stock``). Decoding walks the stock trie (``index.stock_trie``: the catalog trie once, plus a bit per
+retailer and trie node), so a batch mixing retailers is one beam search in which each query can only spell
+SIDs its retailer stocks, in memory that grows with the catalog, not with the (retailer, product) pairs;
+candidates and ranking go through a trie forest with a row per stock pair (``index.forest``), which allows
+the same tokens. ``trie_for`` builds one retailer's own trie on request (for checks and tools). Adding or
+removing products or stock drops both: the next query rebuilds them, no retraining."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +17,10 @@ import torch
 from index.candidates import Candidates, as_decoded, rank_candidates
 from index.cold import ColdRanker
 from index.forest import CATALOG_SLOT, StockForest, TrieStart
-from index.persistence import ITEMS_FILE, META_FILE, read_index, write_index
+from index.persistence import ITEMS_FILE, META_FILE, iter_stock, read_index, write_index
+from index.stock import StockBits
+from index.stock_trie import START_DEPTH as STOCK_START_DEPTH
+from index.stock_trie import StockTrie
 from index.trie import PrefixTrie
 from semid.common import DataError
 
@@ -42,9 +47,10 @@ class RetailerIndex:
         self._pop = np.zeros(0, np.float64)
         self._established = np.zeros(0, bool)  # listed before the log began: unpopular, not new
         self._sids = np.zeros(0, object)
-        self._stock = np.zeros((0, 2), np.int64)  # (retailer_id, item_id), sorted, unique
+        self._stock = StockBits(0)  # who stocks what: a bit per (retailer, catalog position)
         self._retailers = np.zeros(0, np.int64)  # every retailer ever given stock
         self._forest: StockForest | None = None  # built on first use, dropped by every update
+        self._stock_trie: StockTrie | None = None  # likewise
 
     # ----- size and contents ----------------------------------------------------------------------------
 
@@ -53,7 +59,7 @@ class RetailerIndex:
 
     def __repr__(self) -> str:
         return (
-            f"RetailerIndex(items={len(self)}, retailers={self._retailers.size}, stock={len(self._stock)}, "
+            f"RetailerIndex(items={len(self)}, retailers={self._retailers.size}, stock={self._stock.n_pairs}, "
             f"codebook_version={self.codebook_version!r})"
         )
 
@@ -72,7 +78,7 @@ class RetailerIndex:
         key = self._key(retailer_id)
         if key is ALL:
             return self.item_ids
-        return self._stock[self._stock[:, 0] == key, 1].copy()
+        return self._ids[self._stock.positions(key)]
 
     def rows_of(self, item_ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Token rows of products (e.g. a history to exclude) and a found mask; unknown ids get -1 rows."""
@@ -123,19 +129,20 @@ class RetailerIndex:
         ids = np.unique(_int_array(item_ids, "item_ids"))
         if retailer_id is None:
             gone = np.isin(self._ids, ids)
-            stock_gone = np.isin(self._stock[:, 1], ids)
-            self._forest = None
+            self._drop_derived()
             self._ids, self._rows = self._ids[~gone], self._rows[~gone]
             self._pop, self._sids = self._pop[~gone], self._sids[~gone]
             self._established = self._established[~gone]
-            self._stock = self._stock[~stock_gone]
+            self._stock.keep(~gone)
             return int(gone.sum())
         key = self._key(retailer_id)
-        gone = (self._stock[:, 0] == key) & np.isin(self._stock[:, 1], ids)
-        if gone.any():
-            self._forest = None
-            self._stock = self._stock[~gone]
-        return int(gone.sum())
+        if key is ALL:
+            return 0
+        pos, found = self._find(ids)
+        gone = self._stock.clear(key, pos[found])
+        if gone:
+            self._drop_derived()
+        return gone
 
     # ----- queries ---------------------------------------------------------------------------------------
 
@@ -145,9 +152,47 @@ class RetailerIndex:
         return PrefixTrie(self._rows[self._positions(self._key(retailer_id))], vocab_size=self.vocab_size)
 
     def start_for(self, retailer_ids: Sequence[int | None] | np.ndarray) -> TrieStart:
-        """Where each query decodes in the forest: one retailer id (None: whole catalog) per query. Pass
-        ``trie``, ``nodes`` and ``depth`` to ``constrained_beam_search`` as trie, start and start_depth."""
-        return self._stock_forest().start(self._slots(retailer_ids, None))
+        """Where each query decodes: one retailer id (None: whole catalog) per query. Pass ``trie``, ``nodes``
+        and ``depth`` to ``constrained_beam_search`` as trie, start and start_depth. The trie is the stock
+        trie (``index.stock_trie``: the catalog trie once, a bit per retailer and node), which allows exactly
+        the tokens the pair forest allows, so the same beams come out, in memory that does not grow with
+        the stock pairs."""
+        trie = self.stock_trie()
+        return TrieStart(trie, trie.start(self._slots(retailer_ids, None)), STOCK_START_DEPTH)
+
+    def stock_trie(self) -> StockTrie:
+        """The catalog trie with a bit per (retailer slot, node): what decoding walks (``start_for``)."""
+        if self._stock_trie is None:
+            if self.tokens_per_item is None:
+                raise DataError("index: empty (no products added yet)")
+            self._stock_trie = StockTrie.build(self._rows, self._stock, self._retailers, self.vocab_size)
+        return self._stock_trie
+
+    def decoded_items(self, decoded_token_rows: np.ndarray | torch.Tensor,
+                      retailer_id: int | None | Sequence[int | None] = None) -> np.ndarray:
+        """Decoded SIDs [B, R, L+1] -> the most popular product under each that the query's retailer stocks
+        ([B, R] item ids, -1 where none), through the stock trie alone (no pair forest): what a catalog of
+        millions serves from."""
+        rows = np.asarray(decoded_token_rows.cpu() if isinstance(decoded_token_rows, torch.Tensor)
+                          else decoded_token_rows, np.int64)
+        batch, width = rows.shape[:2]
+        trie = self.stock_trie()
+        slots = np.repeat(self._slots(retailer_id, batch), width)
+        flat = rows.reshape(-1, rows.shape[-1])
+        leaf = trie.leaves(np.maximum(flat, 0), slots)
+        leaf[(flat < 0).any(axis=1)] = -1
+        lo, hi = trie.leaf_positions(leaf)
+        out = np.full(leaf.size, -1, np.int64)
+        one = hi - lo == 1  # an SID names one product: in stock, since the trie walked it for this slot
+        out[one] = self._ids[trie.by_leaf[lo[one]]]
+        for i in np.flatnonzero(hi - lo > 1):  # products sharing a token row: the slot's most popular
+            pos = trie.by_leaf[lo[i]:hi[i]]
+            if slots[i] != CATALOG_SLOT:
+                pos = pos[self._stock.has(np.full(pos.size, self._retailers[slots[i] - 1]), pos)]
+            if pos.size:
+                best = pos[np.lexsort((self._ids[pos], -self._pop[pos]))[0]]
+                out[i] = self._ids[best]
+        return out.reshape(batch, width)
 
     def stock_forest(self) -> StockForest:
         """The forest over every retailer's stock and the catalog (``index.forest``): where candidate
@@ -208,20 +253,21 @@ class RetailerIndex:
             "retailers": self._retailers.tolist(),
             "n_items": len(self),
         }
-        return write_index(path, self._ids, self._rows, self._pop, self._sids, self._stock, meta,
+        return write_index(path, self._ids, self._rows, self._pop, self._sids, self._stock_chunks(), meta,
                            self._established)
 
     @classmethod
     def load(cls, path: str | Path, codebook_version: str | None = None) -> "RetailerIndex":
         """Read a saved index; with ``codebook_version`` the recorded one must match."""
-        files = read_index(path, codebook_version)
+        files = read_index(path, codebook_version, with_stock=False)
         meta = files.meta
         index = cls(meta.get("tokens_per_item"), meta.get("vocab_size"), meta.get("codebook_version"))
         if files.rows is not None:
             index.add(files.ids, files.rows, popularity=files.popularity, sids=files.sids,
                       established=files.established)
-        if files.stock.size:
-            index.add(files.stock[:, 1], retailer_ids=files.stock[:, 0])
+        for pairs in iter_stock(path):  # a chunk at a time: ~200M pairs at 5M products
+            if pairs.size:
+                index._add_stock(pairs[:, 0], pairs[:, 1])
         index._retailers = np.union1d(index._retailers, np.asarray(meta.get("retailers", []), np.int64))
         if len(index) != meta.get("n_items"):
             raise DataError(f"{Path(path) / META_FILE}: records {meta.get('n_items')} items, {ITEMS_FILE} holds "
@@ -265,7 +311,7 @@ class RetailerIndex:
         if new.any() and rows is None:
             raise DataError(f"index.add: token_rows are required for new products, e.g. {ids[new][:5].tolist()}")
         if rows is not None or pop is not None or sid is not None or est is not None:
-            self._forest = None
+            self._drop_derived()
         if rows is not None:
             self._rows[pos[found]] = rows[found]
             if sid is None:
@@ -282,6 +328,7 @@ class RetailerIndex:
             ids_all = np.concatenate([self._ids, ids[new]])
             order = np.argsort(ids_all, kind="stable")
             self._ids = ids_all[order]
+            self._stock.remap(ids_all.size, np.argsort(order)[: ids_all.size - int(new.sum())])
             self._rows = np.concatenate([self._rows, rows[new]])[order]
             self._pop = np.concatenate([self._pop, new_pop])[order]
             self._sids = np.concatenate([self._sids, new_sid])[order]
@@ -293,9 +340,9 @@ class RetailerIndex:
         _, found = self._find(ids)
         if not found.all():
             raise DataError(f"index.add: stock for unknown products, e.g. {ids[~found][:5].tolist()}")
-        pairs = np.unique(np.concatenate([self._stock, np.stack([retailers, ids], axis=1)]), axis=0)
-        self._forest = None
-        self._stock = pairs
+        pos, _ = self._find(ids)
+        self._drop_derived()
+        self._stock.add(retailers, pos)
         self._retailers = np.union1d(self._retailers, retailers)
 
     def _key(self, retailer_id: int | None) -> int | None:
@@ -335,16 +382,33 @@ class RetailerIndex:
             raise DataError("index: empty (no products added yet)")
         if key is ALL:
             return np.arange(self._ids.size)
-        return np.searchsorted(self._ids, self._stock[self._stock[:, 0] == key, 1])
+        return self._stock.positions(key)
 
     def _stock_forest(self) -> StockForest:
         """The forest over every retailer's stock and the catalog, rebuilt if an update made it stale."""
         if self._forest is None:
             if self.tokens_per_item is None:
                 raise DataError("index: empty (no products added yet)")
-            self._forest = StockForest.build(self._ids, self._rows, self._pop, self._sids, self._stock,
+            self._forest = StockForest.build(self._ids, self._rows, self._pop, self._sids, self._stock_pairs(),
                                              self._retailers, self.vocab_size, self._established)
         return self._forest
+
+    def _stock_pairs(self) -> np.ndarray:
+        """Stock as (retailer_id, item_id) pairs [m, 2], ascending: what the files and the pair forest hold."""
+        pairs = self._stock.pairs()
+        pairs[:, 1] = self._ids[pairs[:, 1]]
+        return pairs
+
+    def _stock_chunks(self):
+        """The same pairs, one retailer at a time."""
+        for r in self._stock.retailers.tolist():
+            pos = self._stock.positions(r)
+            yield np.stack([np.full(pos.size, r, np.int64), self._ids[pos]], axis=1)
+
+    def _drop_derived(self) -> None:
+        """Forget what is built from the catalog and stock (rebuilt on next use)."""
+        self._forest = None
+        self._stock_trie = None
 
     def _rows_for_keys(self, keys: np.ndarray | torch.Tensor | Sequence[str]) -> np.ndarray:
         """Token rows from rows or SID strings (an unknown SID gets a -1 row, which matches nothing)."""
