@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settings", choices=("sweep", "config"), default="sweep",
                     help="sweep: the rows above; config: the run's own rank section alone")
     ap.add_argument("--discover", default="", help="comma-separated rank.discover_share values to list at K=20")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16", "auto"), default=None,
+                    help="the decoder's weights while decoding candidates (default: the run's rank.dtype)")
     ap.add_argument("--out", default=None, help="JSON of every row")
     args = ap.parse_args(argv)
     configure_logging()
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     order = np.random.default_rng(args.seed).permutation(len(val))
     rest = order[args.judge:][: args.pool]
     judge, pool = val.subset(np.sort(order[:args.judge])), val.subset(np.sort(rest))
-    retriever = Retriever.from_run(run, ranker="none")
+    retriever = Retriever.from_run(run, ranker="none", dtype=args.dtype)
     t0 = time.perf_counter()
     judge_cs, pool_cs = candidate_sets(retriever, judge), candidate_sets(retriever, pool)
     print(f"candidates of {len(judge):,} judge and {len(pool):,} training shoppers "

@@ -100,7 +100,7 @@ class Retriever:
 
     @classmethod
     def from_run(cls, run: str | Path, beam_width: int = 20, device: str = "cpu",
-                 cold_share: float | None = None, dtype: str = "float32",
+                 cold_share: float | None = None, dtype: str | None = None,
                  memory_weight: float | None = None, head_weight: float | None = None,
                  ranker: str | None = None) -> "Retriever":
         """Load a run folder written by ``genrec train``; every part must share one codebook version.
@@ -108,7 +108,8 @@ class Retriever:
         whose SIDs' codebook points lie nearest the query's (TIGER's cold-start mixing, ``index.cold``);
         None: the run config's ``cold_start.share``.
         ``dtype``: the decoder's weights, ``float32``, ``bfloat16`` or ``auto``
-        (``genrec.model.decoder.inference_dtype``).
+        (``genrec.model.decoder.inference_dtype``); None: the run config's ``rank.dtype`` (float32 unless set),
+        the type its learned ranker's features were decoded in.
         ``memory_weight``: the co-purchase memory's weight (``genrec.rank.memory``); None: as the run saved it,
         0: off. ``head_weight``: the same for the learned item head (``genrec.rank.item_head``).
         ``ranker``: ``weighted``, ``learned`` or ``none`` (candidate sets only, for training a ranker); None:
@@ -117,9 +118,10 @@ class Retriever:
         version = codebook_version(run)
         tokenizer = SIDTokenizer.load(run / TOKENIZER_FILE, codebook_version=version)
         index = RetailerIndex.load(run / INDEX_DIR, codebook_version=version)
-        model = load_decoder(decoder_model(run), codebook_version=version).to(device, inference_dtype(dtype, device))
-        model_version = weights_digest(decoder_model(run))
         cfg = _run_config(run)
+        dtype = inference_dtype(cfg.rank.dtype if dtype is None else dtype, device)
+        model = load_decoder(decoder_model(run), codebook_version=version).to(device, dtype)
+        model_version = weights_digest(decoder_model(run))
         cold = cfg.cold_start
         ranker_cold = ColdRanker.from_codewords(load_codebook(run).codewords(),
                                            [tokenizer.level_range(lv)[0] for lv in range(tokenizer.n_levels)],

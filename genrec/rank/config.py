@@ -41,6 +41,11 @@ class RankConfig:
     # rounds without a better holdout NDCG@10 before stopping; 0: no holdout, ``trees`` rounds on every query
     patience: int = 30
     seed: int = 0
+    # the decoder's weights when the ranker's candidates are decoded, in its training and (unless a caller says
+    # otherwise) wherever the run retrieves: float32, bfloat16, or auto (bfloat16 on CUDA and on CPUs with
+    # native bf16, as ``genrec serve`` decodes by default; genrec.model.decoder.inference_dtype), so the ranker
+    # reads the features it was trained on; auto decodes about 1.6x faster on such a CPU (docs/ranking.md)
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
 
     def __post_init__(self) -> None:
         c = Checks(self, "rank")

@@ -22,6 +22,7 @@ from genrec.data.dataset import read_dataset
 from genrec.data.sequences import NO_RETAILER, Examples, Splits, split_events, train_sequences
 from genrec.model.decoder import weights_digest
 from genrec.rank.candidates import CandidateSet
+from genrec.rank.config import RankConfig
 from genrec.rank.item_stats import ItemStats
 from genrec.rank.rankers import fit, labels
 from genrec.retriever import Retriever
@@ -54,14 +55,15 @@ def train_ranker(run: Path, cfg: RunConfig, data: Path | None = None, show_progr
     t0 = time.perf_counter()
     splits = run_splits(run_dataset(run, data), cfg)
     queries = validation_queries(splits, cfg)
-    retriever = Retriever.from_run(run, ranker="none")
+    retriever = Retriever.from_run(run, ranker="none", dtype=cfg.rank.dtype)
     retriever.item_stats = ItemStats.build(train_sequences(splits.train), retriever.item_tokens.item_ids)
     retriever.item_stats.save(run / ITEM_STATS_FILE)
     with torch_threads(cfg.train.threads):
         cs = candidate_sets(retriever, queries, show_progress)
         decode_s = time.perf_counter() - t0
         ranker = fit(cs, labels(cs, queries.target_offsets, queries.target_items), cfg.rank, cfg.train.threads)
-    ranker.meta.update(decoder_version=version, decode_s=round(decode_s, 1),
+    ranker.meta.update(decoder_version=version, dtype=str(next(retriever.model.parameters()).dtype).removeprefix("torch."),
+                       decode_s=round(decode_s, 1),
                        train_s=round(time.perf_counter() - t0, 1))
     holdout = ranker.meta["holdout_ndcg@10"]
     log.info("ranker: %d trees from %d queries (%.0f%% reachable), %s, %.0fs", ranker.meta["best_iteration"],
@@ -82,12 +84,14 @@ def record_rank(run: Path, cfg: RunConfig) -> None:
 
 
 def up_to_date(run: Path, cfg: RunConfig, decoder_version: str) -> bool:
-    """Whether the saved ranker was trained on these decoder weights with this rank config."""
+    """Whether the saved ranker was trained on these decoder weights with this rank config (a setting added
+    since it was saved counts at its default)."""
     path = run / RANKER_META_FILE
     if not all(p.is_file() for p in (path, run / RANKER_FILE, run / ITEM_STATS_FILE)):
         return False
     meta = json.loads(path.read_text())
-    return meta.get("decoder_version") == decoder_version and meta.get("config") == dataclasses.asdict(cfg.rank)
+    saved = {**dataclasses.asdict(RankConfig()), **meta.get("config", {})}
+    return meta.get("decoder_version") == decoder_version and saved == dataclasses.asdict(cfg.rank)
 
 
 def run_splits(data: Path, cfg: RunConfig) -> Splits:

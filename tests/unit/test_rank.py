@@ -77,6 +77,7 @@ def test_union_merges_the_sources_of_one_product():
     ({"learning_rate": 0}, "rank.learning_rate"),
     ({"holdout_share": 1.0}, "rank.holdout_share"),
     ({"patience": -1}, "rank.patience"),
+    ({"dtype": "float16"}, "rank.dtype"),
 ])
 def test_a_bad_rank_config_fails_on_load(tmp_path, section, message):
     import yaml
@@ -208,6 +209,42 @@ def test_ranker_is_kept_on_resume_and_retrained_when_its_config_changes(learned_
     train_ranker(root / "run", changed, root / "data", show_progress=False)
     assert path.stat().st_mtime_ns != before
     train_ranker(root / "run", cfg, root / "data", show_progress=False)  # back as the module's tests expect
+
+
+def test_a_ranker_saved_before_a_setting_existed_is_kept_on_resume(learned_run):
+    import json
+
+    from genrec.rank.train import train_ranker
+    from genrec.run.layout import RANKER_FILE, RANKER_META_FILE
+
+    root, cfg = learned_run
+    meta_path, path = root / "run" / RANKER_META_FILE, root / "run" / RANKER_FILE
+    meta = json.loads(meta_path.read_text())
+    assert meta["dtype"] == "float32"  # the type its candidates were decoded in
+    del meta["config"]["dtype"]  # as a ranker trained before rank.dtype was written it
+    meta_path.write_text(json.dumps(meta))
+    before = path.stat().st_mtime_ns
+    train_ranker(root / "run", cfg, root / "data", show_progress=False)
+    assert path.stat().st_mtime_ns == before
+
+
+def test_retrievers_decode_in_the_runs_rank_dtype_unless_told(learned_run, tmp_path):
+    import shutil
+
+    import torch
+    import yaml
+
+    from genrec.retriever import Retriever
+    from genrec.run.layout import CONFIG_FILE
+
+    run = tmp_path / "run"
+    shutil.copytree(learned_run[0] / "run", run)
+    config = yaml.safe_load((run / CONFIG_FILE).read_text())
+    config["rank"]["dtype"] = "bfloat16"
+    (run / CONFIG_FILE).write_text(yaml.safe_dump(config))
+    dtype = lambda r: next(r.model.parameters()).dtype  # noqa: E731
+    assert dtype(Retriever.from_run(run)) == torch.bfloat16
+    assert dtype(Retriever.from_run(run, dtype="float32")) == torch.float32
 
 
 def test_api_returns_source_and_explains_on_request(learned_run):
