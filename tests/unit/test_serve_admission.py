@@ -19,7 +19,7 @@ import pytest
 from genrec.serve import ServerThread, ServeSettings, create_app
 from genrec.serve.batcher import MicroBatcher, Query, Unavailable
 from genrec.serve.model import ServedModel
-from helpers.serving import FakeClock, until
+from helpers.serving import FakeClock, SlowModel, until
 from index.retailer_index import Candidates
 
 NO_KEY = "GENREC_SERVE_ADMISSION_NO_KEY"  # an env var nobody sets: no API key
@@ -32,6 +32,18 @@ TIMEOUT = "X-Request-Timeout-Ms"
 @pytest.fixture(scope="module")
 def run(tiny_run) -> Path:
     return tiny_run[0] / "run"
+
+
+@pytest.fixture
+def slow_model(monkeypatch):
+    """The served app's decodes replaced by a ``helpers.serving.SlowModel`` (busy in Python, holding the GIL,
+    until ``slow_model.release.set()``); released at the end whatever happened."""
+    import genrec.serve.batcher as batcher_module
+
+    model = SlowModel()
+    monkeypatch.setattr(batcher_module, "_decode", model)
+    yield model
+    model.release.set()
 
 
 async def _first(tasks: set, n: int) -> tuple[list[httpx.Response], set]:
@@ -78,6 +90,37 @@ def test_a_flood_beyond_the_queue_gets_503_and_the_server_answers_right_after(ru
     assert _metric(metrics, 'genrec_shed_requests_total{reason="queue_full"}') == 8
     assert _metric(metrics, "genrec_queue_limit") == 4 and _metric(metrics, "genrec_queue_depth") == 0
     assert _metric(metrics, "process_resident_memory_bytes") > 0
+
+
+def test_beyond_capacity_is_refused_while_a_slow_model_still_decodes(run, slow_model):
+    """Capacity: one request decoding and a queue of 4. The model computes (holding the GIL) until released;
+    every request beyond capacity must get its 503 + Retry-After from the handler's admission while that
+    decode still runs (not wait before the handler for the model to finish), and the probes still answer.
+    Nothing is released until all of them are in, so a server that cannot read requests while its model
+    decodes hangs here (and fails on the wait's bound) rather than passing late. No deadline: the queue bound
+    alone decides, whatever the machine's speed."""
+    app = create_app(run, ServeSettings(max_batch=2, max_queue=4, max_wait_ms=0, request_timeout_ms=0, **QUIET))
+    with ServerThread(app) as srv:
+        async def scenario():
+            async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
+                first = asyncio.ensure_future(c.post("/v1/retrieve", json=BODY))
+                assert await asyncio.to_thread(slow_model.entered.wait, 30)  # the model is computing now
+                flood = {asyncio.ensure_future(c.post("/v1/retrieve", json=BODY)) for _ in range(12)}
+                refused, queued = await _first(flood, 8)
+                probes = [await c.get("/healthz"), await c.get("/readyz")]
+                still_decoding = not first.done() and slow_model.sizes == [1]
+                metrics = (await c.get("/metrics")).text
+                slow_model.release.set()
+                return refused, probes, still_decoding, metrics, await asyncio.gather(first, *queued)
+
+        refused, probes, still_decoding, metrics, admitted = asyncio.run(scenario())
+    assert still_decoding  # every refusal and probe answered during the one slow decode
+    assert [r.status_code for r in refused] == [503] * 8
+    assert all(r.json()["error"] == "queue_full" and int(r.headers["retry-after"]) >= 1 for r in refused)
+    assert [r.status_code for r in probes] == [200, 200]
+    assert _metric(metrics, 'genrec_shed_requests_total{reason="queue_full"}') == 8  # seen by admission
+    assert [r.status_code for r in admitted] == [200] * 5
+    assert slow_model.sizes == [1, 2, 2]  # the refused were never decoded
 
 
 # ----- deadlines ---------------------------------------------------------------------------------------------
