@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 
+from genrec.cli import heap
 from semid.common import DataError
 from semid.config import ConfigError
 from semid.progress import on_terminal
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ``genrec: config error: FILE: section.key: message``)."""
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    heap.return_freed_memory()
     try:
         args.func(args)
     except ConfigError as e:
