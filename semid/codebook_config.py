@@ -47,6 +47,10 @@ class SemIDConfig:
     per_leaf: int = 8  # hierarchical sampler: products per leaf in that share
     hard_share: float = 0.5  # hierarchical sampler: share of the rest taken from look-alike unrelated products
     kmeans_iters: int = 20  # Lloyd iterations for codebook initialisation (and RQ-KMeans)
+    # RQ-VAE codebook initialisation on at most this many products drawn at random (0: all of them); k-means++
+    # and Lloyd cost grow with products x codewords, so a catalog of millions seeds its codebooks on a sample
+    # (docs/scaling.md, "Catalog scale")
+    kmeans_sample: int = 0
     revive_dead: bool = True  # move codewords unused over an epoch onto live residuals
     seed: int = 0  # seeds weights, k-means, sampling: same seed + data = same codebook
     threads: int = 0  # torch CPU threads while training; 0 leaves the process setting alone
@@ -62,7 +66,7 @@ class SemIDConfig:
         c.at_least(1, "latent_dim", "epochs", "init_epochs", "batch_size", "contrastive_every", "per_leaf",
                    "kmeans_iters")
         c.at_least(0, "warmup_epochs", "beta", "weight_decay", "contrastive_lambda", "contrastive_decay", "seed",
-                   "threads")
+                   "threads", "kmeans_sample")
         c.above(0, "lr", "init_lr_ratio", "contrastive_temperature", "contrastive_sharpness")
         c.within(0, 1, "min_lr_ratio", "parent_share", "hard_share")
         c.within(0, 1, "dropout", open_high=True)

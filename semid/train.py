@@ -250,7 +250,10 @@ def _train_rqvae(
         quantize = epoch >= warmup
         if quantize and epoch == warmup:
             if init is None:
-                net.quantizer.init_kmeans(net.latents(x), cfg.kmeans_iters, gen)
+                seeds = x
+                if 0 < cfg.kmeans_sample < len(x):  # a sample of a large catalog (the default: every product)
+                    seeds = x[torch.randperm(len(x), generator=gen)[: max(cfg.kmeans_sample, max(cfg.codebook_sizes))]]
+                net.quantizer.init_kmeans(net.latents(seeds), cfg.kmeans_iters, gen)
             scales = _calibrate(net, x, gen, cfg.contrastive_sharpness) if use_taxonomy else None
         net.train()
         sums = {"loss": 0.0, "recon": 0.0, "rq": 0.0, "contrastive": 0.0}

@@ -137,6 +137,21 @@ def test_taxonomy_term_runs_on_every_nth_step(world, monkeypatch, every):
         train_codebook(x, paths, small_cfg(contrastive_every=0))
 
 
+@pytest.mark.parametrize("sample, seen", [(0, 1440), (500, 500), (5000, 1440), (10, 32)])
+def test_codebooks_are_seeded_on_a_sample_of_a_large_catalog(world, monkeypatch, sample, seen):
+    """``kmeans_sample`` caps the products k-means initialises the codebooks on (never below the largest
+    codebook); 0, the default, seeds on every product, as before."""
+    from semid.quantizer import ResidualQuantizer
+
+    x, paths = world
+    sizes = []
+    original = ResidualQuantizer.init_kmeans
+    monkeypatch.setattr(ResidualQuantizer, "init_kmeans", lambda self, z, *a: sizes.append(len(z)) or original(self, z, *a))
+    model, _ = train_codebook(x, paths, small_cfg(epochs=1, warmup_epochs=0, kmeans_sample=sample))
+    assert sizes == [seen] and len(x) == 1440
+    assert model.encode(x).shape == (len(x), 3)
+
+
 def test_rqkmeans_method(world):
     x, paths = world
     model, history = train_codebook(x, paths, small_cfg(method="rqkmeans"))
