@@ -3,23 +3,25 @@ generated catalogs (``genrec data synth --scale``: 100 retailers each stocking 2
 product vectors), each size in one run, side by side:
 
 - **Semantic IDs**: the project's RQ-VAE (``semid.train.train_codebook``, the default codebook 32/256/512/1024
-  with the taxonomy term) trained on a uniform random sample of at most ``--sample`` (500k) products drawn
-  without replacement (numpy, seed 0), for ``--epochs`` epochs; then every product assigned in batches
+  with the taxonomy term, the latent as wide as the 64-d vectors) trained on a uniform random sample of at most
+  ``--sample`` (500k) products drawn without replacement (numpy ``default_rng(0).choice``), for ``--epochs``
+  (2) epochs at batch ``--rq-batch`` (4096), its codebooks seeded by k-means on ``--kmeans-sample`` (65,536)
+  of them (``semid.kmeans_sample``); then every product assigned in batches of 262,144
   (``SemIDModel.encode``) and given its SID (``semid.sids.assign_sids``): products per second of each, the
   collisions (distinct code tuples, products alone in theirs, largest group) and the dedup tokens needed.
 - **The index**: ``RetailerIndex`` built from the SIDs and the assortment (stock as a bit per retailer and
   product), its stock trie (``index.stock_trie``: the catalog trie, a bit per retailer and node), saved to
   disk; then a serving process (a fresh interpreter) loads it and builds the stock trie, and its resident
   memory is read from /proc (after imports, after loading, peak), with what each part of the index holds.
-  Up to ``--forest-max`` products the pair forest (a trie row per (retailer, product) pair, what candidates
-  and ranking use) is built too, for its time and size.
+  Up to ``--forest-max`` (500k) products the pair forest (a trie row per (retailer, product) pair, what
+  candidates and ranking use) is built too, for its time and size.
 - **Constrained decoding**: ``constrained_beam_search`` with each query's retailer as its start (the stock
   trie), batch 64, beam 20 and 50, over an untrained decoder of the project's default shape
   (``DecoderConfig()``: Llama, d_model 128, 4 layers, 4 heads, d_ff 512, float32, seed 0): the search and the
   constraint are what is timed, not the model's quality. Prompts are ``<bos>`` + the SID tokens of a shopper's
   last 20 products at their home retailer. Queries per second, p50 and p99 seconds per batch, and the
-  decoded SIDs mapped to products (``RetailerIndex.decoded_items``) per batch. Up to ``--forest-max``, the
-  same batches on the pair forest.
+  decoded SIDs mapped to products (``RetailerIndex.decoded_items``) per batch; ``--decode-batches`` (10)
+  timed batches after one warm-up. Up to ``--forest-decode-max`` (50k), the same batches on the pair forest.
 - **faiss two-tower**: the product vectors as the item tower, a query the L2-normalised mean of the vectors
   of the same shoppers' histories (the query tower of an untrained mean-pooling two-tower model); exact
   inner-product search (``IndexFlatIP``) is the truth; an ``IndexIVFFlat`` with nlist = 2 sqrt(N), trained on
