@@ -5,10 +5,13 @@ product vectors), each size in one run, side by side:
 - **Semantic IDs**: the project's RQ-VAE (``semid.train.train_codebook``, the default codebook 32/256/512/1024
   with the taxonomy term, the latent as wide as the 64-d vectors) trained on a uniform random sample of at most
   ``--sample`` (500k) products drawn without replacement (numpy ``default_rng(0).choice``), for ``--epochs``
-  (2) epochs at batch ``--rq-batch`` (4096), its codebooks seeded by k-means on ``--kmeans-sample`` (65,536)
-  of them (``semid.kmeans_sample``); then every product assigned in batches of 262,144
+  (2) epochs at batch ``--rq-batch`` (4096) for reconstruction and ``--tax-batch`` (512) for the taxonomy term
+  (``semid.contrastive_batch_size``: its cost grows with the square of its batch), its codebooks seeded by
+  k-means on ``--kmeans-sample`` (65,536) of them (``semid.kmeans_sample``); then every product assigned in batches of 262,144
   (``SemIDModel.encode``) and given its SID (``semid.sids.assign_sids``): products per second of each, the
-  collisions (distinct code tuples, products alone in theirs, largest group) and the dedup tokens needed.
+  collisions (distinct code tuples, products alone in theirs, largest group), the dedup tokens needed, and how
+  the codes follow the taxonomy on the sample (the share of products whose first code is their department's
+  most common one, and whose first two codes are their leaf's most common pair).
 - **The index**: ``RetailerIndex`` built from the SIDs and the assortment (stock as a bit per retailer and
   product), its stock trie (``index.stock_trie``: the catalog trie, a bit per retailer and node), saved to
   disk; then a serving process (a fresh interpreter) loads it and builds the stock trie, and its resident
@@ -166,7 +169,7 @@ def semantic_ids(folder: Path, ids: np.ndarray, x: np.ndarray, args: argparse.Na
     # the default codebook; the latent is as wide as the vectors where they are narrower than its 128
     cfg = SemIDConfig(epochs=args.epochs, threads=args.threads, progress=False, seed=0,
                       latent_dim=min(SemIDConfig().latent_dim, x.shape[1]), batch_size=args.rq_batch,
-                      kmeans_sample=args.kmeans_sample)
+                      kmeans_sample=args.kmeans_sample, contrastive_batch_size=args.tax_batch)
     t = Timer()
     model, history = train_codebook(x[sample], paths, cfg)
     train_s = t.lap()
@@ -176,10 +179,12 @@ def semantic_ids(folder: Path, ids: np.ndarray, x: np.ndarray, args: argparse.Na
     table = assign_sids(ids, codes, model.codebook_version)
     sid_s = t.lap()
     col = collision_summary(table)
+    taxonomy = taxonomy_alignment(codes[sample], paths)
     dedup = table.column("dedup").to_numpy()
     out = {
         "sample": int(sample.size), "sample_rule": "uniform without replacement, numpy default_rng(0).choice",
         "epochs": args.epochs, "latent_dim": cfg.latent_dim, "batch_size": cfg.batch_size,
+        "taxonomy_batch_size": cfg.contrastive_batch_size or cfg.batch_size,
         "kmeans_sample": cfg.kmeans_sample, "train_s": train_s, "train_products_per_s": sample.size * args.epochs / train_s,
         "assign_s": assign_s, "assign_products_per_s": n / assign_s, "sid_table_s": sid_s,
         "sids_total_s": train_s + assign_s + sid_s,
@@ -187,8 +192,28 @@ def semantic_ids(folder: Path, ids: np.ndarray, x: np.ndarray, args: argparse.Na
         "max_group": col["max_group"], "dedup_vocab": int(dedup.max()) + 1,
         "products_with_dedup_gt0": int((dedup > 0).sum()), "full_sid_unique": col["full_sid_unique"],
         "utilization_last_epoch": history[-1].get("utilization"), "codebook_version": model.codebook_version,
+        **taxonomy,
     }
     return out, (table, model)
+
+
+def _majority_share(group: np.ndarray, value: np.ndarray) -> float:
+    """Share of products whose ``value`` is the most common one in their ``group``."""
+    pairs = np.unique(np.stack([group, value], 1), axis=0, return_counts=True)
+    (g, _), counts = pairs[0].T, pairs[1]
+    best = np.zeros(int(group.max()) + 1, np.int64)
+    np.maximum.at(best, g, counts)
+    return float(best.sum() / group.size)
+
+
+def taxonomy_alignment(codes: np.ndarray, paths: list) -> dict:
+    """How the codes follow the taxonomy, on the training sample: the share of products whose first code is the
+    most common first code of their department, and whose first two codes are their leaf's most common pair."""
+    dept = np.unique(np.array([p[0] if p else "" for p in paths]), return_inverse=True)[1].ravel()
+    leaf = np.unique(np.array(["/".join(p) if p else "" for p in paths]), return_inverse=True)[1].ravel()
+    prefix2 = codes[:, 0] * (int(codes[:, 1].max()) + 1) + codes[:, 1]
+    return {"dept_code1_share": _majority_share(dept, codes[:, 0]),
+            "leaf_prefix2_share": _majority_share(leaf, prefix2)}
 
 
 # ----- the index --------------------------------------------------------------------------------------------
@@ -476,10 +501,13 @@ def _plain(v):
 
 ROWS = [  # (label, path, format)
     ("RQ-VAE train sample (products)", "semid.sample", "{:,.0f}"),
+    ("RQ-VAE batch / taxonomy batch", ("semid.batch_size", "semid.taxonomy_batch_size"), "{:,.0f}/{:,.0f}"),
     ("RQ-VAE train s", "semid.train_s", "{:.1f}"),
     ("RQ-VAE train products/s (x epochs)", "semid.train_products_per_s", "{:,.0f}"),
     ("assign products/s", "semid.assign_products_per_s", "{:,.0f}"),
     ("SIDs for all products, s", "semid.sids_total_s", "{:.1f}"),
+    ("dept's usual 1st code (share)", "semid.dept_code1_share", "{:.3f}"),
+    ("leaf's usual 2-code prefix (share)", "semid.leaf_prefix2_share", "{:.3f}"),
     ("distinct code tuples", "semid.distinct_codes", "{:,.0f}"),
     ("products alone in their codes", "semid.unique_fraction", "{:.3f}"),
     ("largest collision group", "semid.max_group", "{:,.0f}"),
@@ -542,6 +570,8 @@ def run(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--sample", type=int, default=500_000, help="most products the RQ-VAE trains on")
     p.add_argument("--epochs", type=int, default=2, help="RQ-VAE epochs over the sample")
     p.add_argument("--rq-batch", type=int, default=4096, help="RQ-VAE batch size (the config default is 512)")
+    p.add_argument("--tax-batch", type=int, default=512,
+                   help="products in the taxonomy term's batch (semid.contrastive_batch_size; 0: --rq-batch)")
     p.add_argument("--kmeans-sample", type=int, default=65_536, help="products the codebooks are seeded on")
     p.add_argument("--assign-batch", type=int, default=1 << 18, help="products per assignment batch")
     p.add_argument("--events", type=int, default=200_000, help="events generated (histories for queries)")

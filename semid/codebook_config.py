@@ -43,6 +43,10 @@ class SemIDConfig:
     # pass and soft assignments cost several plain steps; every 2nd step by default
     # (docs/semantic-ids.md, "Semantic IDs on Instacart")
     contrastive_every: int = 2
+    # products in the taxonomy term's hierarchical batch (0: batch_size). Its cost grows with the square of this
+    # batch (pairwise distances per level), reconstruction's linearly with batch_size, so a large catalog trains
+    # reconstruction on big batches and the taxonomy term on a smaller one (docs/scaling.md, "Catalog scale")
+    contrastive_batch_size: int = 0
     parent_share: float = 0.5  # hierarchical sampler: share of a batch from one parent's leaves
     per_leaf: int = 8  # hierarchical sampler: products per leaf in that share
     hard_share: float = 0.5  # hierarchical sampler: share of the rest taken from look-alike unrelated products
@@ -66,7 +70,7 @@ class SemIDConfig:
         c.at_least(1, "latent_dim", "epochs", "init_epochs", "batch_size", "contrastive_every", "per_leaf",
                    "kmeans_iters")
         c.at_least(0, "warmup_epochs", "beta", "weight_decay", "contrastive_lambda", "contrastive_decay", "seed",
-                   "threads", "kmeans_sample")
+                   "threads", "kmeans_sample", "contrastive_batch_size")
         c.above(0, "lr", "init_lr_ratio", "contrastive_temperature", "contrastive_sharpness")
         c.within(0, 1, "min_lr_ratio", "parent_share", "hard_share")
         c.within(0, 1, "dropout", open_high=True)

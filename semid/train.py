@@ -228,7 +228,8 @@ def _train_rqvae(
     model = SemIDModel(cfg, std, net)
     nodes = encode_paths(category_paths, len(x))
     use_taxonomy = cfg.contrastive_lambda > 0 and (nodes >= 0).any()
-    sampler_cfg = SamplerConfig(cfg.batch_size, cfg.parent_share, cfg.per_leaf, cfg.hard_share)
+    sampler_cfg = SamplerConfig(cfg.contrastive_batch_size or cfg.batch_size, cfg.parent_share, cfg.per_leaf,
+                                cfg.hard_share)
     sampler = HierarchicalSampler(nodes, sampler_cfg, cfg.seed, embeddings=x.numpy())
     weights = level_weights(len(cfg.codebook_sizes), cfg.contrastive_decay)
     epochs, lr = (cfg.epochs, cfg.lr) if init is None else (cfg.init_epochs, cfg.lr * cfg.init_lr_ratio)

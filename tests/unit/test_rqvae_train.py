@@ -220,3 +220,27 @@ def test_rqvae_shapes():
     out = net(torch.randn(10, 20))
     assert out.reconstruction.shape == (10, 20) and out.codes.shape == (10, 2)
     assert net.encode(torch.randn(7, 20)).shape == (7, 2)
+
+
+def test_taxonomy_term_on_its_own_smaller_batch(world, monkeypatch):
+    """``contrastive_batch_size`` sizes the taxonomy term's hierarchical batch while reconstruction keeps
+    ``batch_size``; 0 (the default) is ``batch_size``, the codebook trained before the setting existed."""
+    from semid import sampler as sampler_module
+    from semid import train as train_module
+
+    x, paths = world
+    tax, recon = [], []
+    original_batch, original_uniform = sampler_module.HierarchicalSampler.batch, train_module._uniform_batches
+    monkeypatch.setattr(sampler_module.HierarchicalSampler, "batch",
+                        lambda self: (lambda b: tax.append(len(b)) or b)(original_batch(self)))
+    monkeypatch.setattr(train_module, "_uniform_batches",
+                        lambda n, size, rng: (lambda bs: recon.extend(len(b) for b in bs) or bs)(original_uniform(n, size, rng)))
+    small, _ = train_codebook(x, paths, small_cfg(epochs=2, contrastive_batch_size=48))
+    assert tax and set(tax) == {48} and max(recon) == 128
+    tax.clear()
+    default, _ = train_codebook(x, paths, small_cfg(epochs=2))
+    assert set(tax) == {128}
+    same, _ = train_codebook(x, paths, small_cfg(epochs=2, contrastive_batch_size=128))
+    assert same.codebook_version == default.codebook_version != small.codebook_version
+    with pytest.raises(ValueError, match="contrastive_batch_size"):
+        small_cfg(contrastive_batch_size=-1)
