@@ -74,6 +74,10 @@ class TrainConfig:
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     checkpoint_every: int = 500  # optimizer steps between mid-epoch checkpoints (0: only at epoch ends)
     bucket: int = 50  # length bucketing: sort chunks of batch_size * bucket sequences by length
+    # most padded tokens one forward/backward pass holds: a bigger batch is cut into passes whose gradients add
+    # up to the same optimizer step (up to float rounding and dropout draws), so the longest batches' activations
+    # stay bounded (docs/scaling.md, "Memory"). None: every batch in one pass
+    pass_tokens: int | None = None
     padding_side: Literal["right", "left"] = "right"  # where training batches are padded
     threads: int = 0  # torch CPU threads while training (0: torch's default; 1 is fastest on a busy small machine)
     log_every: int = 20  # steps between progress-bar updates of loss and tokens/s
@@ -86,6 +90,6 @@ class TrainConfig:
         c.literals()
         c.at_least(0, "lr", "weight_decay", "warmup_steps", "seed", "grad_clip", "checkpoint_every", "threads")
         c.at_least(1, "batch_size", "epochs", "max_steps", "eval_every", "patience", "eval_examples", "eval_k",
-                   "eval_beam_width", "eval_batch_size", "bucket", "log_every")
+                   "eval_beam_width", "eval_batch_size", "bucket", "log_every", "pass_tokens")
         c.within(0, 1, "min_lr_ratio")
         c.within(0, 1, "beta2", "ema_decay", open_high=True)

@@ -8,6 +8,7 @@ exactly the weights an uninterrupted run reaches.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -40,7 +41,7 @@ from semid.tokenizer import BOS, PAD
 log = logging.getLogger(__name__)
 
 # settings that may change between an interrupted run and its resumption without changing the result
-RESUMABLE_CHANGES = ("progress", "threads", "checkpoint_every", "log_every")
+RESUMABLE_CHANGES = ("progress", "threads", "checkpoint_every", "log_every", "pass_tokens")
 
 
 @dataclass
@@ -182,13 +183,25 @@ class DecoderTrainer:
         )
 
     def _step(self, index: np.ndarray) -> tuple[torch.Tensor, int]:
-        """One optimizer step on the sequences ``index`` -> (loss tensor, real tokens)."""
-        batch = collate(self.data, index, self.pad_id, self.cfg.padding_side)
-        n_tokens = int(batch["attention_mask"].sum())
-        batch = {k: v.to(self.accelerator.device, non_blocking=True) for k, v in batch.items()}
+        """One optimizer step on the sequences ``index`` -> (loss tensor, real tokens). A batch longer than
+        ``pass_tokens`` runs as several passes: each pass's summed loss is back-propagated and the gradients
+        are divided by the batch's labelled count once, the step one pass would take."""
         self.wrapper.train()
-        loss, _ = self.wrapper(**batch)
-        self.accelerator.backward(loss)
+        passes = split_passes(index, self.data.lengths, self.cfg.pass_tokens)
+        total_loss, labelled, n_tokens = 0.0, 0, 0
+        for i, part in enumerate(passes):
+            batch = collate(self.data, part, self.pad_id, self.cfg.padding_side)
+            n_tokens += int(batch["attention_mask"].sum())
+            batch = {k: v.to(self.accelerator.device, non_blocking=True) for k, v in batch.items()}
+            last = i == len(passes) - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.wrapper):
+                loss, n = self.wrapper(**batch)
+                self.accelerator.backward(loss if len(passes) == 1 else loss * n)
+            total_loss, labelled = total_loss + loss.detach() * n, labelled + n
+        if len(passes) > 1:
+            for p in self.wrapper.parameters():
+                if p.grad is not None:
+                    p.grad.div_(labelled.clamp(min=1))
         if self.cfg.grad_clip > 0:
             self.accelerator.clip_grad_norm_(self.wrapper.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
@@ -196,7 +209,7 @@ class DecoderTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        return loss.detach(), n_tokens
+        return total_loss / labelled.clamp(min=1), n_tokens
 
     def _end_epoch(self) -> None:
         """Epoch bookkeeping, evaluation when due, early-stopping decision, checkpoint."""
@@ -279,6 +292,15 @@ class DecoderTrainer:
     def cleanup(self) -> None:
         """Release the accelerator's references (the output folder is kept)."""
         self.accelerator.free_memory()
+
+
+def split_passes(index: np.ndarray, lengths: np.ndarray, pass_tokens: int | None) -> list[np.ndarray]:
+    """``index`` cut into as few equal passes as keep each one's padded size (rows x longest) within
+    ``pass_tokens``; one pass when None or already within it."""
+    padded = len(index) * int(lengths[index].max())
+    if pass_tokens is None or padded <= pass_tokens:
+        return [index]
+    return np.array_split(index, min(len(index), -(-padded // pass_tokens)))
 
 
 def retailer_token_fn(tokenizer, enabled: bool) -> Callable[[np.ndarray], np.ndarray] | None:

@@ -249,3 +249,40 @@ def test_two_processes_under_accelerate_train_to_the_validation_of_one(tmp_path)
     assert abs(two[0]["best"] - single.best) <= 0.1  # within noise: 40 validation shoppers, 0.025 each
     assert decoder_meta(load_decoder(out / MODEL_DIR, codebook_version="cb-test"))["trained_steps"] == two[0]["best_step"]
 
+
+
+def test_split_passes_keeps_each_pass_within_its_token_budget():
+    from genrec.model.train import split_passes
+
+    lengths = np.array([10, 12, 12, 9, 12, 11, 12, 12])
+    index = np.arange(8)
+    assert [p.tolist() for p in split_passes(index, lengths, None)] == [index.tolist()]
+    assert [p.tolist() for p in split_passes(index, lengths, 96)] == [index.tolist()]  # 8 x 12 fits
+    parts = split_passes(index, lengths, 40)
+    assert np.concatenate(parts).tolist() == index.tolist()
+    assert len(parts) == 3 and all(len(p) * lengths[p].max() <= 40 for p in parts)
+
+
+@pytest.mark.parametrize("arch", ["llama", "item"])
+def test_a_batch_cut_into_passes_takes_the_step_of_one_pass(tmp_path, arch):
+    """Gradients of several passes add up to the whole batch's: the optimizer sees the same gradient and the
+    same loss is logged (float32, no dropout, so the passes draw nothing at random)."""
+    seen = {}
+    for name, pass_tokens in (("one", None), ("passes", 150)):
+        cfg = train_config(batch_size=48, max_steps=1, checkpoint_every=0, pass_tokens=pass_tokens,
+                           mixed_precision="no", grad_clip=0.0)
+        tr = walk_trainer(tmp_path / name, cfg, dropout=0.0, with_eval=False, arch=arch)
+        tr.setup()
+        index = tr._my_batches(0)[0]
+        grads = []
+        step = tr.optimizer.step
+        tr.optimizer.step = lambda *a, **k: (grads.append([p.grad.clone() for p in tr.wrapper.parameters()
+                                                           if p.grad is not None]), step(*a, **k))[1]
+        loss, tokens = tr._step(index)
+        seen[name] = (float(loss), tokens, grads[0])
+        tr.cleanup()
+    lengths = walk_trainer(tmp_path / "probe", train_config(), with_eval=False, arch=arch).data.lengths
+    assert len(index) * int(lengths[index].max()) > 150  # the budget does cut this batch
+    (loss_a, tok_a, g_a), (loss_b, tok_b, g_b) = seen["one"], seen["passes"]
+    assert tok_a == tok_b and loss_a == pytest.approx(loss_b, rel=1e-5)
+    assert len(g_a) == len(g_b) and all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(g_a, g_b))
