@@ -52,7 +52,9 @@ import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SERVER = "import json, sys; from pathlib import Path; from genrec.serve import serve, ServeSettings; " \
+# the server as `genrec serve` starts it: malloc thresholds fixed first (genrec.cli.heap), then the app
+SERVER = "import json, sys; from pathlib import Path; from genrec.cli.heap import return_freed_memory; " \
+         "return_freed_memory(); from genrec.serve import serve, ServeSettings; " \
          "serve(Path(sys.argv[1]), ServeSettings(**json.loads(sys.argv[2])))"
 KEY_ENV = "GENREC_BENCH_API_KEY"
 
