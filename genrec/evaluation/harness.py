@@ -36,6 +36,9 @@ POPULARITY_BANDS = ((1, 5), (5, 10), (10, 50), (50, None))  # training purchases
 # -------------------------------------------------------------------------------------------- the model side
 
 
+DECODE_BATCH = 256  # queries per beam search (as genrec.rank.train decodes the ranker's examples)
+
+
 class GenerativeModel:
     """The run behind the ``Recommender`` interface: the trained decoder's constrained beam search via
     ``genrec.retriever.Retriever``; nothing to fit."""
@@ -64,11 +67,18 @@ class GenerativeModel:
         return self.recommend_lists(queries, [k], exclude_history)[k]
 
     def recommend_lists(self, queries: Examples, ks: Sequence[int], exclude_history: bool = False) -> dict[int, np.ndarray]:
-        """Top K per query for each K of ``ks`` from one beam search (each list has its own cold-start slots)."""
-        histories = [queries.history(i) for i in range(len(queries))]
-        retailers = [None if r == NO_RETAILER else int(r) for r in queries.retailer_ids]
-        out = self.retriever.retrieve_lists(histories, retailers, ks, exclude_history=exclude_history)
-        return {k: c.item_ids.astype(np.int64) for k, c in out.items()}
+        """Top K per query for each K of ``ks`` from one beam search (each list has its own cold-start slots),
+        ``DECODE_BATCH`` queries at a time: a beam search holds its queries' beams and caches at once, so the
+        batch bounds eval's memory (docs/scaling.md, "Memory")."""
+        parts = []
+        for start in range(0, len(queries), DECODE_BATCH):
+            rows = range(start, min(start + DECODE_BATCH, len(queries)))
+            histories = [queries.history(i) for i in rows]
+            retailers = [None if queries.retailer_ids[i] == NO_RETAILER else int(queries.retailer_ids[i]) for i in rows]
+            parts.append(self.retriever.retrieve_lists(histories, retailers, ks, exclude_history=exclude_history))
+        if not parts:
+            return {k: np.zeros((0, k), np.int64) for k in ks}
+        return {k: np.concatenate([p[k].item_ids for p in parts]).astype(np.int64) for k in ks}
 
 
 @dataclass

@@ -286,3 +286,29 @@ def test_trained_baselines_may_list_re_buys_on_baskets(tmp_path):
     assert kept["models"]["sasrec_ce"]["recall@50"] == 1.0
     cut = evaluate(tmp_path / "ds", None, ["sasrec_ce"], config=EvalConfig(fit_options=quick, exclude_history="always"))
     assert cut["models"]["sasrec_ce"]["recall@50"] < 1.0
+
+
+def test_the_generative_model_decodes_a_bounded_batch_at_a_time():
+    """Eval's memory is one beam search's: the harness hands the retriever DECODE_BATCH queries at a time and
+    stitches the lists back in query order."""
+    from types import SimpleNamespace
+
+    from genrec.evaluation import harness
+
+    calls = []
+
+    class Retriever:
+        def retrieve_lists(self, histories, retailers, ks, exclude_history=False):
+            calls.append(len(histories))
+            first = np.array([h[0] for h in histories])
+            return {k: SimpleNamespace(item_ids=first[:, None] + np.arange(k)) for k in ks}
+
+    n = 2 * harness.DECODE_BATCH + 7
+    queries = type("Q", (), {"__len__": lambda self: n, "history": lambda self, i: np.array([100 + i, 5]),
+                             "retailer_ids": np.full(n, -1)})()
+    model = harness.GenerativeModel.__new__(harness.GenerativeModel)
+    model.retriever = Retriever()
+    lists = model.recommend_lists(queries, [3, 1])
+    assert calls == [harness.DECODE_BATCH, harness.DECODE_BATCH, 7]
+    assert lists[3].shape == (n, 3) and lists[3][:, 0].tolist() == [100 + i for i in range(n)]
+    assert lists[1].tolist() == lists[3][:, :1].tolist()
