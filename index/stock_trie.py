@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from index.stock import StockBits
-from index.trie import DEFAULT_PAD_BUDGET, PrefixTrie
+from index.trie import DEFAULT_PAD_BUDGET, PrefixTrie, copy_on_device
 from semid.common import DataError
 
 START_DEPTH = 1  # queries start at their slot's node, as in the pair forest
@@ -84,20 +84,12 @@ class StockTrie:
 
     def to(self, device: str | torch.device) -> "StockTrie":
         """This view with every tensor on ``device`` (self when already there; copied once per device)."""
-        device = torch.device(device)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        if device == self.device:
-            return self
-        if device not in self._copies:
-            out = object.__new__(StockTrie)
-            out.__dict__.update(self.__dict__)
-            out.catalog = self.catalog.to(device)
-            out.node_bits = [b.to(device) for b in self.node_bits]
-            out.slot_alive = self.slot_alive.to(device)
-            out.device, out._copies = device, {}
-            self._copies[device] = out
-        return self._copies[device]
+        return copy_on_device(self, device, self._moved)
+
+    def _moved(self, out: "StockTrie", device: torch.device) -> None:
+        out.catalog = self.catalog.to(device)
+        out.node_bits = [b.to(device) for b in self.node_bits]
+        out.slot_alive = self.slot_alive.to(device)
 
     # ----- the decoding interface (that of ``PrefixTrie``) ---------------------------------------------
 

@@ -86,22 +86,12 @@ class PrefixTrie:
 
     def to(self, device: str | torch.device) -> "PrefixTrie":
         """This trie with every tensor on ``device`` (self when already there; copied once per device)."""
-        device = torch.device(device)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        if device == self.device:
-            return self
-        if device in self._copies:
-            return self._copies[device]
-        out = object.__new__(PrefixTrie)
-        out.__dict__.update(self.__dict__)
-        out.device = device
-        out._copies = {}
+        return copy_on_device(self, device, self._moved)
+
+    def _moved(self, out: "PrefixTrie", device: torch.device) -> None:
         out.leaf_rows = self.leaf_rows.to(device)
         for name in ("child_start", "edge_token", "edge_key", "leaf_start", "child_table"):
             setattr(out, name, [None if t is None else t.to(device) for t in getattr(self, name)])
-        self._copies[device] = out
-        return out
 
     # ----- batched node operations ---------------------------------------------------------------------
 
@@ -301,3 +291,20 @@ def _child_table(parent: np.ndarray, token: np.ndarray, start: np.ndarray, pad_b
     table = np.full((counts.size, width), -1, dtype=np.int64)
     table[parent, np.arange(parent.size) - start[parent]] = token
     return table
+
+
+def copy_on_device(obj, device: str | torch.device, move) -> object:
+    """``obj`` on ``device``: itself when already there, else a shallow copy (made once per device and kept in
+    ``obj._copies``) whose tensors ``move(copy, device)`` replaces. A bare ``cuda`` means the current GPU."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device == obj.device:
+        return obj
+    if device not in obj._copies:
+        out = object.__new__(type(obj))
+        out.__dict__.update(obj.__dict__)
+        out.device, out._copies = device, {}
+        move(out, device)
+        obj._copies[device] = out
+    return obj._copies[device]
