@@ -8,7 +8,9 @@ product vectors), each size in one run, side by side:
   (2) epochs at batch ``--rq-batch`` (4096) for reconstruction and ``--tax-batch`` (512) for the taxonomy term
   (``semid.contrastive_batch_size``: its cost grows with the square of its batch), its codebooks seeded by
   k-means on ``--kmeans-sample`` (65,536) of them (``semid.kmeans_sample``); then every product assigned in batches of 262,144
-  (``SemIDModel.encode``) and given its SID (``semid.sids.assign_sids``): products per second of each, the
+  (``SemIDModel.encode``), the last level capped at ``--last-capacity`` (64) products a code tuple
+  (``semid.last_code_capacity``, ``semid.capacity``: crowded prefixes split by their residuals; 0 keeps the
+  nearest codewords) and given its SID (``semid.sids.assign_sids``): products per second of each, the
   collisions (distinct code tuples, products alone in theirs, largest group), the dedup tokens needed, and how
   the codes follow the taxonomy on the sample (the share of products whose first code is their department's
   most common one, and whose first two codes are their leaf's most common pair).
@@ -169,13 +171,18 @@ def semantic_ids(folder: Path, ids: np.ndarray, x: np.ndarray, args: argparse.Na
     # the default codebook; the latent is as wide as the vectors where they are narrower than its 128
     cfg = SemIDConfig(epochs=args.epochs, threads=args.threads, progress=False, seed=0,
                       latent_dim=min(SemIDConfig().latent_dim, x.shape[1]), batch_size=args.rq_batch,
-                      kmeans_sample=args.kmeans_sample, contrastive_batch_size=args.tax_batch)
+                      kmeans_sample=args.kmeans_sample, contrastive_batch_size=args.tax_batch,
+                      last_code_capacity=args.last_capacity)
     t = Timer()
     model, history = train_codebook(x[sample], paths, cfg)
     train_s = t.lap()
     torch.set_num_threads(args.threads)
     codes = np.concatenate([model.encode(x[s:s + args.assign_batch]) for s in range(0, n, args.assign_batch)])
-    assign_s = t.lap()
+    nearest_max = int(np.unique(codes, axis=0, return_counts=True)[1].max())
+    encode_s = t.lap()
+    codes = model.capped(x, codes)
+    cap_s = t.lap()
+    assign_s = encode_s + cap_s
     table = assign_sids(ids, codes, model.codebook_version)
     sid_s = t.lap()
     col = collision_summary(table)
@@ -187,7 +194,8 @@ def semantic_ids(folder: Path, ids: np.ndarray, x: np.ndarray, args: argparse.Na
         "taxonomy_batch_size": cfg.contrastive_batch_size or cfg.batch_size,
         "kmeans_sample": cfg.kmeans_sample, "train_s": train_s, "train_products_per_s": sample.size * args.epochs / train_s,
         "assign_s": assign_s, "assign_products_per_s": n / assign_s, "sid_table_s": sid_s,
-        "sids_total_s": train_s + assign_s + sid_s,
+        "sids_total_s": train_s + assign_s + sid_s, "last_code_capacity": args.last_capacity, "cap_s": cap_s,
+        "max_group_nearest": nearest_max,
         "distinct_codes": col["n_distinct_codes"], "unique_fraction": col["unique_fraction"],
         "max_group": col["max_group"], "dedup_vocab": int(dedup.max()) + 1,
         "products_with_dedup_gt0": int((dedup > 0).sum()), "full_sid_unique": col["full_sid_unique"],
@@ -510,6 +518,9 @@ ROWS = [  # (label, path, format)
     ("leaf's usual 2-code prefix (share)", "semid.leaf_prefix2_share", "{:.3f}"),
     ("distinct code tuples", "semid.distinct_codes", "{:,.0f}"),
     ("products alone in their codes", "semid.unique_fraction", "{:.3f}"),
+    ("largest group, nearest codewords", "semid.max_group_nearest", "{:,.0f}"),
+    ("last-level capacity (0: none)", "semid.last_code_capacity", "{:,.0f}"),
+    ("  its reassignment s", "semid.cap_s", "{:.1f}"),
     ("largest collision group", "semid.max_group", "{:,.0f}"),
     ("dedup tokens needed", "semid.dedup_vocab", "{:,.0f}"),
     ("stock pairs", "index.stock_pairs", "{:,.0f}"),
@@ -572,6 +583,8 @@ def run(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--rq-batch", type=int, default=4096, help="RQ-VAE batch size (the config default is 512)")
     p.add_argument("--tax-batch", type=int, default=512,
                    help="products in the taxonomy term's batch (semid.contrastive_batch_size; 0: --rq-batch)")
+    p.add_argument("--last-capacity", type=int, default=64,
+                   help="semid.last_code_capacity: most products on one code tuple (0: nearest codewords only)")
     p.add_argument("--kmeans-sample", type=int, default=65_536, help="products the codebooks are seeded on")
     p.add_argument("--assign-batch", type=int, default=1 << 18, help="products per assignment batch")
     p.add_argument("--events", type=int, default=200_000, help="events generated (histories for queries)")

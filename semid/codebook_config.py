@@ -55,6 +55,11 @@ class SemIDConfig:
     # and Lloyd cost grow with products x codewords, so a catalog of millions seeds its codebooks on a sample
     # (docs/scaling.md, "Catalog scale")
     kmeans_sample: int = 0
+    # at most this many products on one code tuple (0: no cap, every product takes its nearest codewords): a
+    # prefix that would crowd more onto one tuple spreads over the last codebook by a k-d split of its
+    # residuals (semid/capacity.py). Keeps the disambiguation level, and so the decoder's vocabulary, narrow
+    # on catalogs of millions (docs/scaling.md, "The 5M bars")
+    last_code_capacity: int = 0
     revive_dead: bool = True  # move codewords unused over an epoch onto live residuals
     seed: int = 0  # seeds weights, k-means, sampling: same seed + data = same codebook
     threads: int = 0  # torch CPU threads while training; 0 leaves the process setting alone
@@ -70,7 +75,7 @@ class SemIDConfig:
         c.at_least(1, "latent_dim", "epochs", "init_epochs", "batch_size", "contrastive_every", "per_leaf",
                    "kmeans_iters")
         c.at_least(0, "warmup_epochs", "beta", "weight_decay", "contrastive_lambda", "contrastive_decay", "seed",
-                   "threads", "kmeans_sample", "contrastive_batch_size")
+                   "threads", "kmeans_sample", "contrastive_batch_size", "last_code_capacity")
         c.above(0, "lr", "init_lr_ratio", "contrastive_temperature", "contrastive_sharpness")
         c.within(0, 1, "min_lr_ratio", "parent_share", "hard_share")
         c.within(0, 1, "dropout", open_high=True)

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from semid.capacity import cap_last_level
 from semid.codebook_config import SemIDConfig
 from semid.contrastive import (
     ContrastiveScales,
@@ -70,6 +71,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1.0)
 
 
+RESIDUAL_BATCH = 1 << 18  # products per slice when computing last-level residuals
+
+
 class SemIDModel:
     """A trained codebook with its input standardiser: embeddings in, L codes out."""
 
@@ -108,6 +112,35 @@ class SemIDModel:
         if isinstance(self.net, RQKMeans):
             return [np.asarray(c, np.float32) for c in self.net.codebooks]
         return [c.detach().cpu().numpy().astype(np.float32) for c in self.net.quantizer.codebooks]
+
+    def last_residuals(self, embeddings: np.ndarray, codes: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """What the last codebook quantises for each product (at ``rows``, default all): its latent less the
+        codewords of its first L-1 codes, (n, latent dim) float32 (``semid.capacity`` splits crowded prefixes
+        by it)."""
+        rows = np.arange(len(codes)) if rows is None else np.asarray(rows, dtype=np.int64)
+        codes = np.asarray(codes, dtype=np.int64)
+        books = self.codewords()
+        out = np.empty((rows.size, books[-1].shape[1]), np.float32)
+        for s in range(0, rows.size, RESIDUAL_BATCH):  # a catalog of millions, a slice at a time
+            at = rows[s:s + RESIDUAL_BATCH]
+            x = self._inputs(embeddings[at])
+            if isinstance(self.net, RQKMeans):
+                z = np.asarray(x, np.float32)
+            else:
+                self.net.eval()
+                z = self.net.latents(torch.from_numpy(x)).numpy().astype(np.float32)
+            for level, book in enumerate(books[:-1]):
+                z -= book[codes[at, level]]
+            out[s:s + at.size] = z
+        return out
+
+    def capped(self, embeddings: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """``codes`` with the last level capped at ``cfg.last_code_capacity`` products a tuple (0: unchanged);
+        ``embeddings`` are the products' own, rows aligned (``semid.capacity``)."""
+        if not self.cfg.last_code_capacity:
+            return codes
+        return cap_last_level(codes, lambda rows: self.last_residuals(embeddings, codes, rows),
+                              self.codewords()[-1], self.cfg.last_code_capacity)
 
     def reconstruction_error(self, embeddings: np.ndarray) -> float:
         """Share of input variance the codes fail to reconstruct: mean ||x - x_hat||^2 / mean ||x - mean||^2."""

@@ -17,6 +17,7 @@ from genrec.data.dataset import read_dataset
 from genrec.data.sequences import split_events
 from genrec.run.config import RunConfig, load_run_config
 from genrec.run.layout import CONFIG_FILE, DATASET_FILE, EMBEDDINGS_FILE, ITEMS_FILE, TEXT_EMBEDDINGS_FILE
+from semid.capacity import place_new
 from semid.catalog import catalog_rows, read_items
 from semid.churn import carry_over_sids, migration_table, sid_churn
 from semid.collab import combine, fill_missing, impute_from_text
@@ -63,7 +64,7 @@ def build_semids(data: Path, cfg: RunConfig, run: Path, init_run: Path | None = 
                         f"gives {vectors.shape[1]}-d (embedding model or collab settings differ); retrain fresh")
     paths = items.column("category_path").to_pylist()
     model, history = train_codebook(vectors, paths, cfg.semid, init=init)
-    codes = model.encode(vectors)
+    codes = model.capped(vectors, model.encode(vectors))
     if init_run is not None:  # products whose codes did not move keep their whole SID, dedup token included
         sids = carry_over_sids(read_sids(init_run), item_ids, codes, model.codebook_version)
     else:
@@ -224,9 +225,19 @@ def assign_new_items(run: Path, items_file: Path, cfg: RunConfig | None = None) 
     if known.any():
         log.warning("%d products already have SIDs; keeping their SIDs", int(known.sum()))
     ids, vectors = ids[~known], vectors[~known]
-    table = extend_sids(existing, ids, model.encode(vectors))
+    table = extend_sids(existing, ids, new_codes(model, vectors, existing))
     write_sids(run, table, model.codebook_version)
     return table.filter(pa.compute.is_in(table.column("item_id"), value_set=pa.array(ids)))
+
+
+def new_codes(model: SemIDModel, vectors: np.ndarray, existing: pa.Table) -> np.ndarray:
+    """Codes for new products; with ``semid.last_code_capacity`` a new product whose tuple is full takes the
+    nearest last-level codeword with room (``semid.capacity.place_new``)."""
+    codes = model.encode(vectors)
+    cap = model.cfg.last_code_capacity
+    if not cap:
+        return codes
+    return place_new(codes, model.last_residuals(vectors, codes), model.codewords()[-1], codes_matrix(existing), cap)
 
 
 def audit_run(run: Path, min_support: int = 5, top: int | None = None) -> pa.Table:
