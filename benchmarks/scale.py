@@ -334,57 +334,64 @@ def serving_memory(path: Path) -> dict:
 # ----- decoding ---------------------------------------------------------------------------------------------
 
 
-def decoding(index, tok, hist: list[np.ndarray], shops: np.ndarray, forest, args: argparse.Namespace) -> dict:
-    """Constrained beam search at batch 64 and each beam width, every query from its retailer's start."""
+def prompts_and_model(index, vocab_size: int, tokens_per_item: int, hist: list[np.ndarray]):
+    """The untrained decoder (seed 0) and the left-padded prompts: ``<bos>`` + the SID tokens of each history."""
     import torch
 
-    from genrec.model.beam_search import constrained_beam_search
     from genrec.model.config import DecoderConfig
     from genrec.model.decoder import build_decoder
     from semid.tokenizer import BOS, PAD
 
     torch.manual_seed(0)
-    cfg = DecoderConfig()
-    model = build_decoder(cfg, tok.vocab_size, tok.tokens_per_item).eval()
-    rows_of = index.rows_of
-    prompts = []
-    for h in hist:
-        r, _ = rows_of(h)
-        prompts.append(np.r_[BOS, r.reshape(-1)])
+    model = build_decoder(DecoderConfig(), vocab_size, tokens_per_item).eval()
+    prompts = [np.r_[BOS, index.rows_of(h)[0].reshape(-1)] for h in hist]
     width = max(len(p) for p in prompts)
     ids = np.full((len(prompts), width), PAD, np.int64)
     mask = np.zeros_like(ids)
     for i, p in enumerate(prompts):
         ids[i, width - len(p):], mask[i, width - len(p):] = p, 1
-    ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
+    return model, torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def decode_batch(index, model, ids, mask, shops: np.ndarray, b: int, beam: int, start_of) -> tuple[float, float, float]:
+    """Batch ``b`` of 64 decoded from each query's start (``start_of(shops)`` -> trie, nodes, depth): seconds to
+    decode, seconds to map the SIDs to products, share of beams that name a product the retailer stocks."""
+    from genrec.model.beam_search import constrained_beam_search
+
+    sl = slice(b * BATCH, (b + 1) * BATCH)
+    shop = shops[sl]
+    t = time.perf_counter()
+    trie, start, depth = start_of(index, shop)
+    got, _ = constrained_beam_search(model, ids[sl], mask[sl], trie, beam, beam, start=start, start_depth=depth)
+    dt = time.perf_counter() - t
+    items = index.decoded_items(got, shop.tolist())
+    return dt, time.perf_counter() - t - dt, float((items >= 0).mean())
+
+
+def stock_trie_start(index, shop: np.ndarray):
+    s = index.start_for(shop.tolist())
+    return s.trie, s.nodes, s.depth
+
+
+def decoding(index, tok, hist: list[np.ndarray], shops: np.ndarray, forest, args: argparse.Namespace) -> dict:
+    """Constrained beam search at batch 64 and each beam width, every query from its retailer's start."""
+    import torch
+
+    from genrec.model.config import DecoderConfig
+
+    cfg = DecoderConfig()
+    model, ids, mask = prompts_and_model(index, tok.vocab_size, tok.tokens_per_item, hist)
     out: dict = {"model": f"untrained Llama d_model {cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} heads, "
                           f"d_ff {cfg.d_ff}, float32, history {HISTORY} items",
                  "batches": args.decode_batches, "batch": BATCH}
-    n_batches = min(args.decode_batches, len(prompts) // BATCH)
+    n_batches = min(args.decode_batches, len(ids) // BATCH)
 
-    def run(beam: int, trie_of) -> tuple[list[float], list[float], float]:
-        times, maps, live = [], [], []
-        for b in range(n_batches + 1):  # the first batch warms up and is not counted
-            sl = slice(b * BATCH, (b + 1) * BATCH)
-            shop = shops[sl]
-            t = time.perf_counter()
-            trie, start, depth = trie_of(shop)
-            got, _ = constrained_beam_search(model, ids[sl], mask[sl], trie, beam, beam, start=start,
-                                             start_depth=depth)
-            dt = time.perf_counter() - t
-            items = index.decoded_items(got, shop.tolist())
-            dm = time.perf_counter() - t - dt
-            if b:
-                times.append(dt)
-                maps.append(dm)
-                live.append(float((items >= 0).mean()))
-        return times, maps, float(np.mean(live))
+    def run(beam: int, start_of) -> tuple[list[float], list[float], float]:
+        got = [decode_batch(index, model, ids, mask, shops, b, beam, start_of) for b in range(n_batches + 1)]
+        got = got[1:]  # the first batch warms up and is not counted
+        return [g[0] for g in got], [g[1] for g in got], float(np.mean([g[2] for g in got]))
 
-    def stock_trie_start(shop):
-        s = index.start_for(shop.tolist())
-        return s.trie, s.nodes, s.depth
-
-    def forest_start(shop):
+    def forest_start(index, shop):
         return forest.trie, torch.from_numpy(forest.slot_nodes[index.slots_for(shop.tolist())]), 1
 
     with torch.inference_mode():
@@ -397,6 +404,51 @@ def decoding(index, tok, hist: list[np.ndarray], shops: np.ndarray, forest, args
                 times, _, _ = run(beam, forest_start)
                 out[f"beam{beam}"]["forest_qps"] = BATCH * len(times) / sum(times)
     return out
+
+
+def decode_compare(sizes: list[int], args: argparse.Namespace) -> dict:
+    """Decoding of the saved indexes of ``sizes`` (``--work``), timed batch by batch in turn (size A's batch b,
+    then size B's batch b, ...), so that a change in the machine's load falls on every size alike; queries per
+    second per size and beam and each size's ratio to the smallest."""
+    import torch
+
+    from index.retailer_index import RetailerIndex
+
+    torch.set_num_threads(args.threads)
+    setups = {}
+    for n in sizes:
+        index = RetailerIndex.load(Path(args.work) / f"scale-{n}" / "index")
+        index.stock_trie()
+        hist, shops = histories(catalog(n, Path(args.data_root), args.events)[0], BATCH * (args.decode_batches + 1))
+        setups[n] = (index, *prompts_and_model(index, index.vocab_size, index.tokens_per_item, hist), shops)
+        print(f"[{n:,}] index loaded, vocabulary {index.vocab_size:,}", flush=True)
+    out: dict = {"sizes": sizes, "batches": args.decode_batches, "batch": BATCH, "threads": args.threads,
+                 "load_before": machine_load(), "vocab": {n: int(s[0].vocab_size) for n, s in setups.items()}}
+    with torch.inference_mode():
+        for beam in BEAMS:
+            times = {n: [] for n in sizes}
+            for b in range(args.decode_batches + 1):
+                for n, (index, model, ids, mask, shops) in setups.items():
+                    dt = decode_batch(index, model, ids, mask, shops, b, beam, stock_trie_start)[0]
+                    if b:
+                        times[n].append(dt)
+            qps = {n: BATCH * len(t) / sum(t) for n, t in times.items()}
+            out[f"beam{beam}"] = {str(n): {"qps": qps[n], "p50_s": float(np.percentile(times[n], 50)),
+                                           "p99_s": float(np.percentile(times[n], 99)),
+                                           "ratio": qps[n] / qps[sizes[0]]} for n in sizes}
+    out["load_after"] = machine_load()
+    return out
+
+
+def compare_table(result: dict) -> str:
+    """The interleaved decoding comparison as a table: one row per size and beam."""
+    lines = [f"{'products':>10} {'vocab':>7} {'beam':>5} {'qps':>8} {'p50 s':>7} {'p99 s':>7} {'x smallest':>11}"]
+    for beam in BEAMS:
+        for n in result["sizes"]:
+            r = result[f"beam{beam}"][str(n)]
+            lines.append(f"{n:>10,} {result['vocab'][n]:>7,} {beam:>5} {r['qps']:>8.1f} {r['p50_s']:>7.2f} "
+                         f"{r['p99_s']:>7.2f} {r['ratio']:>11.2f}")
+    return "\n".join(lines)
 
 
 # ----- faiss -----------------------------------------------------------------------------------------------
@@ -597,6 +649,8 @@ def run(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--work", default="work/scale-bench", help="where indexes are saved")
     p.add_argument("--out", default=None, help="folder for scale-N.json")
     p.add_argument("--table", nargs="+", default=None, help="print the table of saved JSONs and stop")
+    p.add_argument("--decode-compare", action="store_true",
+                   help="only decoding, on the indexes already saved in --work for --sizes, batches timed in turn")
     args = p.parse_args(argv)
     if args.table:
         results = [json.loads(Path(f).read_text()) for f in args.table]
@@ -605,6 +659,13 @@ def run(argv: list[str] | None = None) -> list[dict]:
     sizes = sorted(set(args.sizes + ([FIVE_M] if args.with_5m else [])))
     if any(s > 1_000_000 for s in sizes) and not args.with_5m:
         p.error("sizes above 1M need --with-5m")
+    if args.decode_compare:
+        result = decode_compare(sizes, args)
+        print(compare_table(result))
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "decode-compare.json").write_text(json.dumps(result, indent=2, default=_plain) + "\n")
+        return [result]
     results = [one_size(n, args) for n in sizes]
     print()
     print(table(results))
