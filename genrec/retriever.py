@@ -171,7 +171,7 @@ class Retriever:
     ) -> Candidates:
         """Like ``retrieve`` but as [B, K] arrays (item -1 where fewer than K exist), for batch jobs. The
         whole batch is one beam search whatever its retailers: each query decodes under its retailer's
-        slot of the index's trie forest, so it only gets products that retailer stocks.
+        slot of the index's stock trie, so it only gets products that retailer stocks.
         ``exclude_history``: for all queries or one flag per query; ``explain``: see ``retrieve_lists``."""
         return self.retrieve_lists(histories, retailer_id, [k], exclude_history, explain)[k]
 
@@ -225,7 +225,7 @@ class Retriever:
     @torch.inference_mode()
     def _decode(self, histories: list[np.ndarray], retailers: list[int | None], ks: list[int],
                 exclude: np.ndarray) -> dict[int, Candidates]:
-        """One constrained beam search over the batch, each query from its retailer's forest node, then
+        """One constrained beam search over the batch, each query from its retailer's stock-trie node, then
         each K's list from its beams."""
         start = self.index.start_for(retailers)  # raises DataError for an unknown retailer
         batch = collate(self._queries(histories, retailers), np.arange(len(histories)), PAD, padding_side="left")
@@ -286,23 +286,23 @@ class Retriever:
                                                                start=start.nodes.to(device), start_depth=start.depth,
                                                                with_levels=True, with_prompt_state=True)
         rows, scores, levels = rows.cpu().numpy(), scores.cpu().double().numpy(), levels.cpu().double().numpy()
-        forest, slots = self.index.stock_forest(), self.index.slots_for(retailers)
-        parts = [(*beam_source(forest, rows, slots)[:2], SOURCE_BITS["beam"])]
+        view, slots = self.index.catalog_view(), self.index.slots_for(retailers)
+        parts = [(*beam_source(view, rows, slots)[:2], SOURCE_BITS["beam"])]
         if "again" in self.rank.sources:
-            parts.append((*again_source(forest, histories, slots, self.rank.again_top), SOURCE_BITS["again"]))
+            parts.append((*again_source(view, histories, slots, self.rank.again_top), SOURCE_BITS["again"]))
         reach = self.memory.reach(histories) if self.memory is not None else None
         ranks = row_ranks(reach) if reach is not None else None  # once, for the co source and its features
         if "co" in self.rank.sources and reach is not None:
-            parts.append((*co_source(forest, reach, ranks, self.memory.item_ids, slots, self.rank.co_top),
+            parts.append((*co_source(view, reach, ranks, self.memory.item_ids, slots, self.rank.co_top),
                           SOURCE_BITS["co"]))
-        cs = union(parts, forest.item_ids, len(histories), forest.item_ids.size)
+        cs = union(parts, view.item_ids, len(histories), view.item_ids.size)
         head_logp = None
         if self.head is not None:
             head_logp = self.head.head(states.cpu()).numpy()
         ctx = features.QueryContext(histories, rows, levels, reach,
                                     None if self.memory is None else self.memory.item_ids, ranks, head_logp,
                                     None if self.head is None else self.head.catalog, self.item_stats)
-        return features.compute(cs, ctx, forest, tuple(self.rank.drop_features)), rows, scores
+        return features.compute(cs, ctx, view, tuple(self.rank.drop_features)), rows, scores
 
     def _ranked(self, histories: list[np.ndarray], retailers: list[int | None], ks: list[int],
                 exclude: np.ndarray, explain: bool) -> dict[int, Candidates]:
@@ -313,19 +313,19 @@ class Retriever:
         banned_lists = [h if e else None for h, e in zip(histories, exclude.tolist())]
         keep = ~_in_lists(cs, banned_lists) if exclude.any() else np.ones(len(cs), bool)
         order = best_first(cs, score, keep)
-        forest, slots = self.index.stock_forest(), self.index.slots_for(retailers)
+        view, slots = self.index.catalog_view(), self.index.slots_for(retailers)
         last = self._last_rows(histories) if self.cold_share > 0 and self.cold_ranker is not None else None
-        banned = banned_keys(forest, slots, banned_lists, len(histories)) if exclude.any() else np.zeros(0, np.int64)
+        banned = banned_keys(view, slots, banned_lists, len(histories)) if exclude.any() else np.zeros(0, np.int64)
         out = {}
         for k in ks:
             sel, at = ranked_slots(cs, order, k, self.rank.discover_share)
             c = empty_candidates(len(histories), k)
             q = cs.query[sel]
-            c.item_ids[q, at], c.scores[q, at], c.sids[q, at] = cs.item_ids[sel], score[sel], forest.sids[cs.pos[sel]]
+            c.item_ids[q, at], c.scores[q, at], c.sids[q, at] = cs.item_ids[sel], score[sel], view.sids[cs.pos[sel]]
             c.sources[q, at] = cs.sources[sel]
             c.from_beam[q, at] = (cs.sources[sel] & SOURCE_BITS["beam"]) > 0
             if last is not None:  # new products never displace the shopper's own re-buys
-                mix_cold(c, forest, rows, beam_scores, slots, banned, self.cold_share, self.cold_ranker, last,
+                mix_cold(c, view, rows, beam_scores, slots, banned, self.cold_share, self.cold_ranker, last,
                          keep=(c.sources & SOURCE_BITS["again"]) > 0)
             if explain:
                 c.explained = _explanations(cs, c)

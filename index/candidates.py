@@ -1,6 +1,10 @@
 """Decoded SIDs -> K products per query, for a batch whose queries may each name a different retailer (a slot
-of the stock forest): the products of each decoded SID in score order, then, when short of K, products from
-the nearest SID prefixes under the query's retailer. Vectorised over the batch except the (rare) filling."""
+of the stock trie): the products of each decoded SID in score order, then, when short of K, products from
+the nearest SID prefixes under the query's retailer. Vectorised over the batch except the (rare) filling.
+
+Products are positions of ``index.catalog_view.CatalogView`` (or of the pair forest it stands in for,
+``index.forest.StockForest``, which gives the same lists): a leaf's or subtree's range holds the whole
+catalog's products there, and each query keeps those its slot stocks (``stocked``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,8 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from index.catalog_view import ProductLists, stocked_ranges
 from index.cold import ColdRanker, top_cold
-from index.forest import StockForest
 from semid.common import DataError
 
 
@@ -51,7 +55,7 @@ def empty_candidates(batch: int, k: int) -> Candidates:
 
 
 def rank_candidates(
-    forest: StockForest,
+    forest: ProductLists,
     decoded: np.ndarray | torch.Tensor,
     scores: np.ndarray | torch.Tensor,
     slots: np.ndarray,
@@ -91,11 +95,11 @@ def cold_slots(k: int, share: float) -> int:
     return min(k, int(np.ceil(share * k - 1e-9)))
 
 
-def mix_cold(out: Candidates, forest: StockForest, decoded: np.ndarray, scores: np.ndarray, slots: np.ndarray,
+def mix_cold(out: Candidates, forest: ProductLists, decoded: np.ndarray, scores: np.ndarray, slots: np.ndarray,
              banned: np.ndarray, share: float, ranker: ColdRanker | None = None,
              last_rows: np.ndarray | None = None, keep: np.ndarray | None = None) -> None:
     """TIGER's cold-start mixing, in place: up to ``cold_slots`` of each query's last slots are open to
-    new products its slot holds (no training interactions and not established, ``StockForest.build``: the
+    new products its slot holds (no training interactions and not established, ``CatalogView.build``: the
     decoder never learnt to generate their SIDs); those placed score just below the list they join. With
     a ``ranker`` (``index.cold``) the open slots hold whichever lie nearest the query's SID point, the
     listed products there or the nearest new ones (``last_rows``: each query's latest history item, [B, D],
@@ -130,10 +134,10 @@ def mix_cold(out: Candidates, forest: StockForest, decoded: np.ndarray, scores: 
 _FIELDS = ("item_ids", "scores", "sids", "from_beam", "sources")
 
 
-def _rewrite_tail(out: Candidates, forest: StockForest, b: int, first: int, kept: np.ndarray,
+def _rewrite_tail(out: Candidates, forest: ProductLists, b: int, first: int, kept: np.ndarray,
                   pos: np.ndarray) -> None:
     """Query ``b``'s slots from ``first`` on: its listed products at offsets ``kept`` (in order), then the
-    new products at forest positions ``pos``, scoring just below the list; any slot left over is empty."""
+    new products at positions ``pos``, scoring just below the list; any slot left over is empty."""
     empty = empty_candidates(1, 1)
     for name in _FIELDS:
         field = getattr(out, name)
@@ -153,7 +157,7 @@ def _nearest_of(listed: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.nda
     return kept[listed[kept] > -np.inf], np.sort(top[top >= listed.size]) - listed.size
 
 
-def _tail_similarity(out: Candidates, forest: StockForest, ranker: ColdRanker, queries: np.ndarray,
+def _tail_similarity(out: Candidates, forest: ProductLists, ranker: ColdRanker, queries: np.ndarray,
                      reserve: int) -> np.ndarray:
     """Cosine between each query's point and its open slots' listed products ([B, reserve] in slot order;
     -inf where a slot is empty)."""
@@ -164,45 +168,51 @@ def _tail_similarity(out: Candidates, forest: StockForest, ranker: ColdRanker, q
     return np.where(listed, sims, -np.inf)
 
 
-def _cold_by_point(queries: np.ndarray, forest: StockForest, slots: np.ndarray, ranker: ColdRanker,
+def _cold_by_point(queries: np.ndarray, forest: ProductLists, slots: np.ndarray, ranker: ColdRanker,
                    take: int) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
     """Per query, its slot's ``take`` new products nearest its point, best first (equal similarity: the lower
     item id first, ``top_cold``), and their similarities."""
-    cold, found, near = forest.cold_positions, {}, {}
+    found, near = {}, {}
     for slot in np.unique(slots).tolist():
-        lo, hi = np.searchsorted(cold, forest.slot_items(slot))
-        if hi == lo:
+        cold = forest.cold_of(slot)
+        if not cold.size:
             continue
         members = np.flatnonzero(slots == slot)
-        rows = forest.rows_at(cold[lo:hi])
-        best = top_cold(ranker, queries[members], rows, min(int(hi - lo), take), forest.item_ids[cold[lo:hi]])
+        rows = forest.rows_at(cold)
+        best = top_cold(ranker, queries[members], rows, min(cold.size, take), forest.item_ids[cold])
         # the same arithmetic as _tail_similarity, so a new product whose point equals a listed one's ties it
         sims = np.einsum("bd,btd->bt", queries[members], ranker.points(rows[best]))
-        found.update(zip(members.tolist(), cold[lo + best]))
+        found.update(zip(members.tolist(), cold[best]))
         near.update(zip(members.tolist(), sims))
     return found, near
 
 
-def _cold_by_prefix(forest: StockForest, decoded: np.ndarray, scores: np.ndarray,
+def _cold_by_prefix(forest: ProductLists, decoded: np.ndarray, scores: np.ndarray,
                     slots: np.ndarray) -> dict[int, np.ndarray]:
-    """Per query, the new products under its decoded SIDs' codewords, then under all but the last codeword,
-    best beam first; one vectorised pass finds the (few) beams with such products below them."""
+    """Per query, the new products its slot stocks under its decoded SIDs' codewords, then under all but the
+    last codeword, best beam first; one vectorised pass finds the (few) beams with such products below them."""
     cold = forest.cold_positions
     _, width, depth = decoded.shape
     order = np.argsort(-scores, axis=1, kind="stable")  # best beam first
     rows = np.take_along_axis(decoded, order[..., None], axis=1).reshape(-1, depth)
     live = np.isfinite(np.take_along_axis(scores, order, axis=1)).reshape(-1)
-    path = forest.path(rows, np.repeat(slots, width))
-    found: dict[int, list[np.ndarray]] = {}
+    beam_slots = np.repeat(slots, width)
+    path = forest.path(rows, beam_slots)
+    owners, values = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for d in range(depth - 1, max(depth - 3, 0), -1):  # prefixes of depth-1, then depth-2 tokens
         nodes = np.where(live, path[:, d], -1)
         hit = np.flatnonzero(nodes >= 0)
         lo, hi = forest.subtree_items(d + 1, nodes[hit])
-        first, stop = np.searchsorted(cold, lo), np.searchsorted(cold, hi)
-        some = stop > first
-        for h, a, z in zip(hit[some].tolist(), first[some].tolist(), stop[some].tolist()):
-            found.setdefault(h // width, []).append(cold[a:z])
-    return {b: _first_seen(np.concatenate(parts)) for b, parts in found.items()}
+        at, pos = stocked_ranges(forest, np.searchsorted(cold, lo), np.searchsorted(cold, hi), beam_slots[hit],
+                                 within=cold)
+        owners.append(hit[at] // width)
+        values.append(pos)
+    owner, value = np.concatenate(owners), np.concatenate(values)
+    by_query = np.argsort(owner, kind="stable")  # per query: deepest prefix first, best beam first
+    owner, value = owner[by_query], value[by_query]
+    cuts = np.flatnonzero(np.diff(owner)) + 1
+    starts = np.r_[0, cuts].astype(np.int64)
+    return {int(owner[s]): _first_seen(part) for s, part in zip(starts.tolist(), np.split(value, cuts)) if part.size}
 
 
 def _first_seen(values: np.ndarray) -> np.ndarray:
@@ -224,7 +234,7 @@ def as_decoded(
     return d.astype(np.int64, copy=False), s.astype(np.float64, copy=False)
 
 
-def banned_keys(forest: StockForest, slots: np.ndarray, exclude: Sequence | None, batch: int) -> np.ndarray:
+def banned_keys(forest: ProductLists, slots: np.ndarray, exclude: Sequence | None, batch: int) -> np.ndarray:
     """Sorted keys query * n + position of every excluded product that the query's slot holds."""
     if exclude is None:
         return np.zeros(0, np.int64)
@@ -248,20 +258,17 @@ def _int_array(values: Sequence[int] | np.ndarray) -> np.ndarray:
 
 
 def _beam_items(
-    forest: StockForest, decoded: np.ndarray, scores: np.ndarray, slots: np.ndarray, banned: np.ndarray, k: int
+    forest: ProductLists, decoded: np.ndarray, scores: np.ndarray, slots: np.ndarray, banned: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Products of the decoded SIDs, per query in score order, de-duplicated, minus banned, at most k:
-    (query, position in the forest, score), sorted by query."""
+    (query, position, score), sorted by query."""
     batch, width, depth = decoded.shape
     leaf = forest.leaves(decoded.reshape(-1, depth), np.repeat(slots, width))
     flat_sc = scores.reshape(-1)
     leaf[~np.isfinite(flat_sc)] = -1
     lo, hi = forest.leaf_items(leaf)
-    counts = hi - lo
-    total = int(counts.sum())
-    pos = np.repeat(lo, counts) + np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-    q = np.repeat(np.arange(batch * width) // width, counts)
-    sc = np.repeat(flat_sc, counts)
+    beam, pos = stocked_ranges(forest, lo, hi, np.repeat(slots, width))
+    q, sc, total = beam // width, flat_sc[beam], beam.size
     order = np.lexsort((np.arange(total), -sc, q))  # by query, best score first, then as listed
     q, pos, sc = q[order], pos[order], sc[order]
     key = q * forest.item_ids.size + pos
@@ -277,7 +284,7 @@ def _beam_items(
 
 def _place(
     out: Candidates,
-    forest: StockForest,
+    forest: ProductLists,
     q: np.ndarray,
     slot: np.ndarray,
     pos: np.ndarray,
@@ -285,7 +292,7 @@ def _place(
     from_beam: bool,
     source: int | np.ndarray | None = None,
 ) -> None:
-    """Write products (forest positions) into the output slots (``source``: their SOURCE_* bits; default
+    """Write products (positions) into the output slots (``source``: their SOURCE_* bits; default
     the beam's, or the fill's where not ``from_beam``)."""
     out.item_ids[q, slot] = forest.item_ids[pos]
     out.scores[q, slot] = scores
@@ -296,7 +303,7 @@ def _place(
 
 def _fill(
     out: Candidates,
-    forest: StockForest,
+    forest: ProductLists,
     b: int,
     decoded: np.ndarray,
     slot: int,
@@ -317,7 +324,7 @@ def _fill(
         if not nodes.size:
             continue
         lo, hi = forest.subtree_items(d + 1, nodes)
-        pos = np.concatenate([np.arange(a, z) for a, z in zip(lo.tolist(), hi.tolist())])
+        pos = stocked_ranges(forest, lo, hi, np.full(lo.size, slot))[1]
         pos = pos[~np.isin(pos, skip)]
         if not pos.size:
             continue

@@ -130,6 +130,15 @@ class StockForest:
         lo, hi = self.subtree_items(START_DEPTH, np.array([node]))
         return int(lo[0]), int(hi[0])
 
+    def stocked(self, slots: np.ndarray | int, positions: np.ndarray) -> np.ndarray:
+        """All True: a slot's ranges hold only its own pairs (the interface of ``index.catalog_view``)."""
+        return np.ones(np.broadcast_shapes(np.shape(slots), np.shape(positions)), bool)
+
+    def cold_of(self, slot: int) -> np.ndarray:
+        """Ascending positions of the new products ``slot`` holds."""
+        lo, hi = np.searchsorted(self.cold_positions, self.slot_items(slot))
+        return self.cold_positions[lo:hi]
+
     def positions(self, slots: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Position of each (slot, product) pair and whether the slot holds that product."""
         n = self.catalog_ids.size

@@ -3,9 +3,11 @@ popularity, whether it is established) and which retailer stocks what, as a bit 
 (``index.stock``). Decoding walks the stock trie (``index.stock_trie``: the catalog trie once, plus a bit per
 retailer and trie node), so a batch mixing retailers is one beam search in which each query can only spell
 SIDs its retailer stocks, in memory that grows with the catalog, not with the (retailer, product) pairs;
-candidates and ranking go through a trie forest with a row per stock pair (``index.forest``), which allows
-the same tokens. ``trie_for`` builds one retailer's own trie on request (for checks and tools). Adding or
-removing products or stock drops both: the next query rebuilds them, no retraining."""
+candidates, lookups and ranking read the catalog view (``index.catalog_view``: the catalog's products in
+trie-leaf order, each list kept to what the query's retailer stocks by the stock bits), which gives the
+lists the pair forest (``index.forest``, a trie row per stock pair; ``stock_forest``, for checks and old
+callers) gives. ``trie_for`` builds one retailer's own trie on request (for checks and tools). Adding or
+removing products or stock drops what is built: the next query rebuilds it, no retraining."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 
 from index.candidates import Candidates, as_decoded, rank_candidates
+from index.catalog_view import CatalogView, stocked_ranges
 from index.cold import ColdRanker
 from index.forest import CATALOG_SLOT, StockForest, TrieStart
 from index.persistence import ITEMS_FILE, META_FILE, iter_stock, read_index, write_index
@@ -30,8 +33,9 @@ ALL = None  # key of the whole catalog
 
 
 class RetailerIndex:
-    """Catalog + stock with a trie forest over every retailer's stock; verbs: add, remove, lookup,
-    trie_for, start_for, candidates, save, load. ``retailer_id=None`` everywhere means the whole catalog."""
+    """Catalog + stock, decoded through the stock trie and listed through the catalog view; verbs: add,
+    remove, lookup, trie_for, start_for, candidates, save, load. ``retailer_id=None`` everywhere means the
+    whole catalog."""
 
     def __init__(
         self,
@@ -51,6 +55,7 @@ class RetailerIndex:
         self._retailers = np.zeros(0, np.int64)  # every retailer ever given stock
         self._forest: StockForest | None = None  # built on first use, dropped by every update
         self._stock_trie: StockTrie | None = None  # likewise
+        self._view: CatalogView | None = None  # likewise
 
     # ----- size and contents ----------------------------------------------------------------------------
 
@@ -148,7 +153,7 @@ class RetailerIndex:
 
     def trie_for(self, retailer_id: int | None = None) -> PrefixTrie:
         """The prefix trie of what ``retailer_id`` stocks (the whole catalog for None), built on each call:
-        decoding uses the forest (``start_for``); this is for checks and tools."""
+        decoding uses the stock trie (``start_for``); this is for checks and tools."""
         return PrefixTrie(self._rows[self._positions(self._key(retailer_id))], vocab_size=self.vocab_size)
 
     def start_for(self, retailer_ids: Sequence[int | None] | np.ndarray) -> TrieStart:
@@ -194,13 +199,24 @@ class RetailerIndex:
                 out[i] = self._ids[best]
         return out.reshape(batch, width)
 
+    def catalog_view(self) -> CatalogView:
+        """The catalog's products in stock-trie leaf order with the stock bits (``index.catalog_view``):
+        where candidates, lookups and the rank stage's sources find the products a query's retailer stocks,
+        in memory that grows with the catalog, not with the stock pairs."""
+        if self._view is None:
+            self._view = CatalogView.build(self.stock_trie(), self._stock, self._retailers, self._ids, self._rows,
+                                           self._pop, self._sids, self._established)
+        return self._view
+
     def stock_forest(self) -> StockForest:
-        """The forest over every retailer's stock and the catalog (``index.forest``): where candidate
-        sources find the products a query's retailer stocks."""
+        """The pair forest over every retailer's stock and the catalog (``index.forest``), one trie row per
+        (retailer, product) pair: what the catalog view stands in for, kept for checks and old callers (too
+        big for a catalog of millions: ``Retriever`` never builds it)."""
         return self._stock_forest()
 
     def slots_for(self, retailer_ids: Sequence[int | None] | np.ndarray) -> np.ndarray:
-        """The forest slot of each query's retailer (None: the whole catalog); an unknown retailer is an error."""
+        """The slot of each query's retailer in the stock trie and catalog view (None: the whole catalog); an
+        unknown retailer is an error."""
         return self._slots(retailer_ids, None)
 
     def lookup(
@@ -210,13 +226,14 @@ class RetailerIndex:
     ) -> list[np.ndarray]:
         """Per token row (or SID string): the products under it that ``retailer_id`` (one for all keys or
         one per key) stocks, best first; an empty array where there are none."""
-        forest = self._stock_forest()
+        view = self.catalog_view()
         rows = self._rows_for_keys(keys)
         if rows.shape[0] == 0:
             return []
-        leaf = forest.leaves(rows, self._slots(retailer_id, rows.shape[0]))
-        lo, hi = forest.leaf_items(leaf)
-        return [forest.item_ids[a:b].copy() for a, b in zip(lo.tolist(), hi.tolist())]
+        slots = self._slots(retailer_id, rows.shape[0])
+        lo, hi = view.leaf_items(view.leaves(rows, slots))
+        key, pos = stocked_ranges(view, lo, hi, slots)
+        return np.split(view.item_ids[pos], np.cumsum(np.bincount(key, minlength=rows.shape[0]))[:-1])
 
     def candidates(
         self,
@@ -237,9 +254,9 @@ class RetailerIndex:
         training interactions (TIGER's cold-start mixing), nearest the query by SID point with a
         ``cold_ranker`` (``last_rows``: each query's latest history item), else under the decoded prefixes
         (``mix_cold``)."""
-        forest = self._stock_forest()
-        decoded, sc = as_decoded(decoded_token_rows, scores, forest.depth)
-        return rank_candidates(forest, decoded, sc, self._slots(retailer_id, decoded.shape[0]), k, exclude_items,
+        view = self.catalog_view()
+        decoded, sc = as_decoded(decoded_token_rows, scores, view.depth)
+        return rank_candidates(view, decoded, sc, self._slots(retailer_id, decoded.shape[0]), k, exclude_items,
                                cold_share, cold_ranker, last_rows)
 
     # ----- persistence -------------------------------------------------------------------------------------
@@ -409,6 +426,7 @@ class RetailerIndex:
         """Forget what is built from the catalog and stock (rebuilt on next use)."""
         self._forest = None
         self._stock_trie = None
+        self._view = None
 
     def _rows_for_keys(self, keys: np.ndarray | torch.Tensor | Sequence[str]) -> np.ndarray:
         """Token rows from rows or SID strings (an unknown SID gets a -1 row, which matches nothing)."""
@@ -416,7 +434,7 @@ class RetailerIndex:
             keys = keys.detach().cpu().numpy()
         arr = np.asarray(keys, dtype=object if _is_strings(keys) else None)
         if arr.dtype == object:
-            pos, found = self._stock_forest().sid_positions(arr.astype(str).reshape(-1))
+            pos, found = self.catalog_view().sid_positions(arr.astype(str).reshape(-1))
             rows = np.full((found.size, self.tokens_per_item or 0), -1, np.int64)
             rows[found] = self._rows[pos[found]]
             return rows

@@ -27,10 +27,10 @@ def source_names(bits: int) -> list[str]:
 
 @dataclass
 class CandidateSet:
-    """Candidates of a batch of B queries, sorted by query then forest position (``index.forest``)."""
+    """Candidates of a batch of B queries, sorted by query then position (``index.catalog_view``)."""
 
     query: np.ndarray  # [N] int64 query of each candidate
-    pos: np.ndarray  # [N] int64 position in the index's stock forest (its slot's copy of the product)
+    pos: np.ndarray  # [N] int64 the product's position in the index's catalog view
     item_ids: np.ndarray  # [N] int64
     sources: np.ndarray  # [N] uint8 SOURCE_* bits
     n_queries: int

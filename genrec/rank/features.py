@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from genrec.rank.memory import sparse_lookup
 from genrec.rank.candidates import CandidateSet, pair_index
 from genrec.rank.item_stats import ItemStats
-from index.forest import StockForest
+from index.catalog_view import ProductLists
 from semid.catalog import item_columns
 
 SID_HISTORY = 10  # history items the SID overlap looks back over
@@ -55,7 +55,7 @@ def feature_group(name: str) -> str:
     return next(group for prefix, group in prefixes if name.startswith(prefix))
 
 
-def compute(cs: CandidateSet, ctx: QueryContext, forest: StockForest, drop: tuple[str, ...] = ()) -> CandidateSet:
+def compute(cs: CandidateSet, ctx: QueryContext, forest: ProductLists, drop: tuple[str, ...] = ()) -> CandidateSet:
     """``cs`` with its feature matrix and names, every group but ``drop``."""
     cols: dict[str, np.ndarray] = {}
     groups = {"decoder": _decoder, "co": _co, "again": _again, "popularity": _popularity, "sid": _sid,
@@ -68,7 +68,7 @@ def compute(cs: CandidateSet, ctx: QueryContext, forest: StockForest, drop: tupl
     return CandidateSet(cs.query, cs.pos, cs.item_ids, cs.sources, cs.n_queries, matrix, names)
 
 
-def _decoder(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+def _decoder(cs: CandidateSet, ctx: QueryContext, forest: ProductLists) -> dict[str, np.ndarray]:
     """Log-probs of each candidate's SID prefixes the beam reached, its beam rank, the query's best score."""
     batch, width, depth = ctx.rows.shape
     live = (ctx.rows[..., 0] >= 0).reshape(-1)
@@ -108,7 +108,7 @@ def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndar
     return table[wanted]
 
 
-def _co(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+def _co(cs: CandidateSet, ctx: QueryContext, forest: ProductLists) -> dict[str, np.ndarray]:
     """Co-purchase similarity to the history, its rank in the query's row (1 = best) and share of the best."""
     if ctx.reach is None:
         return {}
@@ -124,7 +124,7 @@ def _co(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, n
             "co_share": np.where(hit, score / np.where(best[cs.query] > 0, best[cs.query], 1), 0.0)}
 
 
-def _again(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+def _again(cs: CandidateSet, ctx: QueryContext, forest: ProductLists) -> dict[str, np.ndarray]:
     """The shopper's own purchases of the candidate: count, age of the last (items ago), decayed
     frequency, mean gap between re-buys."""
     lengths = np.array([h.size for h in ctx.histories], np.int64)
@@ -153,7 +153,7 @@ def _take(values: np.ndarray, at: np.ndarray, default: float) -> np.ndarray:
     return out
 
 
-def _popularity(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+def _popularity(cs: CandidateSet, ctx: QueryContext, forest: ProductLists) -> dict[str, np.ndarray]:
     """Training purchases (log), and where the run has them, the re-buy rate and recent share."""
     out = {"pop": np.log1p(forest.popularity[cs.pos])}
     if ctx.item_stats is not None:
@@ -161,7 +161,7 @@ def _popularity(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dic
     return out
 
 
-def _sid(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+def _sid(cs: CandidateSet, ctx: QueryContext, forest: ProductLists) -> dict[str, np.ndarray]:
     """SID tokens the candidate shares (as a prefix) with the latest history item, and the most it shares
     with any of the last ``SID_HISTORY``."""
     depth = forest.catalog_rows.shape[1]
@@ -175,18 +175,18 @@ def _sid(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, 
     return {"sid_last": shared[:, 0].astype(np.float64), "sid_max": shared.max(axis=1).astype(np.float64)}
 
 
-def _query(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+def _query(cs: CandidateSet, ctx: QueryContext, forest: ProductLists) -> dict[str, np.ndarray]:
     lengths = np.array([h.size for h in ctx.histories], np.float64)
     return {"hist_len": np.log1p(lengths)[cs.query]}
 
 
-def _new(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+def _new(cs: CandidateSet, ctx: QueryContext, forest: ProductLists) -> dict[str, np.ndarray]:
     cold = forest.cold_positions
     at = np.searchsorted(cold, cs.pos).clip(max=max(cold.size - 1, 0))
     return {"new": (cold[at] == cs.pos).astype(np.float64) if cold.size else np.zeros(len(cs))}
 
 
-def _head(cs: CandidateSet, ctx: QueryContext, forest: StockForest) -> dict[str, np.ndarray]:
+def _head(cs: CandidateSet, ctx: QueryContext, forest: ProductLists) -> dict[str, np.ndarray]:
     if ctx.head_logp is None:
         return {}
     cols = item_columns(ctx.head_items, cs.item_ids)

@@ -1,5 +1,6 @@
-"""Candidate sources: which products a query puts in front of the ranker, each as (query, forest position)
-pairs of products its retailer stocks (``index.forest.StockForest``).
+"""Candidate sources: which products a query puts in front of the ranker, each as (query, position) pairs of
+products its retailer stocks (positions of ``index.catalog_view.CatalogView``, or of the pair forest it
+stands in for: the same lists).
 
 - ``beam``: the products of the SIDs the decoder's constrained beam search wrote (the generator);
 - ``again``: the shopper's own most recent distinct purchases (re-buys: most of a grocery cart);
@@ -14,23 +15,23 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from index.forest import StockForest
+from index.catalog_view import ProductLists, stocked_ranges
 
 
-def beam_source(forest: StockForest, rows: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decoded token rows [B, W, D] (-1 rows dead) -> (query, position, beam rank) of their products."""
+def beam_source(forest: ProductLists, rows: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decoded token rows [B, W, D] (-1 rows dead) -> (query, position, beam rank) of their products that
+    the query's retailer stocks."""
     batch, width, depth = rows.shape
     flat = rows.reshape(-1, depth)
-    leaf = forest.leaves(np.maximum(flat, 0), np.repeat(slots, width))
+    beam_slots = np.repeat(slots, width)
+    leaf = forest.leaves(np.maximum(flat, 0), beam_slots)
     leaf[flat[:, 0] < 0] = -1
     lo, hi = forest.leaf_items(leaf)
-    counts = hi - lo
-    pos = np.repeat(lo, counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    beam = np.repeat(np.arange(batch * width), counts)
+    beam, pos = stocked_ranges(forest, lo, hi, beam_slots)
     return beam // width, pos, beam % width
 
 
-def again_source(forest: StockForest, histories: list[np.ndarray], slots: np.ndarray,
+def again_source(forest: ProductLists, histories: list[np.ndarray], slots: np.ndarray,
                  top: int) -> tuple[np.ndarray, np.ndarray]:
     """Each history's ``top`` most recent distinct products that its retailer stocks."""
     query, items = [], []
@@ -43,7 +44,7 @@ def again_source(forest: StockForest, histories: list[np.ndarray], slots: np.nda
     return _stocked(forest, slots, _cat(query), _cat(items))
 
 
-def co_source(forest: StockForest, reach: sp.csr_matrix, ranks: np.ndarray, reach_items: np.ndarray,
+def co_source(forest: ProductLists, reach: sp.csr_matrix, ranks: np.ndarray, reach_items: np.ndarray,
               slots: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
     """Each query's ``top`` products by co-purchase similarity to its history (``reach``: [B, n] over
     ``reach_items``; ``ranks``: ``row_ranks(reach)``), of those its retailer stocks."""
@@ -61,7 +62,7 @@ def row_ranks(reach: sp.csr_matrix) -> np.ndarray:
     return ranks
 
 
-def _stocked(forest: StockForest, slots: np.ndarray, query: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _stocked(forest: ProductLists, slots: np.ndarray, query: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The (query, position) pairs of ``items`` that each query's slot holds."""
     pos, found = forest.positions(slots[query], items)
     return query[found], pos[found]

@@ -196,6 +196,54 @@ def test_explain_and_weighted_row(learned_run, retrievers):
     assert weighted.ranker is None and learned.ranker is not None
 
 
+def test_the_retriever_never_builds_the_pair_forest_and_lists_what_it_would(learned_run, monkeypatch):
+    """``Retriever`` reads the catalog view (``index.catalog_view``), never the pair forest, which does not fit
+    a catalog of millions (a trie row per retailer and product); its lists, learned and weighted, for several
+    K with cold-start slots, excluded histories and explanations, are those the pair forest gives."""
+    from genrec.retriever import Retriever
+    from index.forest import StockForest
+    from index.retailer_index import RetailerIndex
+
+    root, cfg = learned_run
+    test = _test_queries(root, cfg)
+    histories = [test.history(i) for i in range(40)]
+    retailers = [None if r < 0 else int(r) for r in test.retailer_ids[:40]]
+    retailers[:4] = [None] * 4  # the whole catalog beside each retailer
+    exclude = np.arange(40) % 2 == 0
+
+    def lists(patch, forest_free: bool) -> dict:
+        with monkeypatch.context() as m:
+            patch(m)
+            out = {}
+            for ranker in ("learned", "weighted"):
+                r = Retriever.from_run(root / "run", ranker=ranker)
+                out[ranker] = r.retrieve_lists(histories, retailers, [5, 12], exclude, explain=True)
+                out[ranker + " lookup"] = r.index.lookup(r.index.rows_of(r.index.item_ids[:30])[0], retailers[-1])
+                assert (r.index._forest is None) == forest_free
+            return out
+
+    def no_forest(m):
+        def refuse(*args, **kwargs):
+            raise AssertionError("the retriever built the pair forest")
+        m.setattr(StockForest, "build", refuse)
+
+    got = lists(no_forest, True)
+    new = 0
+    for name in ("learned", "weighted"):
+        for k, c in got[name].items():
+            assert (c.item_ids >= 0).sum() > 3 * k
+            new += int(((c.sources & SOURCE_BITS["new"]) > 0).sum())
+    assert new > 0  # cold-start slots took new products
+    # every consumer handed the pair forest in place of the view
+    want = lists(lambda m: m.setattr(RetailerIndex, "catalog_view", RetailerIndex.stock_forest), False)
+    for name in ("learned", "weighted"):
+        for k in (5, 12):
+            for field in ("item_ids", "scores", "sids", "from_beam", "sources"):
+                np.testing.assert_array_equal(getattr(got[name][k], field), getattr(want[name][k], field))
+            assert got[name][k].explained == want[name][k].explained
+        assert [g.tolist() for g in got[name + " lookup"]] == [w.tolist() for w in want[name + " lookup"]]
+
+
 def test_ranker_is_kept_on_resume_and_retrained_when_its_config_changes(learned_run):
     from genrec.rank.train import train_ranker
     from genrec.run.layout import RANKER_FILE
