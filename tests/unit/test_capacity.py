@@ -1,6 +1,7 @@
 """The last-level cap (``semid.capacity``): crowded prefixes spread over the last codebook, by their residuals,
 and nothing else moves."""
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from semid.capacity import cap_last_level, kd_cells, place_new
@@ -133,3 +134,32 @@ def test_a_run_built_with_a_cap_keeps_its_tuples_under_it(tiny_run, tmp_path):
     assert groups_of(codes_matrix(plain.sids)).max() > 1
     assert groups_of(codes_matrix(stage.sids)).max() <= max(1, -(-prefix.max() // k))
     assert stage.sids.column("dedup").to_numpy().max() < plain.sids.column("dedup").to_numpy().max()
+
+
+def test_new_products_of_a_capped_run_go_where_there_is_room(tiny_run, tmp_path):
+    """``genrec sids assign`` on a capped run: copies of crowded products (their twins' tuples are full at
+    capacity 1) take other last-level codewords, where the uncapped run stacks them on their twins."""
+    import dataclasses
+
+    import pyarrow.parquet as pq
+
+    from genrec.run.semids import assign_new_items, build_semids
+    from semid.sids import codes_matrix
+
+    root, cfg = tiny_run
+    capped = dataclasses.replace(cfg, semid=dataclasses.replace(cfg.semid, last_code_capacity=1))
+    build_semids(root / "data", capped, tmp_path / "capped")
+    build_semids(root / "data", cfg, tmp_path / "plain")
+    items = pq.read_table(root / "data" / "items.parquet").slice(0, 40)
+    ids = items.column("item_id").to_numpy()
+    twins = items.set_column(0, "item_id", pa.array(ids + 10_000_000, pa.int64()))
+    pq.write_table(twins, tmp_path / "new.parquet")
+    for name in ("capped", "plain"):
+        run = tmp_path / name
+        before = {tuple(c) for c in codes_matrix(pq.read_table(run / "sids.parquet")).tolist()}
+        added = codes_matrix(assign_new_items(run, tmp_path / "new.parquet", capped if name == "capped" else cfg))
+        stacked = np.mean([tuple(c) in before for c in added.tolist()])
+        if name == "capped":
+            assert stacked < 0.5
+        else:
+            assert stacked == 1.0
