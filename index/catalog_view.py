@@ -80,7 +80,14 @@ class CatalogView:
     def stocked(self, slots: np.ndarray | int, positions: np.ndarray) -> np.ndarray:
         """Whether each position's product is in its slot's stock (one slot for all or one per position):
         what every consumer of a range (``leaf_items``, ``subtree_items``) keeps."""
-        slots, positions = np.broadcast_arrays(np.asarray(slots, np.int64), np.asarray(positions, np.int64))
+        slots, positions = np.asarray(slots, np.int64), np.asarray(positions, np.int64)
+        if slots.ndim == 0:  # one slot: one bit row, no per-position row lookup (the cold pool of a slot)
+            row = int(self.slot_row[slots])
+            if slots == CATALOG_SLOT or row < 0:
+                return np.full(positions.shape, slots == CATALOG_SLOT)
+            cat = self.catalog_pos[positions]
+            return ((self.stock.bits[row][cat >> 3] >> (cat & 7).astype(np.uint8)) & 1) == 1
+        slots, positions = np.broadcast_arrays(slots, positions)
         out = slots == CATALOG_SLOT
         row = self.slot_row[slots]
         some = row >= 0
