@@ -9,11 +9,14 @@ the stock trie and the view (or the forest) are built, and the peak (VmHWM); the
 one batch of candidates (64 queries of 20 beams over random catalog rows, retailers mixed with the whole
 catalog, 5 excluded products each, K 10 with cold-start slots by SID prefix and by SID point), timed as the
 fastest of 3, with a digest of the lists, which must be equal for both. The pair forest is built up to
-``--forest-max`` products (500k: 3 GB; at 5M it would be about 30 GB).
+``--forest-max`` products (500k: 3 GB; at 5M it would be about 30 GB). ``--modes both`` builds both in one
+interpreter and times the batch through each in turn, so the machine's load falls on both alike.
 
     PYTHONPATH=. .venv/bin/python benchmarks/index_memory.py \\
         --index work/scale-bench/scale-500000/index work/scale-bench/scale-5000000/index \\
         --out benchmarks/results/2026-12-07-index-view
+    PYTHONPATH=. .venv/bin/python benchmarks/index_memory.py --modes both \
+        --index work/scale-bench/scale-500000/index --out benchmarks/results/2026-12-07-index-view
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("view", "forest")
+MODES = ("view", "forest")  # one structure per interpreter: its memory
+BOTH = "both"  # both in one interpreter: candidates through each, timed in turn (no memory figures)
 
 
 def rss_mb(field: str = "VmRSS") -> float:
@@ -38,6 +42,14 @@ def rss_mb(field: str = "VmRSS") -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def available_mb() -> float:
+    """The machine's MemAvailable in MB (other jobs share it)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("inf")
 
 
 def trie_bytes(trie) -> int:
@@ -55,9 +67,8 @@ def forest_bytes(forest) -> int:
 
 def measure(mode: str, path: Path, point: bool = True, batch: int = 64, width: int = 20, repeats: int = 3) -> dict:
     """In this process: load the index at ``path``, build the stock trie and the ``mode`` structure, time a
-    batch of candidates through it (cold-start slots by SID point too where ``point``)."""
-    from index.candidates import rank_candidates
-    from index.cold import ColdRanker
+    batch of candidates through it (cold-start slots by SID point too where ``point``); ``both``: both
+    structures, candidates through each in turn."""
     from index.retailer_index import RetailerIndex
 
     out = {"mode": mode, "rss_base_mb": rss_mb()}
@@ -69,14 +80,25 @@ def measure(mode: str, path: Path, point: bool = True, batch: int = 64, width: i
     t = time.perf_counter()
     trie = index.stock_trie()
     out.update(stock_trie_s=time.perf_counter() - t, stock_trie_mb=trie.nbytes / 1e6, rss_trie_mb=rss_mb())
-    t = time.perf_counter()
-    if mode == "view":
-        lists = index.catalog_view()
-        out["structure_mb"] = lists.nbytes / 1e6
-    else:
-        lists = index.stock_forest()
-        out["structure_mb"] = forest_bytes(lists) / 1e6
-    out.update(structure_s=time.perf_counter() - t, rss_ready_mb=rss_mb(), rss_peak_mb=rss_mb("VmHWM"))
+    structures = {}
+    for name in MODES if mode == BOTH else (mode,):
+        t = time.perf_counter()
+        structures[name] = index.catalog_view() if name == "view" else index.stock_forest()
+        out["structure_s" if mode != BOTH else f"{name}_s"] = time.perf_counter() - t
+    if mode != BOTH:
+        lists = structures[mode]
+        out["structure_mb"] = (lists.nbytes if mode == "view" else forest_bytes(lists)) / 1e6
+    out.update(rss_ready_mb=rss_mb(), rss_peak_mb=rss_mb("VmHWM"))
+    out.update(time_candidates(index, structures, point, batch, width, repeats))
+    out.update(rss_end_mb=rss_mb(), rss_peak_end_mb=rss_mb("VmHWM"))
+    return out
+
+
+def time_candidates(index, structures: dict, point: bool, batch: int, width: int, repeats: int) -> dict:
+    """One batch of candidates through each structure, ``repeats`` times in turn, the fastest counted: ms
+    per cold-start mode and a digest of the lists (``structure`` suffixed where several are timed)."""
+    from index.candidates import rank_candidates
+    from index.cold import ColdRanker
 
     rng = np.random.default_rng(0)
     decoded = index._rows[rng.integers(0, len(index), (batch, width))]
@@ -85,16 +107,20 @@ def measure(mode: str, path: Path, point: bool = True, batch: int = 64, width: i
     slots = index.slots_for(retailers)
     exclude = [index._ids[rng.integers(0, len(index), 5)] for _ in range(batch)]
     ranker = ColdRanker(rng.normal(size=(int(index._rows.max()) + 1, 32)).astype(np.float32))
-    digest = hashlib.sha256()
-    for name, cold in (("prefix", None), ("point", ranker))[: 2 if point else 1]:
-        times = []
+    suffix = {name: "" if len(structures) == 1 else f"_{name}" for name in structures}
+    digests = {name: hashlib.sha256() for name in structures}
+    out = {}
+    for cold_name, cold in (("prefix", None), ("point", ranker))[: 2 if point else 1]:
+        best, got = dict.fromkeys(structures, float("inf")), {}
         for _ in range(repeats):
-            t = time.perf_counter()
-            got = rank_candidates(lists, decoded, scores, slots, 10, exclude, 0.2, cold, index._rows[:batch])
-            times.append(time.perf_counter() - t)
-        digest.update(got.item_ids.tobytes())
-        out[f"candidates_{name}_ms"] = 1000 * min(times)
-    out.update(lists_sha256=digest.hexdigest()[:16], rss_end_mb=rss_mb(), rss_peak_end_mb=rss_mb("VmHWM"))
+            for name, lists in structures.items():
+                t = time.perf_counter()
+                got[name] = rank_candidates(lists, decoded, scores, slots, 10, exclude, 0.2, cold, index._rows[:batch])
+                best[name] = min(best[name], time.perf_counter() - t)
+        for name in structures:
+            digests[name].update(got[name].item_ids.tobytes())
+            out[f"candidates_{cold_name}_ms{suffix[name]}"] = 1000 * best[name]
+    out.update({f"lists_sha256{suffix[n]}": d.hexdigest()[:16] for n, d in digests.items()})
     return out
 
 
@@ -114,7 +140,9 @@ ROWS = (("products", "products", "{:,}"), ("stock pairs", "stock_pairs", "{:,}")
         ("peak RSS while building MB", "rss_peak_mb", "{:,.0f}"), ("stock trie arrays MB", "stock_trie_mb", "{:,.0f}"),
         ("view / forest build s", "structure_s", "{:.2f}"),
         ("candidates, cold by prefix, ms", "candidates_prefix_ms", "{:.0f}"),
-        ("candidates, cold by SID point, ms", "candidates_point_ms", "{:.0f}"), ("lists digest", "lists_sha256", "{}"))
+        ("candidates, cold by SID point, ms", "candidates_point_ms", "{:.0f}"), ("lists digest", "lists_sha256", "{}"),
+        *((f"in turn: {s}, cold by {c}, ms", f"candidates_{c}_ms_{s}", "{:.0f}") for c in ("prefix", "point")
+          for s in MODES), *((f"in turn: {s} lists digest", f"lists_sha256_{s}", "{}") for s in MODES))
 
 
 def table(results: list[dict]) -> str:
@@ -122,7 +150,8 @@ def table(results: list[dict]) -> str:
     heads = [f"{r['products'] // 1000:,}k {r['mode']}" if "products" in r else r["mode"] for r in results]
     lines = [f"{'':36}" + "".join(f"{h:>18}" for h in heads)]
     for label, key, fmt in ROWS:
-        cells = [fmt.format(r[key]) if key in r else "-" for r in results]
+        cells = [fmt.format(r[key]) if key in r and (r["mode"] != BOTH or not key.startswith(("rss", "growth", "built")))
+                 else "-" for r in results]
         lines.append(f"{label:36}" + "".join(f"{c:>18}" for c in cells))
     return "\n".join(lines)
 
@@ -134,8 +163,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--point-max", type=int, default=500_000,
                         help="time cold-start slots by SID point up to this many products (every new product's "
                              "point is compared with every query's: minutes per batch beyond)")
+    parser.add_argument("--forest-headroom", type=float, default=8000,
+                        help="build the pair forest only while the machine has this many MB available (it peaks "
+                             "at 6.4 GB at 500k; an out-of-memory kill could strike another job)")
+    parser.add_argument("--modes", nargs="+", choices=[*MODES, BOTH], default=list(MODES),
+                        help="view, forest: one interpreter each (memory); both: candidates timed in turn")
     parser.add_argument("--out", type=Path, help="folder for index-memory.json")
-    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=[*MODES, BOTH], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         n = json.loads((args.index[0] / "index.json").read_text())["n_items"]
@@ -144,8 +178,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = []
     for path in args.index:
         n = json.loads((path / "index.json").read_text())["n_items"]
-        for mode in MODES:
-            if mode == "forest" and n > args.forest_max:
+        for mode in args.modes:
+            if mode != "view" and n > args.forest_max:
+                continue
+            if mode != "view" and available_mb() < args.forest_headroom:
+                print(f"{path}: pair forest skipped, {available_mb():,.0f} MB available", flush=True)
                 continue
             got = child(mode, path, point=n <= args.point_max)
             got["index"] = str(path)
@@ -157,7 +194,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(table(results))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "index-memory.json").write_text(json.dumps(results, indent=1) + "\n")
+        name = "index-memory.json" if args.modes == list(MODES) else f"index-memory-{'-'.join(args.modes)}.json"
+        (args.out / name).write_text(json.dumps(results, indent=1) + "\n")
     return results
 
 
