@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from genrec.data.dataset import events_path, read_events
+from genrec.data.outofcore import copurchase_counts, resolve_engine
 from genrec.data.sequences import Examples, SequenceConfig, build_histories, make_splits, train_sequences
 from semid.catalog import item_columns
-from semid.collab import collab_vectors
+from semid.collab import collab_vectors, normalized_cooccurrence, randomized_svd
 from semid.common import DataError, ragged_rows
+from semid.embeddings import l2_normalize
+
+EVENT_COLUMNS = ("user_id", "session_id", "ts", "item_id", "position")  # what the training sequences read
 
 
 def collab_embeddings(events: pa.Table, item_ids: np.ndarray, seq_cfg: SequenceConfig, dim: int, window: int,
@@ -31,6 +38,41 @@ def collab_embeddings(events: pa.Table, item_ids: np.ndarray, seq_cfg: SequenceC
     with no co-occurrence in the training sequences get zero rows. Deterministic for a ``seed``."""
     seqs = training_sequences(events, seq_cfg)
     return collab_vectors(seqs.history_offsets, seqs.history_items, item_ids, dim, window, seed)
+
+
+def collab_embeddings_from_dataset(data: str | Path, item_ids: np.ndarray, seq_cfg: SequenceConfig, dim: int,
+                                   window: int, seed: int) -> tuple[np.ndarray, dict]:
+    """``collab_embeddings`` of the dataset folder ``data``'s events, read as ``seq_cfg.counts_engine`` says:
+    ``memory`` reads the whole event table, ``duckdb`` counts the co-purchases out of core
+    (``genrec.data.outofcore``), ``auto`` picks by the number of events. The vectors are identical either way.
+    Returns them with {"engine", "events"}."""
+    path = events_path(data)
+    n_events = pq.ParquetFile(path).metadata.num_rows
+    engine = resolve_engine(seq_cfg.counts_engine, n_events)
+    if engine == "memory":
+        return collab_embeddings(read_events(data), item_ids, seq_cfg, dim, window, seed), \
+            {"engine": engine, "events": n_events}
+    if dim < 1:
+        raise DataError(f"collab_embeddings: dim must be at least 1, got {dim}")
+    names = pq.read_schema(path).names
+    for name in EVENT_COLUMNS:
+        if name not in names:
+            raise DataError(f"events.parquet: missing required column {name!r} (has: {names})")
+    counts = copurchase_counts(path, item_ids, seq_cfg.split, window, memory_limit=seq_cfg.counts_memory_limit)
+    return vectors_from_counts(counts, dim, seed), {"engine": engine, "events": n_events}
+
+
+def vectors_from_counts(counts: sp.csr_matrix, dim: int, seed: int) -> np.ndarray:
+    """What ``semid.collab.collab_vectors`` makes of its co-occurrence counts (same steps, same result):
+    degree-normalised, truncated randomized SVD, rows L2-normalised, zero rows where nothing co-occurs."""
+    n = counts.shape[0]
+    similarity = normalized_cooccurrence(counts)
+    vectors = np.zeros((n, dim), dtype=np.float32)
+    if similarity.nnz:
+        u, s = randomized_svd(similarity, min(dim, n), seed)
+        vectors[:, : s.size] = u * np.sqrt(s)
+    vectors[np.diff(similarity.indptr) == 0] = 0.0
+    return l2_normalize(vectors)
 
 
 def training_sequences(events: pa.Table, seq_cfg: SequenceConfig) -> Examples:

@@ -33,7 +33,8 @@ ASSORTMENT_SCHEMA = pa.schema(
     ]
 )
 
-__all__ = ["Dataset", "DataError", "EVENTS_SCHEMA", "ASSORTMENT_SCHEMA", "ITEMS_SCHEMA", "read_dataset"]
+__all__ = ["Dataset", "DataError", "EVENTS_SCHEMA", "ASSORTMENT_SCHEMA", "ITEMS_SCHEMA", "events_path", "read_dataset",
+           "read_events"]
 
 
 @dataclass
@@ -93,16 +94,28 @@ class Dataset:
 def read_dataset(path: str | Path) -> Dataset:
     """Read a dataset folder written by an importer or ``genrec data synth``."""
     path = Path(path)
-    if not path.is_dir():
-        raise DataError(f"{path}: dataset folder not found")
-    events_path = path / "events.parquet"
-    if not events_path.is_file():
-        raise DataError(f"{events_path}: file not found")
+    events = events_path(path)  # a DataError when the folder or its events are missing
     assortment_path = path / "assortment.parquet"
     meta_path = path / "meta.json"
     return Dataset(
         items=read_items(path),
-        events=pq.read_table(events_path),
+        events=pq.read_table(events),
         assortment=pq.read_table(assortment_path) if assortment_path.is_file() else None,
         meta=json.loads(meta_path.read_text()) if meta_path.is_file() else {},
     )
+
+
+def events_path(path: str | Path) -> Path:
+    """The events.parquet of a dataset folder (a DataError when it is missing)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path}: dataset folder not found")
+    events = path / "events.parquet"
+    if not events.is_file():
+        raise DataError(f"{events}: file not found")
+    return events
+
+
+def read_events(path: str | Path) -> pa.Table:
+    """A dataset folder's events alone, conformed to ``EVENTS_SCHEMA`` (no items or assortment read)."""
+    return conform(pq.read_table(events_path(path)), EVENTS_SCHEMA, "events.parquet")

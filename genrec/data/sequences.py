@@ -19,6 +19,7 @@ from semid.common import DataError
 from semid.config import Checks
 
 Split = Literal["leave_one_out", "last_basket", "auto"]
+CountsEngine = Literal["auto", "memory", "duckdb"]
 NO_RETAILER = -1  # retailer_id of an example whose events carry none
 
 
@@ -30,6 +31,11 @@ class SequenceConfig:
     train_stride: int | None = None  # labelled items per training window of a long history; None: max_items // 2
     train_first_item: bool = False  # also train to predict a shopper's very first item from no history
     retailer_token: bool = True  # precede each sequence with its retailer's token (when the events have one)
+    # how the SID stage's co-purchase counts (embedding.collab_*) read events.parquet: memory (the whole table),
+    # duckdb (SQL out of core, spilling past counts_memory_limit; genrec.data.outofcore), auto (duckdb from
+    # 20M events on); the counts are identical either way
+    counts_engine: CountsEngine = "auto"
+    counts_memory_limit: str = "2GB"  # DuckDB's memory_limit for counts_engine duckdb
 
     def __post_init__(self) -> None:
         Checks(self, "sequence").literals().at_least(1, "train_stride")

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from genrec.data.copurchase import collab_embeddings
+from genrec.data.copurchase import collab_embeddings_from_dataset
 from genrec.data.dataset import read_dataset
 from genrec.data.sequences import split_events
 from genrec.run.config import RunConfig, load_run_config
@@ -84,12 +84,13 @@ def with_collab(data: Path, item_ids: np.ndarray, text: np.ndarray, cfg: RunConf
     neighbours' (``embedding.collab_impute``; 0: text only)."""
     emb = cfg.embedding
     start = time.perf_counter()
-    events = read_dataset(data).events
-    collab = collab_embeddings(events, item_ids, cfg.sequence, emb.collab_dim, emb.collab_window, cfg.semid.seed)
+    collab, read = collab_embeddings_from_dataset(data, item_ids, cfg.sequence, emb.collab_dim, emb.collab_window,
+                                                  cfg.semid.seed)
     warm = int(np.count_nonzero(np.any(collab != 0, axis=1)))
-    log.info("collaborative part: %d dims from co-purchases within %d positions (%d events, %.1fs), weight %.2f; "
-             "%d of %d products have one, %d get the text part only", emb.collab_dim, emb.collab_window,
-             events.num_rows, time.perf_counter() - start, emb.collab_weight, warm, item_ids.size, item_ids.size - warm)
+    log.info("collaborative part: %d dims from co-purchases within %d positions (%d events counted in %s, %.1fs), "
+             "weight %.2f; %d of %d products have one, %d get the text part only", emb.collab_dim, emb.collab_window,
+             read["events"], read["engine"], time.perf_counter() - start, emb.collab_weight, warm, item_ids.size,
+             item_ids.size - warm)
     return combine(text, fill_missing(text, collab, emb.collab_impute), emb.collab_weight)
 
 
