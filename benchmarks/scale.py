@@ -177,10 +177,11 @@ def semantic_ids(folder: Path, ids: np.ndarray, x: np.ndarray, args: argparse.Na
     model, history = train_codebook(x[sample], paths, cfg)
     train_s = t.lap()
     torch.set_num_threads(args.threads)
-    codes = np.concatenate([model.encode(x[s:s + args.assign_batch]) for s in range(0, n, args.assign_batch)])
+    codes, residuals = model.encode_with_residuals(x, residuals=bool(args.last_capacity))  # one pass
     nearest_max = int(np.unique(codes, axis=0, return_counts=True)[1].max())
     encode_s = t.lap()
-    codes = model.capped(x, codes)
+    codes = model.capped(x, codes, residuals)
+    del residuals
     cap_s = t.lap()
     assign_s = encode_s + cap_s
     table = assign_sids(ids, codes, model.codebook_version)
@@ -529,7 +530,10 @@ def one_size(n: int, args: argparse.Namespace) -> dict:
     result["read_vectors_s"] = t.lap()
     print(f"[{n:,}] catalog ready; semantic IDs ...", flush=True)
     result["semid"], (table, model) = semantic_ids(folder, ids, x, args)
-    print(f"[{n:,}] SIDs in {result['semid']['sids_total_s']:.0f}s; index ...", flush=True)
+    print(f"[{n:,}] SIDs in {result['semid']['sids_total_s']:.0f}s", flush=True)
+    if args.sids_only:
+        return _finish(result, f"sids-{n}.json", start, args)
+    print(f"[{n:,}] index ...", flush=True)
     index, tok, path, result["index"], forest = build_index(folder, table, model, ids, work, args)
     del table
     result["serve"] = serving_memory(path)
@@ -539,13 +543,18 @@ def one_size(n: int, args: argparse.Namespace) -> dict:
     del forest, index
     print(f"[{n:,}] faiss ...", flush=True)
     result["faiss"] = two_tower(x, ids, hist[: args.queries], args)
+    return _finish(result, f"scale-{n}.json", start, args)
+
+
+def _finish(result: dict, name: str, start: float, args: argparse.Namespace) -> dict:
+    """``result`` with the peak memory, the load and the time, written to ``--out``/``name``."""
     result["peak_rss_mb"] = rss_mb("VmHWM")
     result["load_after"] = machine_load()
     result["total_s"] = time.perf_counter() - start
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"scale-{n}.json").write_text(json.dumps(result, indent=2, default=_plain) + "\n")
+        (out / name).write_text(json.dumps(result, indent=2, default=_plain) + "\n")
     return result
 
 
@@ -638,7 +647,6 @@ def run(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--last-capacity", type=int, default=64,
                    help="semid.last_code_capacity: most products on one code tuple (0: nearest codewords only)")
     p.add_argument("--kmeans-sample", type=int, default=65_536, help="products the codebooks are seeded on")
-    p.add_argument("--assign-batch", type=int, default=1 << 18, help="products per assignment batch")
     p.add_argument("--events", type=int, default=200_000, help="events generated (histories for queries)")
     p.add_argument("--queries", type=int, default=2000, help="two-tower queries (half tune nprobe, half measure)")
     p.add_argument("--decode-batches", type=int, default=10, help="timed batches of 64 per beam width")
@@ -649,6 +657,7 @@ def run(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--work", default="work/scale-bench", help="where indexes are saved")
     p.add_argument("--out", default=None, help="folder for scale-N.json")
     p.add_argument("--table", nargs="+", default=None, help="print the table of saved JSONs and stop")
+    p.add_argument("--sids-only", action="store_true", help="stop after the SID stage (writes sids-N.json)")
     p.add_argument("--decode-compare", action="store_true",
                    help="only decoding, on the indexes already saved in --work for --sizes, batches timed in turn")
     args = p.parse_args(argv)
@@ -667,6 +676,12 @@ def run(argv: list[str] | None = None) -> list[dict]:
             (Path(args.out) / "decode-compare.json").write_text(json.dumps(result, indent=2, default=_plain) + "\n")
         return [result]
     results = [one_size(n, args) for n in sizes]
+    if args.sids_only:
+        for r in results:
+            sid = r["semid"]
+            print(f"{r['products']:>11,} products: SIDs {sid['sids_total_s']:,.0f}s (train {sid['train_s']:,.0f}s, "
+                  f"assign {sid['assign_s']:,.0f}s, cap {sid['cap_s']:,.0f}s), largest tuple {sid['max_group']:,}")
+        return results
     print()
     print(table(results))
     return results

@@ -21,6 +21,8 @@ from semid.common import DataError
 from semid.config import Checks
 
 HISTORY_WEIGHT = 0.3  # share of the latest history item in the query point (the rest: the decoded beams)
+COLD_SLICE = 1 << 16  # new products ranked per slice of a larger cold pool (top_cold)
+COLD_CELLS = 1 << 24  # query x product similarities per block of a slice (64 MB, plus its partition)
 
 
 @dataclass
@@ -64,8 +66,14 @@ class ColdRanker:
         return cls(table, history_weight)
 
     def points(self, rows: np.ndarray) -> np.ndarray:
-        """Unit latent point of each SID token row [..., D] -> [..., dim] (zero rows stay zero)."""
-        return _unit(self.token_vectors[rows].sum(-2))
+        """Unit latent point of each SID token row [..., D] -> [..., dim] (zero rows stay zero). The codewords
+        are added a level at a time (the order ``sum`` over the level axis adds them in), so no [..., D, dim]
+        array is made."""
+        rows = np.asarray(rows)
+        total = self.token_vectors[rows[..., 0]]
+        for level in range(1, rows.shape[-1]):
+            total += self.token_vectors[rows[..., level]]
+        return _unit(total)
 
     def queries(self, decoded: np.ndarray, scores: np.ndarray, last_rows: np.ndarray | None = None) -> np.ndarray:
         """Unit query points [B, dim] from decoded SIDs [B, R, D] with log-probs [B, R] (-inf: no beam) and,
@@ -84,17 +92,44 @@ class ColdRanker:
 
 
 def top_cold(ranker: ColdRanker, queries: np.ndarray, cold_rows: np.ndarray, take: int,
-             cold_ids: np.ndarray | None = None, chunk: int = 512) -> np.ndarray:
+             cold_ids: np.ndarray | None = None, chunk: int = 512, pool_slice: int = COLD_SLICE,
+             cells: int = COLD_CELLS) -> np.ndarray:
     """The ``take`` best of ``cold_rows`` [M, D] for each query point [B, dim], best first: [B, take] row
-    indices (take <= M), chunked so memory stays at chunk x M. Equal similarity (new products at one SID
-    point, e.g. differing only in the disambiguation token): the lower of ``cold_ids`` (default: the row
-    index) comes first, so the choice never depends on where the products lie in the index."""
+    indices (take <= M). Equal similarity (new products at one SID point, e.g. differing only in the
+    disambiguation token): the lower of ``cold_ids`` (default: the row index) comes first, so the choice
+    never depends on where the products lie in the index.
+
+    Memory stays flat in M: the pool is read ``pool_slice`` products at a time (their points, then at most
+    ``chunk`` queries' similarities to them, fewer when a chunk would pass ``cells`` values), each slice's
+    best ``take`` kept, and the slices' best merged by the same order. A pool of one slice is ranked in one
+    pass."""
     ids = np.arange(cold_rows.shape[0]) if cold_ids is None else np.asarray(cold_ids)
-    points = ranker.points(cold_rows)
+    m = cold_rows.shape[0]
+    if m <= pool_slice:
+        return _top_of_slice(ranker.points(cold_rows), queries, ids, take, chunk, cells)[0]
+    found, sims = [], []
+    for s in range(0, m, pool_slice):
+        part = ids[s:s + pool_slice]
+        best, near = _top_of_slice(ranker.points(cold_rows[s:s + pool_slice]), queries, part,
+                                   min(take, part.size), chunk, cells)
+        found.append(best + s)
+        sims.append(near)
+    found, sims = np.concatenate(found, axis=1), np.concatenate(sims, axis=1)
+    order = np.lexsort((ids[found], -sims), axis=1)[:, :take]  # the same order as _best: best first, lower id
+    return np.take_along_axis(found, order, 1)
+
+
+def _top_of_slice(points: np.ndarray, queries: np.ndarray, ids: np.ndarray, take: int, chunk: int,
+                  cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's ``take`` best of ``points`` ([B, take] row indices, best first) and their similarities."""
+    step = max(1, min(chunk, cells // max(points.shape[0], 1)))
     out = np.empty((queries.shape[0], take), np.int64)
-    for s in range(0, queries.shape[0], chunk):
-        out[s:s + chunk] = _best(queries[s:s + chunk] @ points.T, ids, take)
-    return out
+    near = np.empty((queries.shape[0], take), np.float32)
+    for s in range(0, queries.shape[0], step):
+        sims = queries[s:s + step] @ points.T
+        out[s:s + step] = _best(sims, ids, take)
+        near[s:s + step] = np.take_along_axis(sims, out[s:s + step], 1)
+    return out, near
 
 
 def _best(sims: np.ndarray, ids: np.ndarray, take: int) -> np.ndarray:

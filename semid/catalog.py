@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from semid.common import DataError
 
 ITEMS_FILE = "items.parquet"  # the catalog's file in a dataset folder and in a run folder
+COPY_BATCH = 16_384  # rows per batch when a catalog is copied (copy_items)
 
 ITEMS_SCHEMA = pa.schema(
     [
@@ -49,14 +50,45 @@ def conform(table: pa.Table, schema: pa.Schema, name: str, keep_extra: bool = Fa
     return out
 
 
-def read_items(path: str | Path) -> pa.Table:
-    """Read ``items.parquet`` (or a dataset folder holding one), checked against ITEMS_SCHEMA."""
+def items_file(path: str | Path) -> Path:
+    """``items.parquet`` itself, or the one in a dataset folder; a DataError when it is not there."""
     path = Path(path)
     if path.is_dir():
         path = path / ITEMS_FILE
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    return conform(pq.read_table(path), ITEMS_SCHEMA, str(path), keep_extra=True)
+    return path
+
+
+def read_items(path: str | Path, extras: bool = True) -> pa.Table:
+    """Read ``items.parquet`` (or a dataset folder holding one), checked against ITEMS_SCHEMA. ``extras``:
+    with the file's other columns too (a column of precomputed vectors, say); False reads only the schema's,
+    so a catalog's vectors are not held where only its products are needed."""
+    path = items_file(path)
+    columns = None
+    if not extras:
+        names = pq.read_schema(path).names
+        columns = [c for c in ITEMS_SCHEMA.names if c in names]
+    return conform(pq.read_table(path, columns=columns), ITEMS_SCHEMA, str(path), keep_extra=extras)
+
+
+def copy_items(src: str | Path, dst: str | Path, batch: int = COPY_BATCH) -> None:
+    """Write ``read_items(src)`` to ``dst`` a batch of rows at a time: the same rows and columns, extras
+    included, without the whole catalog (its vectors, say) in memory at once."""
+    src = items_file(src)
+    with pq.ParquetFile(src, pre_buffer=False) as file:  # pre-buffering would read the whole file first
+        writer = None
+        try:
+            for part in file.iter_batches(batch_size=batch):
+                table = conform(pa.Table.from_batches([part]), ITEMS_SCHEMA, str(src), keep_extra=True)
+                if writer is None:
+                    writer = pq.ParquetWriter(dst, table.schema)
+                writer.write_table(table)
+            if writer is None:  # no rows: the empty table, as pq.write_table would write it
+                pq.write_table(read_items(src), dst)
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 def read_json(path: str | Path, what: str = "file") -> dict:

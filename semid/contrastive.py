@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 SAME_LEAF = 1.0  # strong positive: same leaf category
@@ -28,14 +30,44 @@ def encode_paths(category_paths: Sequence[Sequence[str] | None] | None, n: int) 
         return np.full((n, 1), -1, np.int64)
     if len(category_paths) != n:
         raise ValueError(f"{len(category_paths)} category paths for {n} products")
-    paths = [tuple(p) if p is not None else () for p in category_paths]
-    depth = max((len(p) for p in paths), default=0)
-    nodes = np.full((n, max(depth, 1)), -1, np.int64)
-    ids: dict[tuple, int] = {}  # one numbering for all depths: equal ids mean the same node
-    for d in range(depth):
-        nodes[:, d] = [ids.setdefault(p[: d + 1], len(ids)) if len(p) > d else -1 for p in paths]
+    nodes = _arrow_nodes(category_paths) if isinstance(category_paths, (pa.Array, pa.ChunkedArray)) else None
+    if nodes is None:
+        paths = [tuple(p) if p is not None else () for p in category_paths]
+        depth = max((len(p) for p in paths), default=0)
+        nodes = np.full((n, max(depth, 1)), -1, np.int64)
+        ids: dict[tuple, int] = {}  # one numbering for all depths: equal ids mean the same node
+        for d in range(depth):
+            nodes[:, d] = [ids.setdefault(p[: d + 1], len(ids)) if len(p) > d else -1 for p in paths]
     while nodes.shape[1] > 1 and _all_same(nodes[:, 0]) and (nodes[:, 1] >= 0).any():
         nodes = nodes[:, 1:]
+    return nodes
+
+
+def _arrow_nodes(category_paths: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+    """``encode_paths``' node ids of an Arrow list<string> column without a Python object per product (a large
+    catalog's paths as Python lists cost more than its codes): the same numbering, ids in order of first
+    appearance depth by depth, a node being its parent's id and its own name. None where a path holds an empty
+    name (the Python loop numbers those)."""
+    paths = category_paths.combine_chunks() if isinstance(category_paths, pa.ChunkedArray) else category_paths
+    lengths = pc.fill_null(pc.list_value_length(paths), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = pc.list_flatten(paths)
+    if flat.null_count:
+        return None
+    names = pc.dictionary_encode(flat).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = np.cumsum(lengths) - lengths
+    depth = int(lengths.max(initial=0))
+    nodes = np.full((len(paths), max(depth, 1)), -1, np.int64)
+    parent, width, next_id = np.zeros(len(paths), np.int64), int(names.max(initial=0)) + 1, 0
+    for d in range(depth):
+        has = np.flatnonzero(lengths > d)
+        key = parent[has] * width + names[starts[has] + d]  # equal keys: equal prefixes of length d + 1
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        rank = np.empty(first.size, np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+        nodes[has, d] = next_id + rank[inverse.reshape(-1)]
+        parent = np.full(len(paths), -1, np.int64)
+        parent[has] = nodes[has, d]
+        next_id += first.size
     return nodes
 
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from semid.catalog import read_items
 from semid.common import DataError, atomic_write
 from semid.config import Checks
 from semid.embedding_cache import EmbeddingCache, text_keys
@@ -31,6 +32,9 @@ DEFAULT_CACHE_DIR = "~/.cache/genrec/embeddings"
 CACHE_ENV = "GENREC_CACHE_DIR"  # replaces the default cache folder when set
 PROVIDERS = ("text", "column", "callable")
 EMBEDDINGS_FILE = "embeddings.parquet"  # the vectors a codebook is trained on, in its run folder
+NORM_ROWS = 1 << 14  # rows per slice of l2_normalize
+READ_BATCH = 16_384  # rows per batch when a column of vectors is read from a file (read_column_vectors)
+WRITE_ROWS = 65_536  # products per row group of an embeddings file (write_embeddings)
 FLUSH_SECONDS = 60.0  # write newly computed vectors to the cache at least this often (bounds work lost on ^C)
 
 
@@ -75,8 +79,8 @@ def embed_items(items: pa.Table, cfg: EmbeddingConfig, embed_fn: EmbedFn | None 
     if items.num_rows == 0:
         raise DataError("items: no items to embed")
     if embed_fn is None and cfg.provider == "column":
-        vectors = column_vectors(items, cfg.column)
-        return l2_normalize(vectors) if cfg.normalize else vectors
+        vectors = column_vectors(items, cfg.column)  # a new array: normalised in place
+        return l2_normalize(vectors, out=vectors) if cfg.normalize else vectors
     if embed_fn is not None:
         identity, label, load = _direct_callable(embed_fn)
     elif cfg.provider == "callable":
@@ -183,7 +187,8 @@ def column_vectors(items: pa.Table, column: str | None, name: str = "items") -> 
         raise DataError("embedding.column: provider 'column' needs the name of the items column holding vectors")
     if column not in items.column_names:
         raise DataError(f"{name}: missing embedding column {column!r} (has: {items.column_names})")
-    arr = items.column(column).combine_chunks()
+    arr = items.column(column)
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
     if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type)):
         raise DataError(f"{name}: column {column!r} must be a list of floats, got {arr.type}")
     if not (pa.types.is_floating(arr.type.value_type) or pa.types.is_integer(arr.type.value_type)):
@@ -197,20 +202,81 @@ def column_vectors(items: pa.Table, column: str | None, name: str = "items") -> 
         raise DataError(f"{name}: column {column!r} holds vectors of inconsistent length ({seen})")
     if sizes[0] == 0:
         raise DataError(f"{name}: column {column!r} holds empty vectors")
-    flat = arr.flatten()
-    if flat.null_count:
-        raise DataError(f"{name}: column {column!r} has {flat.null_count} missing values inside vectors")
-    vectors = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(arr), int(sizes[0]))
+    flats = [chunk.flatten() for chunk in chunks]
+    missing = sum(flat.null_count for flat in flats)
+    if missing:
+        raise DataError(f"{name}: column {column!r} has {missing} missing values inside vectors")
+    # one float32 array filled a chunk at a time: the column is not first joined into one more copy
+    vectors = np.empty((len(arr), int(sizes[0])), np.float32)
+    row = 0
+    for chunk, flat in zip(chunks, flats):
+        vectors[row:row + len(chunk)] = flat.to_numpy(zero_copy_only=False).reshape(len(chunk), -1)
+        row += len(chunk)
     bad = ~np.isfinite(vectors).all(axis=1)
     if bad.any():
         raise DataError(f"{name}: column {column!r} has {int(bad.sum())} vectors with NaN or infinite values")
-    return np.ascontiguousarray(vectors)
+    return vectors
 
 
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    """Scale each row to unit L2 norm (all-zero rows stay zero) so dot products are cosines."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+def read_column_vectors(path: str | Path, column: str | None, name: str = "items",
+                        batch: int = READ_BATCH) -> np.ndarray:
+    """``column_vectors`` of a parquet file's column, read ``batch`` rows at a time into one float32 array, so
+    the column is never held as an Arrow table beside it (for a catalog of millions, that table alone is as
+    big as the array). Errors are ``column_vectors``' on the whole column."""
+    path = Path(path)
+    with pq.ParquetFile(path, pre_buffer=False) as file:  # pre-buffering would read the whole column first
+        names = file.schema_arrow.names
+        out, row = None, 0
+        if column and column in names and file.metadata.num_rows:
+            for part in file.iter_batches(batch_size=batch, columns=[column]):
+                try:
+                    vectors = column_vectors(pa.Table.from_batches([part]), column, name)
+                except DataError:
+                    out = None
+                    break
+                if out is None:
+                    out = np.empty((file.metadata.num_rows, vectors.shape[1]), np.float32)
+                elif vectors.shape[1] != out.shape[1]:
+                    out = None
+                    break
+                out[row:row + len(vectors)] = vectors
+                row += len(vectors)
+    if out is None or row != len(out):  # a bad or missing column: the whole column says why
+        return column_vectors(pq.read_table(path, columns=[c for c in [column] if c in names]), column, name)
+    return out
+
+
+def embed_catalog(items: pa.Table, path: str | Path, cfg: EmbeddingConfig) -> np.ndarray:
+    """``embed_items`` of the catalog read from the items file ``path`` (``items``: its rows, the contract's
+    columns at least). The column provider reads its vectors from the file a batch at a time rather than from
+    ``items``, so a catalog's vectors are in memory once."""
+    if cfg.provider != "column" or items.num_rows == 0:
+        return embed_items(items, cfg)
+    try:
+        vectors = read_column_vectors(path, cfg.column)
+    except DataError:  # as embed_items words it for the whole catalog
+        return embed_items(read_items(path), cfg)
+    if len(vectors) != items.num_rows:
+        raise DataError(f"{path}: {len(vectors)} vectors in column {cfg.column!r} for {items.num_rows} items")
+    return l2_normalize(vectors, out=vectors) if cfg.normalize else vectors
+
+
+def l2_normalize(vectors: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Scale each row to unit L2 norm (all-zero rows stay zero) so dot products are cosines, as float32;
+    ``out``: a float32 array to write the result into (``vectors`` itself, in place). A matrix goes NORM_ROWS
+    rows at a time: ``np.linalg.norm`` squares its whole input first (each row's result is the same)."""
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        if out is not None:
+            return np.divide(vectors, np.maximum(norms, 1e-12), out=out)
+        return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    if out is None:
+        out = np.empty(vectors.shape, np.float32)
+    for s in range(0, len(vectors), NORM_ROWS):
+        part = vectors[s:s + NORM_ROWS]
+        out[s:s + NORM_ROWS] = part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+    return out
 
 
 def resolve_cache_dir(cfg: EmbeddingConfig) -> Path:
@@ -325,7 +391,8 @@ def write_embeddings(item_ids: np.ndarray, vectors: np.ndarray, path: Path) -> N
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vecs).reshape(-1)), vecs.shape[1]),
     })
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    # row groups of WRITE_ROWS products: the writer holds one of them encoded, not the whole file
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, row_group_size=WRITE_ROWS))
 
 
 def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -34,6 +34,16 @@ def assign(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 16384) -> tuple
     return torch.cat(dists), torch.cat(idxs)
 
 
+def subtract_codewords(x: torch.Tensor, codebook: torch.Tensor, idx: torch.Tensor, own: bool = False,
+                       chunk: int = 16384) -> torch.Tensor:
+    """``x - codebook[idx]`` (no gradient), a chunk of rows at a time: into ``x`` itself when ``own`` (the
+    caller's working copy), else into one new tensor; the gathered codewords are never a whole copy."""
+    out = x if own else torch.empty_like(x)
+    for s in range(0, len(x), chunk):
+        torch.sub(x[s:s + chunk], codebook[idx[s:s + chunk]], out=out[s:s + chunk])
+    return out
+
+
 def nearest(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Index of the nearest codeword for every row of ``x``."""
     return assign(x, codebook)[1]
@@ -100,13 +110,15 @@ class ResidualQuantizer(nn.Module):
         return getattr(self, f"usage_{level}")
 
     @torch.no_grad()
-    def init_kmeans(self, z: torch.Tensor, iters: int = 20, generator: torch.Generator | None = None) -> None:
-        """Set every codebook by k-means on the residuals the previous levels leave on ``z``."""
+    def init_kmeans(self, z: torch.Tensor, iters: int = 20, generator: torch.Generator | None = None,
+                    inplace: bool = False) -> None:
+        """Set every codebook by k-means on the residuals the previous levels leave on ``z`` (``inplace``: the
+        residuals are worked out in ``z`` itself, the caller's to give up)."""
         residual = z.detach().float()
         for level, k in enumerate(self.codebook_sizes):
             centroids = kmeans(residual, k, iters, generator)
             self.codebooks[level].copy_(centroids)
-            residual = residual - centroids[nearest(residual, centroids)]
+            residual = subtract_codewords(residual, centroids, nearest(residual, centroids), own=inplace or level > 0)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """Quantise ``z`` level by level; gradients reach ``z`` straight through the codeword choice."""
@@ -127,14 +139,15 @@ class ResidualQuantizer(nn.Module):
         return QuantizerOutput(quantized, torch.stack(codes, 1), residuals, loss)
 
     @torch.no_grad()
-    def encode(self, z: torch.Tensor) -> torch.Tensor:
-        """Codes (N, L) for ``z``, greedy nearest codeword at every level."""
+    def encode(self, z: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """Codes (N, L) for ``z``, greedy nearest codeword at every level (``inplace``: the residuals are
+        worked out in ``z`` itself)."""
         residual = z.float()
         codes = []
-        for codebook in self.codebooks:
+        for level, codebook in enumerate(self.codebooks):
             idx = nearest(residual, codebook)
             codes.append(idx)
-            residual = residual - codebook[idx]
+            residual = subtract_codewords(residual, codebook, idx, own=inplace or level > 0)
         return torch.stack(codes, 1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -142,8 +155,10 @@ class ResidualQuantizer(nn.Module):
         return sum(codebook[codes[:, level]] for level, codebook in enumerate(self.codebooks))
 
     @torch.no_grad()
-    def revive_dead(self, z: torch.Tensor, generator: torch.Generator | None = None) -> list[int]:
-        """Move codewords unused since the last call onto random residuals of ``z``; return counts per level.
+    def revive_dead(self, z: torch.Tensor, generator: torch.Generator | None = None,
+                    inplace: bool = False) -> list[int]:
+        """Move codewords unused since the last call onto random residuals of ``z``; return counts per level
+        (``inplace``: the residuals are worked out in ``z`` itself).
 
         Levels are handled top-down, so a level's revived codes already see the residuals that the
         (repaired) levels above it leave."""
@@ -157,7 +172,7 @@ class ResidualQuantizer(nn.Module):
                 codebook[dead] = residual[pick] + noise
             revived.append(int(dead.numel()))
             self.usage(level).zero_()
-            residual = residual - codebook[nearest(residual, codebook)]
+            residual = subtract_codewords(residual, codebook, nearest(residual, codebook), own=inplace or level > 0)
         return revived
 
 

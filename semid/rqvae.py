@@ -14,6 +14,8 @@ from torch import nn
 
 from semid.quantizer import ResidualQuantizer
 
+PCA_ROWS = 1 << 15  # products per slice of the covariance that init_pca sums (a catalog up to it: one slice)
+
 
 @dataclass
 class RQVAEConfig:
@@ -85,8 +87,12 @@ class RQVAE(nn.Module):
         scaled so the latent starts with unit mean square per dimension."""
         if self.encoder.skip is None:
             return
-        centred = x - x.mean(0)
-        cov = centred.T.double() @ centred.double() / max(len(x) - 1, 1)
+        mean = x.mean(0)
+        cov = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
+        for part in x.split(PCA_ROWS):  # a slice at a time: no catalog-sized copy, in float64 or otherwise
+            centred = (part - mean).double()
+            cov += centred.T @ centred
+        cov /= max(len(x) - 1, 1)
         values, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues
         k = self.cfg.latent_dim
         axes = vectors[:, -k:].flip(1).T.float()  # (latent, input), largest first
@@ -109,8 +115,14 @@ class RQVAE(nn.Module):
 
     @torch.no_grad()
     def latents(self, x: torch.Tensor, batch: int = 8192) -> torch.Tensor:
-        """Encoder outputs (N, latent_dim), batched."""
-        return torch.cat([self.encoder(part) for part in x.split(batch)])
+        """Encoder outputs (N, latent_dim), batched (written into one tensor: the parts are not held beside it)."""
+        out = None
+        for s, part in zip(range(0, len(x), batch), x.split(batch)):
+            z = self.encoder(part)
+            if out is None:
+                out = z.new_empty((len(x), z.shape[1]))
+            out[s:s + len(z)] = z
+        return out if out is not None else self.encoder(x[:0])
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, batch: int = 8192) -> torch.Tensor:

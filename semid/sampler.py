@@ -12,6 +12,8 @@ import numpy as np
 
 from semid.contrastive import leaf_ids, parent_ids
 
+HARD_ROWS = 1 << 16  # products scored per slice when a parent's hard-negative pool is built
+
 
 @dataclass
 class SamplerConfig:
@@ -85,7 +87,8 @@ class HierarchicalSampler:
         if p not in self._hard:
             members = np.flatnonzero(self.product_parent_pos == p)
             centre = self.embeddings[members].mean(0)
-            scores = self.embeddings[outside] @ centre
+            scores = np.concatenate([self.embeddings[outside[s:s + HARD_ROWS]] @ centre  # no catalog-sized copy
+                                     for s in range(0, len(outside), HARD_ROWS)])
             k = max(1, int(round(len(outside) * self.cfg.hard_pool)))
             self._hard[p] = np.sort(outside[np.argpartition(-scores, k - 1)[:k]])
         return self._hard[p]

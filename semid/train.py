@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from semid.capacity import cap_last_level
@@ -25,7 +26,7 @@ from semid.contrastive import (
     taxonomy_contrastive_loss,
 )
 from semid.progress import progress
-from semid.quantizer import code_stats
+from semid.quantizer import code_stats, nearest, subtract_codewords
 from semid.rqkmeans import RQKMeans
 from semid.rqvae import RQVAE, RQVAEConfig
 from semid.sampler import HierarchicalSampler, SamplerConfig
@@ -39,6 +40,10 @@ def rqvae_config(cfg: SemIDConfig, input_dim: int) -> RQVAEConfig:
                        cfg.beta, cfg.dropout, cfg.skip)
 
 
+STANDARDIZE_ROWS = 1 << 17  # a catalog up to this many products is standardised at once; a larger one by slices
+SLICE_ROWS = 1 << 14  # products per slice where a large catalog is standardised a slice at a time
+
+
 @dataclass
 class Standardizer:
     """Input transform fitted on the training catalog: optional L2 normalisation, centring, scaling."""
@@ -49,29 +54,121 @@ class Standardizer:
 
     @classmethod
     def fit(cls, x: np.ndarray, mode: str, normalize: bool) -> Standardizer:
-        x = _unit(x) if normalize else np.asarray(x, np.float32)
+        if len(x) > STANDARDIZE_ROWS:
+            return cls._fit_slices(x, mode, normalize)
+        # one working copy of the catalog, changed in place (the same arithmetic as x - mean, then its square)
+        x = _unit(x) if normalize else np.array(x, np.float32)
         mean = x.mean(0) if mode != "none" else np.zeros(x.shape[1], np.float32)
-        centred = x - mean
+        centred = np.subtract(x, mean, out=x)
         if mode == "per_dim":
             scale = centred.std(0) + 1e-6
         elif mode == "global":  # one scale keeps the geometry: unit mean squared coordinate
-            scale = np.array([np.sqrt((centred**2).mean()) + 1e-6])
+            scale = np.array([np.sqrt(np.square(centred, out=centred).mean()) + 1e-6])
         else:
             scale = np.ones(1)
         return cls(mean.astype(np.float32), np.asarray(scale, np.float32), normalize)
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        x = _unit(x) if self.normalize else np.asarray(x, np.float32)
-        return ((x - self.mean) / self.scale).astype(np.float32)
+    @classmethod
+    def _fit_slices(cls, x: np.ndarray, mode: str, normalize: bool) -> Standardizer:
+        """``fit`` on SLICE_ROWS products at a time, the sums in float64: a large catalog is never copied
+        whole (the means agree with ``fit``'s to float32 round-off)."""
+        n, d = x.shape
+
+        def squares(mean: np.ndarray):
+            for s in range(0, n, SLICE_ROWS):
+                part = _unit(x[s:s + SLICE_ROWS]) if normalize else np.array(x[s:s + SLICE_ROWS], np.float32)
+                yield np.square(np.subtract(part, mean, out=part), out=part)
+
+        mean = np.zeros(d, np.float32)
+        if mode != "none":
+            total = np.zeros(d)
+            for s in range(0, n, SLICE_ROWS):
+                part = x[s:s + SLICE_ROWS]
+                total += (_unit(part) if normalize else np.asarray(part, np.float32)).sum(0, dtype=np.float64)
+            mean = (total / n).astype(np.float32)
+        if mode == "per_dim":
+            scale = np.sqrt(sum(sq.sum(0, dtype=np.float64) for sq in squares(mean)) / n) + 1e-6
+        elif mode == "global":
+            scale = np.array([np.sqrt(sum(sq.sum(dtype=np.float64) for sq in squares(mean)) / (n * d)) + 1e-6])
+        else:
+            scale = np.ones(1)
+        return cls(mean, np.asarray(scale, np.float32), normalize)
+
+    def transform(self, x: np.ndarray, inplace: bool = False) -> np.ndarray:
+        """The standardised copy of ``x`` (float32), made in one working array; ``inplace``: ``x`` itself
+        (float32, the caller's own copy) becomes it."""
+        if inplace:
+            if self.normalize:
+                norms = np.linalg.norm(x, axis=1, keepdims=True)
+                np.divide(x, np.where(norms > 0, norms, 1.0), out=x)
+        else:
+            x = _unit(x) if self.normalize else np.array(x, np.float32)
+        np.subtract(x, self.mean, out=x)
+        return np.divide(x, self.scale, out=x)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, as a new float32 array (zero rows stay zero)."""
     x = np.asarray(x, np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
+    return np.divide(x, np.where(norms > 0, norms, 1.0), out=np.empty_like(x))
+
+
+class StandardRows:
+    """The standardised rows of raw embeddings, computed as they are read: ``x[idx]`` and ``x.split(n)`` give
+    float32 tensors, ``x.numpy()[idx]`` arrays, ``x.mean(0)`` the column means. What the RQ-VAE reads for a
+    large catalog instead of a standardised copy of it (every row's values are the copy's)."""
+
+    def __init__(self, raw: np.ndarray, standardizer: Standardizer):
+        self.raw, self.standardizer = raw, standardizer
+        self.shape = tuple(raw.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, idx) -> np.ndarray:
+        if isinstance(idx, torch.Tensor):
+            idx = idx.numpy()
+        if isinstance(idx, slice):  # a view of the caller's array: standardised into a copy
+            return self.standardizer.transform(self.raw[idx])
+        return self.standardizer.transform(np.asarray(self.raw[idx], np.float32), inplace=True)  # a gathered copy
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        return torch.from_numpy(self.rows(idx))
+
+    def split(self, size: int):
+        return (self[s:s + size] for s in range(0, len(self), size))
+
+    def numpy(self) -> "_NumpyRows":
+        return _NumpyRows(self)
+
+    def mean(self, dim: int) -> torch.Tensor:
+        if dim != 0:
+            raise ValueError("StandardRows.mean: only over products (dim 0)")
+        total = sum(part.sum(0, dtype=torch.float64) for part in self.split(SLICE_ROWS))
+        return (total / len(self)).float()
+
+
+class _NumpyRows:
+    """``StandardRows`` indexed as numpy arrays (what the hierarchical sampler reads)."""
+
+    def __init__(self, rows: StandardRows):
+        self._rows = rows
+
+    def __getitem__(self, idx) -> np.ndarray:
+        return self._rows.rows(idx)
 
 
 RESIDUAL_BATCH = 1 << 18  # products per slice when computing last-level residuals
+ENCODE_ROWS = 1 << 15  # products per slice when encoding a catalog (a multiple of the encoders' own batches)
+
+
+def _less_codewords(z: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) -> np.ndarray:
+    """Latents ``z`` less the codewords of their first L-1 ``codes``: what the last level quantises."""
+    z = np.array(z, np.float32, copy=True)
+    for level, book in enumerate(books[:-1]):
+        z -= book[codes[:, level]]
+    return z
 
 
 class SemIDModel:
@@ -91,12 +188,38 @@ class SemIDModel:
         return int(self.standardizer.mean.shape[0])
 
     def encode(self, embeddings: np.ndarray) -> np.ndarray:
-        """Codes (N, L) int64 for raw embeddings; works for products the codebook never saw."""
-        x = self._inputs(embeddings)
+        """Codes (N, L) int64 for raw embeddings; works for products the codebook never saw. A catalog larger
+        than ENCODE_ROWS is standardised and encoded a slice at a time (the same codes)."""
+        return self.encode_with_residuals(embeddings, residuals=False)[0]
+
+    def assign(self, embeddings: np.ndarray) -> np.ndarray:
+        """Codes (N, L) of a whole catalog with the last level capped (``capped``): the residuals the cap splits
+        crowded prefixes by are taken in the same pass as the codes, not by a second pass of the encoder."""
+        if not self.cfg.last_code_capacity:
+            return self.encode(embeddings)
+        return self.capped(embeddings, *self.encode_with_residuals(embeddings))
+
+    def encode_with_residuals(self, embeddings: np.ndarray, residuals: bool = True
+                              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Codes (N, L) and, with ``residuals``, what the last codebook quantises for each product (N, latent
+        dim) float32 (``last_residuals`` of every product); ENCODE_ROWS products at a time."""
+        books = self.codewords()
+        codes = np.empty((len(embeddings), len(books)), np.int64)
+        res = np.empty((len(embeddings), books[-1].shape[1]), np.float32) if residuals else None
+        for s in range(0, len(embeddings), ENCODE_ROWS):
+            z = self._latents(self._inputs(embeddings[s:s + ENCODE_ROWS]))
+            part = self.net.encode(z) if isinstance(self.net, RQKMeans) else self.net.quantizer.encode(z).numpy()
+            codes[s:s + len(part)] = part
+            if res is not None:
+                res[s:s + len(part)] = _less_codewords(z.numpy() if isinstance(z, torch.Tensor) else z, part, books)
+        return codes, res
+
+    def _latents(self, x: np.ndarray) -> np.ndarray | torch.Tensor:
+        """What the quantiser reads for standardised inputs: the RQ-VAE's encoder outputs, or ``x`` itself."""
         if isinstance(self.net, RQKMeans):
-            return self.net.encode(x)
+            return np.asarray(x, np.float32)
         self.net.eval()
-        return self.net.encode(torch.from_numpy(x)).numpy().astype(np.int64)
+        return self.net.latents(torch.from_numpy(x))
 
     def reconstruct(self, embeddings: np.ndarray) -> np.ndarray:
         """Reconstruction of the standardised inputs from their codes (standardised space)."""
@@ -123,24 +246,19 @@ class SemIDModel:
         out = np.empty((rows.size, books[-1].shape[1]), np.float32)
         for s in range(0, rows.size, RESIDUAL_BATCH):  # a catalog of millions, a slice at a time
             at = rows[s:s + RESIDUAL_BATCH]
-            x = self._inputs(embeddings[at])
-            if isinstance(self.net, RQKMeans):
-                z = np.asarray(x, np.float32)
-            else:
-                self.net.eval()
-                z = self.net.latents(torch.from_numpy(x)).numpy().astype(np.float32)
-            for level, book in enumerate(books[:-1]):
-                z -= book[codes[at, level]]
-            out[s:s + at.size] = z
+            z = self._latents(self._inputs(embeddings[at]))
+            out[s:s + at.size] = _less_codewords(z.numpy() if isinstance(z, torch.Tensor) else z, codes[at], books)
         return out
 
-    def capped(self, embeddings: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    def capped(self, embeddings: np.ndarray, codes: np.ndarray, residuals: np.ndarray | None = None) -> np.ndarray:
         """``codes`` with the last level capped at ``cfg.last_code_capacity`` products a tuple (0: unchanged);
-        ``embeddings`` are the products' own, rows aligned (``semid.capacity``)."""
+        ``embeddings`` are the products' own, rows aligned, and ``residuals`` their ``last_residuals`` where
+        already known (else worked out for the crowded prefixes' products; ``semid.capacity``)."""
         if not self.cfg.last_code_capacity:
             return codes
-        return cap_last_level(codes, lambda rows: self.last_residuals(embeddings, codes, rows),
-                              self.codewords()[-1], self.cfg.last_code_capacity)
+        of_rows = (lambda rows: residuals[rows]) if residuals is not None else (
+            lambda rows: self.last_residuals(embeddings, codes, rows))
+        return cap_last_level(codes, of_rows, self.codewords()[-1], self.cfg.last_code_capacity)
 
     def reconstruction_error(self, embeddings: np.ndarray) -> float:
         """Share of input variance the codes fail to reconstruct: mean ||x - x_hat||^2 / mean ||x - mean||^2."""
@@ -195,14 +313,14 @@ def weights_version(state: dict[str, np.ndarray]) -> str:
 
 def train_codebook(
     embeddings: np.ndarray,
-    category_paths: Sequence[Sequence[str] | None] | None,
+    category_paths: Sequence[Sequence[str] | None] | pa.Array | pa.ChunkedArray | None,
     cfg: SemIDConfig,
     init: SemIDModel | None = None,
 ) -> tuple[SemIDModel, list[dict]]:
-    """Train a codebook on ``embeddings`` (n, d); ``category_paths`` (root to leaf, or None) feeds the
-    taxonomy loss and sampler. ``init`` continues from a previous model (same shapes) so most products
-    keep their codes: no k-means, ``init_epochs`` at ``init_lr_ratio * lr``. Returns the model and one
-    history dict per epoch. Deterministic for a seed."""
+    """Train a codebook on ``embeddings`` (n, d); ``category_paths`` (root to leaf, or None; a list<string>
+    Arrow column too) feeds the taxonomy loss and sampler. ``init`` continues from a previous model (same
+    shapes) so most products keep their codes: no k-means, ``init_epochs`` at ``init_lr_ratio * lr``.
+    Returns the model and one history dict per epoch. Deterministic for a seed."""
     embeddings = np.asarray(embeddings, np.float32)
     _check(embeddings, category_paths, cfg)
     threads = torch.get_num_threads()
@@ -222,7 +340,8 @@ def _check(embeddings: np.ndarray, category_paths, cfg: SemIDConfig) -> None:
     """The inputs fit each other and the codebook (the config's own values are checked when it is made)."""
     if embeddings.ndim != 2 or len(embeddings) == 0:
         raise ValueError(f"embeddings must be a non-empty (n, d) array, got shape {embeddings.shape}")
-    if not np.isfinite(embeddings).all():
+    slices = range(0, len(embeddings), STANDARDIZE_ROWS)  # no catalog-sized mask
+    if not all(np.isfinite(embeddings[s:s + STANDARDIZE_ROWS]).all() for s in slices):
         raise ValueError("embeddings contain NaN or infinite values")
     if category_paths is not None and len(category_paths) != len(embeddings):
         raise ValueError(f"{len(category_paths)} category paths for {len(embeddings)} embeddings")
@@ -256,7 +375,8 @@ def _train_rqvae(
 ) -> tuple[SemIDModel, list[dict]]:
     gen = torch.Generator().manual_seed(cfg.seed)
     std = init.standardizer if init is not None else Standardizer.fit(x_raw, cfg.standardize, cfg.normalize)
-    x = torch.from_numpy(std.transform(x_raw))
+    # a large catalog is standardised a slice at a time as it is read, not copied whole beside the caller's
+    x = StandardRows(x_raw, std) if len(x_raw) > STANDARDIZE_ROWS else torch.from_numpy(std.transform(x_raw))
     net = RQVAE(rqvae_config(cfg, x.shape[1]))
     model = SemIDModel(cfg, std, net)
     nodes = encode_paths(category_paths, len(x))
@@ -287,7 +407,7 @@ def _train_rqvae(
                 seeds = x
                 if 0 < cfg.kmeans_sample < len(x):  # a sample of a large catalog (the default: every product)
                     seeds = x[torch.randperm(len(x), generator=gen)[: max(cfg.kmeans_sample, max(cfg.codebook_sizes))]]
-                net.quantizer.init_kmeans(net.latents(seeds), cfg.kmeans_iters, gen)
+                net.quantizer.init_kmeans(net.latents(seeds), cfg.kmeans_iters, gen, True)  # latents given up
             scales = _calibrate(net, x, gen, cfg.contrastive_sharpness) if use_taxonomy else None
         net.train()
         sums = {"loss": 0.0, "recon": 0.0, "rq": 0.0, "contrastive": 0.0}
@@ -369,15 +489,55 @@ def _step(net: RQVAE, x, idx, tax_idx, nodes, quantize: bool, scales: Contrastiv
 
 
 @torch.no_grad()
+def _summary_in_slices(net: RQVAE, x: StandardRows, cfg: SemIDConfig, gen: torch.Generator,
+                       batch: int = 8192) -> dict:
+    """``_epoch_summary``'s revival and code statistics with the latents computed a slice at a time, never
+    all at once: the steps of ``ResidualQuantizer.revive_dead`` (the same draws from ``gen``; each level's
+    residual spread summed over slices in float64), then every product's codes."""
+    q = net.quantizer
+
+    def residual(rows: torch.Tensor, level: int) -> torch.Tensor:  # what ``level`` quantises for these rows
+        r = net.encoder(rows)
+        for book in list(q.codebooks)[:level]:
+            r = subtract_codewords(r, book, nearest(r, book), own=True)
+        return r
+
+    out = {}
+    if cfg.revive_dead:
+        revived = []
+        for level, book in enumerate(q.codebooks):
+            dead = (q.usage(level) == 0).nonzero().flatten()
+            if dead.numel():
+                pick = torch.randint(len(x), (dead.numel(),), generator=gen)
+                total = square = 0.0
+                for part in x.split(batch):
+                    r = residual(part, level).double()
+                    total, square = total + float(r.sum()), square + float((r * r).sum())
+                count = len(x) * q.dim
+                std = math.sqrt(max(square - total * total / count, 0.0) / max(count - 1, 1))
+                noise = torch.randn(dead.numel(), q.dim, generator=gen) * std * 0.01
+                book[dead] = residual(x[pick], level) + noise
+            revived.append(int(dead.numel()))
+            q.usage(level).zero_()
+        out["revived"] = revived
+    codes = torch.cat([q.encode(net.encoder(part), True) for part in x.split(batch)])
+    out.update(_stats_fields(code_stats(codes.numpy(), cfg.codebook_sizes)))
+    return out
+
+
+@torch.no_grad()
 def _epoch_summary(net: RQVAE, x, epoch: int, quantize: bool, sums: dict, n: int, cfg: SemIDConfig, gen, start) -> dict:
     """Revive dead codes, then measure the epoch: mean losses, utilisation and perplexity on all products."""
     entry = {"epoch": epoch + 1, "phase": "rq" if quantize else "warmup"}
     entry.update({k: round(v / max(n, 1), 6) for k, v in sums.items()})
     if quantize:
         net.eval()
-        latents = net.latents(x)
-        if cfg.revive_dead:
-            entry["revived"] = net.quantizer.revive_dead(latents, gen)
-        entry.update(_stats_fields(code_stats(net.quantizer.encode(latents).numpy(), cfg.codebook_sizes)))
+        if isinstance(x, StandardRows):  # a large catalog: its latents a slice at a time
+            entry.update(_summary_in_slices(net, x, cfg, gen))
+        else:
+            latents = net.latents(x)
+            if cfg.revive_dead:
+                entry["revived"] = net.quantizer.revive_dead(latents, gen)
+            entry.update(_stats_fields(code_stats(net.quantizer.encode(latents, True).numpy(), cfg.codebook_sizes)))
     entry["seconds"] = round(time.perf_counter() - start, 2)
     return entry

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     heap.return_freed_memory()
+    heap.arrow_system_pool()
     try:
         args.func(args)
     except ConfigError as e:

@@ -25,9 +25,8 @@ from genrec.data.dataset import events_path, read_events
 from genrec.data.outofcore import copurchase_counts, resolve_engine
 from genrec.data.sequences import Examples, SequenceConfig, build_histories, make_splits, train_sequences
 from semid.catalog import item_columns
-from semid.collab import collab_vectors, normalized_cooccurrence, randomized_svd
+from semid.collab import collab_vectors, spectral_vectors
 from semid.common import DataError, ragged_rows
-from semid.embeddings import l2_normalize
 
 EVENT_COLUMNS = ("user_id", "session_id", "ts", "item_id", "position")  # what the training sequences read
 
@@ -63,16 +62,9 @@ def collab_embeddings_from_dataset(data: str | Path, item_ids: np.ndarray, seq_c
 
 
 def vectors_from_counts(counts: sp.csr_matrix, dim: int, seed: int) -> np.ndarray:
-    """What ``semid.collab.collab_vectors`` makes of its co-occurrence counts (same steps, same result):
-    degree-normalised, truncated randomized SVD, rows L2-normalised, zero rows where nothing co-occurs."""
-    n = counts.shape[0]
-    similarity = normalized_cooccurrence(counts)
-    vectors = np.zeros((n, dim), dtype=np.float32)
-    if similarity.nnz:
-        u, s = randomized_svd(similarity, min(dim, n), seed)
-        vectors[:, : s.size] = u * np.sqrt(s)
-    vectors[np.diff(similarity.indptr) == 0] = 0.0
-    return l2_normalize(vectors)
+    """What ``semid.collab.collab_vectors`` makes of its co-occurrence counts (the same function, the same
+    result): degree-normalised, truncated randomized SVD, rows L2-normalised, zero rows where nothing co-occurs."""
+    return spectral_vectors(counts, dim, seed)
 
 
 def training_sequences(events: pa.Table, seq_cfg: SequenceConfig) -> Examples:

@@ -91,14 +91,16 @@ class Dataset:
         (folder / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True))
 
 
-def read_dataset(path: str | Path) -> Dataset:
-    """Read a dataset folder written by an importer or ``genrec data synth``."""
+def read_dataset(path: str | Path, item_extras: bool = True) -> Dataset:
+    """Read a dataset folder written by an importer or ``genrec data synth``. ``item_extras``: keep
+    items.parquet's columns beyond the contract (False: not a catalog's precomputed vectors, which training
+    and evaluation never read from here)."""
     path = Path(path)
     events = events_path(path)  # a DataError when the folder or its events are missing
     assortment_path = path / "assortment.parquet"
     meta_path = path / "meta.json"
     return Dataset(
-        items=read_items(path),
+        items=read_items(path, extras=item_extras),
         events=pq.read_table(events),
         assortment=pq.read_table(assortment_path) if assortment_path.is_file() else None,
         meta=json.loads(meta_path.read_text()) if meta_path.is_file() else {},

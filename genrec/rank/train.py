@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.data.dataset import read_dataset
+from genrec.data.dataset import read_events
 from genrec.data.sequences import NO_RETAILER, Examples, Splits, split_events, train_sequences
 from genrec.model.decoder import weights_digest
 from genrec.rank.candidates import CandidateSet
@@ -96,7 +96,7 @@ def up_to_date(run: Path, cfg: RunConfig, decoder_version: str) -> bool:
 
 def run_splits(data: Path, cfg: RunConfig) -> Splits:
     """The run's dataset cut as its decoder's was, with whole histories."""
-    return split_events(read_dataset(data).events, UNCAPPED, cfg.sequence)[0]
+    return split_events(read_events(data), UNCAPPED, cfg.sequence)[0]
 
 
 def validation_queries(splits: Splits, cfg: RunConfig) -> Examples:

@@ -10,20 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from genrec.data.copurchase import collab_embeddings_from_dataset
-from genrec.data.dataset import read_dataset
+from genrec.data.dataset import read_events
 from genrec.data.sequences import split_events
 from genrec.run.config import RunConfig, load_run_config
 from genrec.run.layout import CONFIG_FILE, DATASET_FILE, EMBEDDINGS_FILE, ITEMS_FILE, TEXT_EMBEDDINGS_FILE
 from semid.capacity import place_new
-from semid.catalog import catalog_rows, read_items
+from semid.catalog import catalog_rows, copy_items, items_file, read_items
 from semid.churn import carry_over_sids, migration_table, sid_churn
-from semid.collab import combine, fill_missing, impute_from_text
+from semid.collab import combine, combine_file, fill_missing, impute_from_text
 from semid.common import DataError, write_json
 from semid.config import save_yaml
-from semid.embeddings import embed_items, read_embeddings, write_embeddings
+from semid.embeddings import embed_catalog, embed_items, read_embeddings, write_embeddings
 from semid.intrinsic import codebook_health, collisions, copurchase_sharing, intrinsic_metrics
 from semid.sids import assign_sids, codes_matrix, extend_sids
 from semid.store import load_codebook, read_sids, save_codebook, write_sids
@@ -46,25 +45,34 @@ class SemIDStage:
 def build_semids(data: Path, cfg: RunConfig, run: Path, init_run: Path | None = None) -> SemIDStage:
     """Embed ``data``'s items, train the codebook (from ``init_run``'s when given, so most products keep
     their codes), assign SIDs and write everything into ``run``."""
-    items = read_items(data)
+    start = time.perf_counter()
+    items = read_items(data, extras=False)  # the contract's columns: a column of vectors is read on its own
     run.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, run / CONFIG_FILE)
     record_dataset(run, data)
+    copy_items(data, run / ITEMS_FILE)  # every column, a batch at a time
     item_ids = items.column("item_id").to_numpy()
-    vectors = embed_items(items, cfg.embedding)
+    paths = items.column("category_path")  # as Arrow: node ids without a Python list per product
+    # the co-purchase part before the vectors, so that its SVD's scratch never sits beside them
+    collab = collab_part(data, item_ids, cfg) if cfg.embedding.collab_weight > 0 else None
+    vectors = embed_catalog(items, items_file(data), cfg.embedding)
+    del items
     (run / TEXT_EMBEDDINGS_FILE).unlink(missing_ok=True)  # a rebuild without the collaborative part
-    if cfg.embedding.collab_weight > 0:
+    if collab is not None:
         write_embeddings(item_ids, vectors, run / TEXT_EMBEDDINGS_FILE)
-        vectors = with_collab(data, item_ids, vectors, cfg)
+        collab = fill_missing(vectors, collab, cfg.embedding.collab_impute, inplace=True)
+        del vectors  # the text part is read back from its file a block at a time, beside the joined vectors
+        vectors = combine_file(run / TEXT_EMBEDDINGS_FILE, item_ids, collab, cfg.embedding.collab_weight)
+        del collab
     write_embeddings(item_ids, vectors, run / EMBEDDINGS_FILE)
-    pq.write_table(items, run / ITEMS_FILE)
+    log.info("embeddings: %s products x %d dims (%s), %.1fs", f"{len(item_ids):,}", vectors.shape[1],
+             "text and co-purchase" if cfg.embedding.collab_weight > 0 else "text", time.perf_counter() - start)
     init = load_codebook(init_run) if init_run is not None else None
     if init is not None and init.input_dim != vectors.shape[1]:
         raise DataError(f"--init-from {init_run}: its codebook reads {init.input_dim}-d embeddings, this config "
                         f"gives {vectors.shape[1]}-d (embedding model or collab settings differ); retrain fresh")
-    paths = items.column("category_path").to_pylist()
     model, history = train_codebook(vectors, paths, cfg.semid, init=init)
-    codes = model.capped(vectors, model.encode(vectors))
+    codes = model.assign(vectors)
     if init_run is not None:  # products whose codes did not move keep their whole SID, dedup token included
         sids = carry_over_sids(read_sids(init_run), item_ids, codes, model.codebook_version)
     else:
@@ -78,10 +86,11 @@ def build_semids(data: Path, cfg: RunConfig, run: Path, init_run: Path | None = 
     return SemIDStage(run, model, read_sids(run), version)
 
 
-def with_collab(data: Path, item_ids: np.ndarray, text: np.ndarray, cfg: RunConfig) -> np.ndarray:
-    """``[sqrt(1-w) * text, sqrt(w) * collab]``: text vectors joined by co-purchase vectors learned from the
-    training part of ``data``'s sequences (``semid.collab``); products with no co-purchase borrow their text
-    neighbours' (``embedding.collab_impute``; 0: text only)."""
+def collab_part(data: Path, item_ids: np.ndarray, cfg: RunConfig) -> np.ndarray:
+    """Co-purchase vectors of ``item_ids`` learned from the training part of ``data``'s sequences
+    (``semid.collab``), zero rows for products with none. ``build_semids`` joins them to the text vectors,
+    ``[sqrt(1-w) * text, sqrt(w) * collab]``, after products with none borrow their text neighbours'
+    (``embedding.collab_impute``; 0: text only)."""
     emb = cfg.embedding
     start = time.perf_counter()
     collab, read = collab_embeddings_from_dataset(data, item_ids, cfg.sequence, emb.collab_dim, emb.collab_window,
@@ -91,7 +100,7 @@ def with_collab(data: Path, item_ids: np.ndarray, text: np.ndarray, cfg: RunConf
              "weight %.2f; %d of %d products have one, %d get the text part only", emb.collab_dim, emb.collab_window,
              read["events"], read["engine"], time.perf_counter() - start, emb.collab_weight, warm, item_ids.size,
              item_ids.size - warm)
-    return combine(text, fill_missing(text, collab, emb.collab_impute), emb.collab_weight)
+    return collab
 
 
 def embed_new_items(items: pa.Table, cfg: RunConfig, run: Path | None = None) -> np.ndarray:
@@ -164,7 +173,7 @@ def evaluate_semids(run: Path, seed: int = 0, data: Path | None = None) -> dict:
         start = time.perf_counter()
         cfg = load_run_config(run / CONFIG_FILE)
         rows = catalog_rows(items.column("item_id").to_numpy(),
-                            np.stack(heldout_pairs(read_dataset(source).events, cfg)))
+                            np.stack(heldout_pairs(read_events(source), cfg)))
         left, right = rows
         known = (left >= 0) & (right >= 0)
         metrics.update(copurchase_sharing(codes, left[known], right[known], seed))

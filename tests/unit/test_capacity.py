@@ -118,6 +118,25 @@ def test_a_trained_codebook_caps_its_own_codes():
     assert groups_of(nearest).max() > groups_of(capped).max()
 
 
+def test_one_pass_assignment_matches_the_two_pass_cap(monkeypatch):
+    """``assign`` takes the residuals in the encoding pass: the codes and residuals of the second pass."""
+    import semid.train as train
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(size=(1, 16)) + 0.05 * rng.normal(size=(900, 16)),
+                        rng.normal(size=(300, 16))]).astype(np.float32)
+    cfg = SemIDConfig(codebook_sizes=[4, 8, 16], hidden_dims=[32], latent_dim=8, epochs=2, batch_size=128,
+                      progress=False, threads=1, last_code_capacity=20)
+    model, _ = train_codebook(x, None, cfg)
+    monkeypatch.setattr(train, "ENCODE_ROWS", 500)  # several slices
+    codes, residuals = model.encode_with_residuals(x)
+    assert (codes == model.encode(x)).all()
+    np.testing.assert_allclose(residuals, model.last_residuals(x, codes), atol=1e-5)
+    assigned = model.assign(x)
+    assert (assigned == model.capped(x, codes)).all()
+    assert groups_of(assigned).max() < groups_of(codes).max()
+
+
 def test_a_run_built_with_a_cap_keeps_its_tuples_under_it(tiny_run, tmp_path):
     """``semid.last_code_capacity`` reaches the run's SID table (what the tokenizer and decoder read)."""
     import dataclasses
