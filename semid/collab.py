@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from semid.catalog import catalog_rows
 from semid.common import DataError, ragged_rows
-from semid.embeddings import column_vectors, l2_normalize
+from semid.embeddings import column_vectors, half_storage, l2_normalize
 
 OVERSAMPLE = 16  # extra random directions of the randomized SVD beyond ``dim`` (accuracy of the subspace)
 IMPUTE_CELLS = 1 << 23  # similarities per chunk when imputing: 32 MB, plus 64 MB for their partition
@@ -164,7 +164,8 @@ def combine_file(path: Path, item_ids: np.ndarray, collab: np.ndarray, weight: f
                  block: int = IMPUTE_BLOCK) -> np.ndarray:
     """``combine`` of the text vectors in the embeddings file ``path`` (``write_embeddings``'s, rows in
     ``item_ids`` order) with ``collab``, the file read ``block`` rows at a time: the text vectors of a large
-    catalog are not in memory beside the joined ones. The same values as ``combine`` on the whole arrays."""
+    catalog are not in memory beside the joined ones. The same values as ``combine`` on the whole arrays,
+    kept in float16 for a large catalog (``semid.embeddings.half_storage``: both parts are unit length)."""
     out, row = None, 0
     with pq.ParquetFile(path, pre_buffer=False) as file:  # pre-buffering would read the whole file first
         for part in file.iter_batches(batch_size=block):
@@ -174,7 +175,7 @@ def combine_file(path: Path, item_ids: np.ndarray, collab: np.ndarray, weight: f
                 raise DataError(f"{path}: lists other products than the catalog, in another order")
             joined = combine(column_vectors(table, "embedding", str(path)), collab[row:row + ids.size], weight, block)
             if out is None:
-                out = np.empty((len(item_ids), joined.shape[1]), np.float32)
+                out = np.empty((len(item_ids), joined.shape[1]), half_storage(len(item_ids)))
             out[row:row + ids.size] = joined
             row += ids.size
     if out is None or row != len(item_ids):

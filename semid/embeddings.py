@@ -35,6 +35,7 @@ EMBEDDINGS_FILE = "embeddings.parquet"  # the vectors a codebook is trained on, 
 NORM_ROWS = 1 << 14  # rows per slice of l2_normalize
 READ_BATCH = 16_384  # rows per batch when a column of vectors is read from a file (read_column_vectors)
 WRITE_ROWS = 65_536  # products per row group of an embeddings file (write_embeddings)
+HALF_ROWS = 1 << 17  # a catalog above this many products holds its unit-length vectors in float16 (half_storage)
 FLUSH_SECONDS = 60.0  # write newly computed vectors to the cache at least this often (bounds work lost on ^C)
 
 
@@ -218,11 +219,12 @@ def column_vectors(items: pa.Table, column: str | None, name: str = "items") -> 
     return vectors
 
 
-def read_column_vectors(path: str | Path, column: str | None, name: str = "items",
-                        batch: int = READ_BATCH) -> np.ndarray:
-    """``column_vectors`` of a parquet file's column, read ``batch`` rows at a time into one float32 array, so
-    the column is never held as an Arrow table beside it (for a catalog of millions, that table alone is as
-    big as the array). Errors are ``column_vectors``' on the whole column."""
+def read_column_vectors(path: str | Path, column: str | None, name: str = "items", batch: int = READ_BATCH,
+                        normalize: bool = False, dtype: np.dtype = np.float32) -> np.ndarray:
+    """``column_vectors`` of a parquet file's column (``l2_normalize``d when ``normalize``), read ``batch`` rows
+    at a time into one array of ``dtype``, so the column is never held as an Arrow table beside it (for a
+    catalog of millions, that table alone is as big as the array). Errors are ``column_vectors``' on the
+    whole column."""
     path = Path(path)
     with pq.ParquetFile(path, pre_buffer=False) as file:  # pre-buffering would read the whole column first
         names = file.schema_arrow.names
@@ -235,30 +237,33 @@ def read_column_vectors(path: str | Path, column: str | None, name: str = "items
                     out = None
                     break
                 if out is None:
-                    out = np.empty((file.metadata.num_rows, vectors.shape[1]), np.float32)
+                    out = np.empty((file.metadata.num_rows, vectors.shape[1]), dtype)
                 elif vectors.shape[1] != out.shape[1]:
                     out = None
                     break
-                out[row:row + len(vectors)] = vectors
+                out[row:row + len(vectors)] = l2_normalize(vectors, out=vectors) if normalize else vectors
                 row += len(vectors)
     if out is None or row != len(out):  # a bad or missing column: the whole column says why
-        return column_vectors(pq.read_table(path, columns=[c for c in [column] if c in names]), column, name)
+        vectors = column_vectors(pq.read_table(path, columns=[c for c in [column] if c in names]), column, name)
+        return (l2_normalize(vectors, out=vectors) if normalize else vectors).astype(dtype, copy=False)
     return out
 
 
 def embed_catalog(items: pa.Table, path: str | Path, cfg: EmbeddingConfig) -> np.ndarray:
     """``embed_items`` of the catalog read from the items file ``path`` (``items``: its rows, the contract's
     columns at least). The column provider reads its vectors from the file a batch at a time rather than from
-    ``items``, so a catalog's vectors are in memory once."""
+    ``items``, so a catalog's vectors are in memory once (unit-length ones of a large catalog in float16,
+    ``half_storage``)."""
     if cfg.provider != "column" or items.num_rows == 0:
         return embed_items(items, cfg)
+    dtype = half_storage(items.num_rows) if cfg.normalize else np.dtype(np.float32)  # unnormalised: any range
     try:
-        vectors = read_column_vectors(path, cfg.column)
+        vectors = read_column_vectors(path, cfg.column, normalize=cfg.normalize, dtype=dtype)
     except DataError:  # as embed_items words it for the whole catalog
         return embed_items(read_items(path), cfg)
     if len(vectors) != items.num_rows:
         raise DataError(f"{path}: {len(vectors)} vectors in column {cfg.column!r} for {items.num_rows} items")
-    return l2_normalize(vectors, out=vectors) if cfg.normalize else vectors
+    return vectors
 
 
 def l2_normalize(vectors: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -274,7 +279,7 @@ def l2_normalize(vectors: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     if out is None:
         out = np.empty(vectors.shape, np.float32)
     for s in range(0, len(vectors), NORM_ROWS):
-        part = vectors[s:s + NORM_ROWS]
+        part = np.asarray(vectors[s:s + NORM_ROWS], np.float32)
         out[s:s + NORM_ROWS] = part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
     return out
 
@@ -374,25 +379,44 @@ def load_sentence_model(path: str, device: str, name: str):
 
 
 def write_embeddings(item_ids: np.ndarray, vectors: np.ndarray, path: Path) -> None:
-    """Write item_id int64 + embedding fixed_size_list<float32> parquet atomically (temp file + rename)."""
+    """Write item_id int64 + embedding fixed_size_list<float32> parquet atomically (temp file + rename), a row
+    group of WRITE_ROWS products at a time: float16 vectors (``half_storage``) are widened a group at a time."""
     path = Path(path)
     ids = np.asarray(item_ids)
-    vecs = np.asarray(vectors, dtype=np.float32)
+    vecs = np.asarray(vectors)
+    if vecs.dtype != np.float16:
+        vecs = np.asarray(vecs, dtype=np.float32)
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
         raise DataError(f"{path}: item ids must be a 1-d integer array, got {ids.dtype} {ids.shape}")
     if vecs.ndim != 2 or vecs.shape[0] != ids.shape[0] or vecs.shape[1] == 0:
         raise DataError(f"{path}: vectors of shape {vecs.shape} do not match {ids.shape[0]} item ids")
     if np.unique(ids).size != ids.size:
         raise DataError(f"{path}: {ids.size - np.unique(ids).size} duplicate item ids")
-    if not np.isfinite(vecs).all():
+    groups = range(0, max(len(ids), 1), WRITE_ROWS)
+    if not all(np.isfinite(vecs[s:s + WRITE_ROWS]).all() for s in groups):  # no catalog-sized mask
         raise DataError(f"{path}: vectors hold NaN or infinite values")
-    table = pa.table({
-        "item_id": pa.array(ids.astype(np.int64, copy=False)),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vecs).reshape(-1)), vecs.shape[1]),
-    })
+    schema = pa.schema([("item_id", pa.int64()), ("embedding", pa.list_(pa.float32(), vecs.shape[1]))])
+
+    def group(s: int) -> pa.Table:
+        part = np.ascontiguousarray(vecs[s:s + WRITE_ROWS], dtype=np.float32)
+        return pa.table({"item_id": pa.array(ids[s:s + WRITE_ROWS].astype(np.int64, copy=False)),
+                         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(part.reshape(-1)), vecs.shape[1])},
+                        schema=schema)
+
+    def write(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for s in groups:
+                writer.write_table(group(s))
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    # row groups of WRITE_ROWS products: the writer holds one of them encoded, not the whole file
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp, row_group_size=WRITE_ROWS))
+    atomic_write(path, write)
+
+
+def half_storage(n: int) -> np.dtype:
+    """The dtype a catalog of ``n`` products keeps its unit-length vectors in while its codebook is built:
+    float16 above HALF_ROWS products (half the memory of the largest arrays of ``genrec train``; the RQ-VAE
+    reads them a slice at a time in float32, and trains in bf16, coarser still), else float32."""
+    return np.dtype(np.float16 if n > HALF_ROWS else np.float32)
 
 
 def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:

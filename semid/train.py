@@ -321,7 +321,9 @@ def train_codebook(
     Arrow column too) feeds the taxonomy loss and sampler. ``init`` continues from a previous model (same
     shapes) so most products keep their codes: no k-means, ``init_epochs`` at ``init_lr_ratio * lr``.
     Returns the model and one history dict per epoch. Deterministic for a seed."""
-    embeddings = np.asarray(embeddings, np.float32)
+    embeddings = np.asarray(embeddings)
+    if embeddings.dtype != np.float16:  # float16: a large catalog's own storage, read a slice at a time
+        embeddings = np.asarray(embeddings, np.float32)
     _check(embeddings, category_paths, cfg)
     threads = torch.get_num_threads()
     if cfg.threads:

@@ -150,6 +150,21 @@ def test_large_catalog_trains_on_standardised_slices(monkeypatch):
     codes = [T.train_codebook(x, paths, cfg)[0].encode(x) for _ in range(2)]
     assert codes[0].shape == (3_000, 2) and np.array_equal(codes[0], codes[1])
     assert len(np.unique(codes[0][:, 0])) > 8  # the first level is used, not collapsed
+    half = x.astype(np.float16)  # a large catalog's storage (half_storage): read as is, the same codes
+    with monkeypatch.context() as m:
+        m.setattr(np, "asarray", _no_float32_copy_of(half, np.asarray))
+        from_half = T.train_codebook(half, paths, cfg)[0]
+    assert np.array_equal(from_half.encode(half), T.train_codebook(half.astype(np.float32), paths, cfg)[0].encode(half))
+
+
+def _no_float32_copy_of(array: np.ndarray, asarray):
+    """np.asarray that refuses to make a float32 copy of all of ``array``."""
+    def guarded(a, *args, **kwargs):
+        out = asarray(a, *args, **kwargs)
+        if a is array and out.dtype == np.float32:
+            raise AssertionError("a float32 copy of the whole catalog")
+        return out
+    return guarded
 
 
 def test_category_paths_from_arrow_number_the_nodes_as_python_lists():
@@ -170,3 +185,39 @@ def test_category_paths_from_arrow_number_the_nodes_as_python_lists():
         want = encode_paths(paths, n)
         np.testing.assert_array_equal(encode_paths(column, n), want)
         np.testing.assert_array_equal(encode_paths(pa.chunked_array([column[: n // 2], column[n // 2:]]), n), want)
+
+
+def test_a_large_catalogs_unit_vectors_are_kept_in_half_precision(tmp_path, monkeypatch):
+    """Above HALF_ROWS products the catalog's unit-length vectors (the column read, the joined text and
+    co-purchase ones) are float16, half the memory; the embeddings files still hold float32, and the codebook
+    trains on them without a float32 copy of the catalog."""
+    import semid.embeddings as emb
+    from semid.collab import combine, combine_file
+    from semid.embeddings import EmbeddingConfig, embed_catalog, read_embeddings, write_embeddings
+    from semid.catalog import read_items
+
+    monkeypatch.setattr(emb, "HALF_ROWS", 1_000)
+    rng = np.random.default_rng(6)
+    n = 3_000
+    vec = rng.standard_normal((n, 24)).astype(np.float32)
+    items = pa.table({"item_id": np.arange(1, n + 1), "title": [f"t{i}" for i in range(n)],
+                      "text": [f"x{i}" for i in range(n)], "vec": pa.array(list(vec), pa.list_(pa.float32()))})
+    pq.write_table(items, tmp_path / "items.parquet", row_group_size=700)
+    unit = vec / np.linalg.norm(vec, axis=1, keepdims=True)
+    text = embed_catalog(read_items(tmp_path, extras=False), tmp_path / "items.parquet",
+                         EmbeddingConfig(provider="column", column="vec"))
+    assert text.dtype == np.float16
+    np.testing.assert_allclose(text, unit, atol=1e-3)
+    raw = embed_catalog(read_items(tmp_path, extras=False), tmp_path / "items.parquet",
+                        EmbeddingConfig(provider="column", column="vec", normalize=False))
+    assert raw.dtype == np.float32  # not unit length: any range, so float32
+    ids = np.arange(1, n + 1)
+    write_embeddings(ids, text, tmp_path / "text.parquet")
+    got_ids, got = read_embeddings(tmp_path / "text.parquet")
+    assert got.dtype == np.float32 and (got_ids == ids).all()
+    np.testing.assert_array_equal(got, text.astype(np.float32))
+    collab = rng.standard_normal((n, 8)).astype(np.float32)
+    collab /= np.linalg.norm(collab, axis=1, keepdims=True)
+    joined = combine_file(tmp_path / "text.parquet", ids, collab, 0.5)
+    assert joined.dtype == np.float16
+    np.testing.assert_allclose(joined, combine(got, collab, 0.5), atol=1e-3)
