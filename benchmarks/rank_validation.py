@@ -27,14 +27,14 @@ import numpy as np
 from genrec.cli import configure_logging
 from genrec.data.sequences import Examples
 from genrec.evaluation.metrics import Targets, rank_metrics, remove_items
-from genrec.rank.candidates import CandidateSet
+from genrec.rank.candidates import CandidateSet, pair_index
 from genrec.rank.rankers import best_first, fit, labels, ranked_slots
 from genrec.rank.train import candidate_sets, run_splits
 from genrec.retriever import Retriever
 from genrec.run.config import load_run_config
 from genrec.run.layout import CONFIG_FILE
 from genrec.run.semids import run_dataset
-from rank_ablation import metrics  # noqa: E402 (benchmarks/ is on the path when run as a script)
+from rank_ablation import metrics, top_lists, weighted_score  # noqa: E402 (benchmarks/ is on the path as a script)
 
 # row name -> (training queries, None: all the rest; RankConfig overrides)
 ROWS = {
@@ -59,6 +59,42 @@ def discovery_metrics(cs: CandidateSet, score: np.ndarray, judge: Examples, shar
     return (rank_metrics(lists, targets, [k]) | rank_metrics(lists, fresh_targets, [k], prefix="new_"))
 
 
+def bought(cs: CandidateSet, ex: Examples) -> np.ndarray:
+    """Per candidate: whether its query's shopper bought it before (it is in the history)."""
+    owner = np.repeat(np.arange(len(ex)), np.diff(ex.history_offsets))
+    return pair_index(owner, ex.history_items, cs.query, cs.item_ids) >= 0
+
+
+def discovery_ranker_rows(pool_cs: CandidateSet, y: np.ndarray, pool: Examples, judge_cs: CandidateSet,
+                          judge: Examples, main_score: np.ndarray, cfg, shares: list[float], k: int = 20) -> dict:
+    """A second ranker trained on never-bought candidates alone (labels: the never-bought targets), against
+    the run's ranker and the weighted order on the judge's never-bought candidates (a discovery list); then
+    one list of ``k`` whose reserved share of slots takes the discovery ranker's best never-bought products."""
+    fresh_pool, fresh = ~bought(pool_cs, pool), ~bought(judge_cs, judge)
+    disc = fit(pool_cs.subset(fresh_pool), y[fresh_pool], cfg.rank, cfg.train.threads)
+    targets = Targets(judge.target_offsets, judge.target_items)
+    new_targets = remove_items(targets, Targets(judge.history_offsets, judge.history_items))
+    d_score = np.where(fresh, disc.score(judge_cs), -np.inf)
+    orders = {"run's ranker": np.where(fresh, main_score, -np.inf), "discovery ranker": d_score,
+              "weighted": np.where(fresh, weighted_score(judge_cs, cfg.memory.weight, cfg.memory.floor), -np.inf)}
+    rows = {}
+    for name, score in orders.items():
+        listed = np.isfinite(score)  # never-bought candidates (the weighted order: those in the beam)
+        lists = top_lists(judge_cs.subset(listed), score[listed], k)
+        rows[f"discovery list, {name}"] = rank_metrics(lists, new_targets, [k], prefix="new_")
+    order = best_first(judge_cs, d_score)
+    q = judge_cs.query[order]
+    d_rank = np.full(len(judge_cs), np.iinfo(np.int64).max)
+    d_rank[order] = np.arange(q.size) - np.searchsorted(q, q)
+    for share in shares:
+        reserve = int(np.ceil(share * k))
+        forced = fresh & np.isfinite(d_score) & (d_rank < reserve)
+        lists = top_lists(judge_cs, np.where(forced, 1e9 - d_rank, main_score), k)
+        rows[f"one list, {share:g} for the discovery ranker"] = (rank_metrics(lists, targets, [k])
+                                                                | rank_metrics(lists, new_targets, [k], prefix="new_"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True)
@@ -68,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settings", choices=("sweep", "config"), default="sweep",
                     help="sweep: the rows above; config: the run's own rank section alone")
     ap.add_argument("--discover", default="", help="comma-separated rank.discover_share values to list at K=20")
+    ap.add_argument("--discover-ranker", default="",
+                    help="comma-separated list shares for a second ranker trained on never-bought targets")
     ap.add_argument("--dtype", choices=("float32", "bfloat16", "auto"), default=None,
                     help="the decoder's weights while decoding candidates (default: the run's rank.dtype)")
     ap.add_argument("--out", default=None, help="JSON of every row")
@@ -107,9 +145,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'discover_share':>14}{'R@20':>9}{'new R@20':>10}")
         for share, m in discover.items():
             print(f"{share:>14.2f}{m['recall@20']:>9.4f}{m['new_recall@20']:>10.4f}")
+    discovery = {}
+    if args.discover_ranker:
+        main_score = fit(pool_cs, y, cfg.rank, cfg.train.threads).score(judge_cs)
+        discovery = discovery_ranker_rows(pool_cs, y, pool, judge_cs, judge, main_score, cfg,
+                                          [float(v) for v in args.discover_ranker.split(",")])
+        print(f"{'row':52}{'R@20':>9}{'new R@20':>10}")
+        for name, m in discovery.items():
+            print(f"{name:52}{m.get('recall@20', float('nan')):>9.4f}{m['new_recall@20']:>10.4f}")
     if args.out:
         Path(args.out).write_text(json.dumps({"run": str(run), "judge": len(judge), "pool": len(pool), "rows": rows,
-                                              "discover": discover}, indent=2))
+                                              "discover": discover, "discovery_ranker": discovery}, indent=2))
     return 0
 
 
