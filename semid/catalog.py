@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -60,16 +61,23 @@ def items_file(path: str | Path) -> Path:
     return path
 
 
-def read_items(path: str | Path, extras: bool = True) -> pa.Table:
+def read_items(path: str | Path, extras: bool = True, columns: Sequence[str] | None = None) -> pa.Table:
     """Read ``items.parquet`` (or a dataset folder holding one), checked against ITEMS_SCHEMA. ``extras``:
     with the file's other columns too (a column of precomputed vectors, say); False reads only the schema's,
-    so a catalog's vectors are not held where only its products are needed."""
+    so a catalog's vectors are not held where only its products are needed. ``columns``: only these of the
+    schema's (checked as the schema says), for readers that never look at titles and texts."""
     path = items_file(path)
-    columns = None
+    schema = ITEMS_SCHEMA
+    if columns is not None:
+        unknown = sorted(set(columns) - set(ITEMS_SCHEMA.names))
+        if unknown:
+            raise ValueError(f"read_items: {unknown} are not items.parquet columns ({ITEMS_SCHEMA.names})")
+        schema, extras = pa.schema([ITEMS_SCHEMA.field(c) for c in columns]), False
+    names = None
     if not extras:
-        names = pq.read_schema(path).names
-        columns = [c for c in ITEMS_SCHEMA.names if c in names]
-    return conform(pq.read_table(path, columns=columns), ITEMS_SCHEMA, str(path), keep_extra=extras)
+        present = pq.read_schema(path).names
+        names = [c for c in schema.names if c in present]
+    return conform(pq.read_table(path, columns=names), schema, str(path), keep_extra=extras)
 
 
 def copy_items(src: str | Path, dst: str | Path, batch: int = COPY_BATCH) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -45,9 +46,12 @@ class Dataset:
     events: pa.Table
     assortment: pa.Table | None = None
     meta: dict = field(default_factory=dict)
+    item_columns: tuple[str, ...] | None = None  # only these of ITEMS_SCHEMA were read (never written back)
 
     def __post_init__(self) -> None:
-        self.items = conform(self.items, ITEMS_SCHEMA, "items.parquet", keep_extra=True)
+        whole = self.item_columns is None
+        schema = ITEMS_SCHEMA if whole else pa.schema([ITEMS_SCHEMA.field(c) for c in self.item_columns])
+        self.items = conform(self.items, schema, "items.parquet", keep_extra=whole)
         self.events = conform(self.events, EVENTS_SCHEMA, "events.parquet")
         if self.assortment is not None:
             self.assortment = conform(self.assortment, ASSORTMENT_SCHEMA, "assortment.parquet")
@@ -77,6 +81,8 @@ class Dataset:
 
     def write(self, out: str | Path, overwrite: bool = False) -> Path:
         """Validate, then write atomically to ``out`` (a folder)."""
+        if self.item_columns is not None:
+            raise DataError(f"a dataset read with only the item columns {list(self.item_columns)} cannot be written")
         self.validate()
         out = Path(out)
         if out.exists() and any(out.iterdir()) and not overwrite:
@@ -91,16 +97,17 @@ class Dataset:
         (folder / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True))
 
 
-def read_dataset(path: str | Path, item_extras: bool = True) -> Dataset:
+def read_dataset(path: str | Path, item_extras: bool = True, item_columns: Sequence[str] | None = None) -> Dataset:
     """Read a dataset folder written by an importer or ``genrec data synth``. ``item_extras``: keep
     items.parquet's columns beyond the contract (False: not a catalog's precomputed vectors, which training
-    and evaluation never read from here)."""
+    and evaluation never read from here); ``item_columns``: only these of the contract's (``read_items``)."""
     path = Path(path)
     events = events_path(path)  # a DataError when the folder or its events are missing
     assortment_path = path / "assortment.parquet"
     meta_path = path / "meta.json"
     return Dataset(
-        items=read_items(path, extras=item_extras),
+        items=read_items(path, extras=item_extras, columns=item_columns),
+        item_columns=None if item_columns is None else tuple(item_columns),
         events=pq.read_table(events),
         assortment=pq.read_table(assortment_path) if assortment_path.is_file() else None,
         meta=json.loads(meta_path.read_text()) if meta_path.is_file() else {},

@@ -88,7 +88,8 @@ class EvalData:
 
 def build_eval_data(data: Path, seq_cfg: SequenceConfig, cfg: EvalConfig, seed: int) -> EvalData:
     """Read the dataset and cut the one split every model is evaluated on."""
-    ds = read_dataset(data, item_extras=False)  # no model here reads a catalog's precomputed vectors from it
+    # what the protocol and the diversity metrics read of the catalog (no model reads titles, texts or vectors)
+    ds = read_dataset(data, item_columns=("item_id", "brand", "category_path", "first_seen"))
     histories = build_histories(ds.events)
     split = resolve_split(histories, seq_cfg.split)
     seq_cfg = dataclasses.replace(seq_cfg, split=split)

@@ -92,7 +92,9 @@ def build_index(run: Path, ds: Dataset, cfg: RunConfig, item_tokens: ItemTokens,
 def build_serving_parts(data: Path, cfg: RunConfig, run: Path) -> tuple[Dataset, SIDTokenizer, ItemTokens]:
     """The run's tokenizer and retailer index from its SIDs and ``data`` (written into the run), with the
     dataset and item tokens they were built from; cheap, so a change to the index needs no retraining."""
-    ds = read_dataset(data, item_extras=False)  # a catalog's precomputed vectors stay out of training's memory
+    # what the index and the cold-start pool read of the catalog: no titles, texts or precomputed vectors,
+    # which would stay in memory through the decoder's training
+    ds = read_dataset(data, item_columns=("item_id", "first_seen"))
     tok = build_tokenizer(run, ds, cfg)
     item_tokens = ItemTokens.from_sids(read_sids(run, expected_version=tok.codebook_version), tok)
     build_index(run, ds, cfg, item_tokens, tok)

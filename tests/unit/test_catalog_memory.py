@@ -221,3 +221,27 @@ def test_a_large_catalogs_unit_vectors_are_kept_in_half_precision(tmp_path, monk
     joined = combine_file(tmp_path / "text.parquet", ids, collab, 0.5)
     assert joined.dtype == np.float16
     np.testing.assert_allclose(joined, combine(got, collab, 0.5), atol=1e-3)
+
+
+def test_readers_that_need_few_item_columns_read_only_those(tmp_path):
+    """Training's index and evaluation read the catalog's ids and facets, not its titles and texts (at 500k
+    products those are most of the catalog table held through the decoder's training); such a dataset is
+    never written back, and a column outside the contract is refused."""
+    from genrec.data.dataset import read_dataset
+    from semid.catalog import read_items
+    from semid.common import DataError
+
+    n = 50
+    items = pa.table({"item_id": np.arange(1, n + 1), "title": [f"t{i}" for i in range(n)],
+                      "text": [f"x{i}" for i in range(n)], "first_seen": pa.array([None] * n, pa.int64())})
+    pq.write_table(items, tmp_path / "items.parquet")
+    events = pa.table({"user_id": [1, 1], "session_id": [1, 2], "ts": [1, 2], "item_id": [1, 2],
+                       "position": pa.array([1, 1], pa.int32())})
+    pq.write_table(events, tmp_path / "events.parquet")
+    ds = read_dataset(tmp_path, item_columns=("item_id", "first_seen"))
+    assert ds.items.column_names == ["item_id", "first_seen"]
+    assert read_dataset(tmp_path).items.column_names[:3] == ["item_id", "title", "text"]
+    with pytest.raises(DataError, match="cannot be written"):
+        ds.write(tmp_path / "copy")
+    with pytest.raises(ValueError, match="not items.parquet columns"):
+        read_items(tmp_path, columns=("item_id", "vector"))
