@@ -163,9 +163,10 @@ RESIDUAL_BATCH = 1 << 18  # products per slice when computing last-level residua
 ENCODE_ROWS = 1 << 15  # products per slice when encoding a catalog (a multiple of the encoders' own batches)
 
 
-def _less_codewords(z: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) -> np.ndarray:
-    """Latents ``z`` less the codewords of their first L-1 ``codes``: what the last level quantises."""
-    z = np.array(z, np.float32, copy=True)
+def _less_codewords(z: np.ndarray | torch.Tensor, codes: np.ndarray, books: list[np.ndarray]) -> np.ndarray:
+    """Latents ``z`` (an array or a CPU tensor) less the codewords of their first L-1 ``codes``: what the last
+    level quantises, as a new float32 array."""
+    z = np.array(z.numpy() if isinstance(z, torch.Tensor) else z, np.float32, copy=True)
     for level, book in enumerate(books[:-1]):
         z -= book[codes[:, level]]
     return z
@@ -211,7 +212,7 @@ class SemIDModel:
             part = self.net.encode(z) if isinstance(self.net, RQKMeans) else self.net.quantizer.encode(z).numpy()
             codes[s:s + len(part)] = part
             if res is not None:
-                res[s:s + len(part)] = _less_codewords(z.numpy() if isinstance(z, torch.Tensor) else z, part, books)
+                res[s:s + len(part)] = _less_codewords(z, part, books)
         return codes, res
 
     def _latents(self, x: np.ndarray) -> np.ndarray | torch.Tensor:
@@ -247,7 +248,7 @@ class SemIDModel:
         for s in range(0, rows.size, RESIDUAL_BATCH):  # a catalog of millions, a slice at a time
             at = rows[s:s + RESIDUAL_BATCH]
             z = self._latents(self._inputs(embeddings[at]))
-            out[s:s + at.size] = _less_codewords(z.numpy() if isinstance(z, torch.Tensor) else z, codes[at], books)
+            out[s:s + at.size] = _less_codewords(z, codes[at], books)
         return out
 
     def capped(self, embeddings: np.ndarray, codes: np.ndarray, residuals: np.ndarray | None = None) -> np.ndarray:

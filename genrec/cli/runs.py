@@ -15,11 +15,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from genrec.run.config import load_run_config
 
     cfg = load_run_config(args.config)  # a bad config fails here, before the model stack loads
-    from genrec.run.layout import SIDS_FILE
-    from genrec.run.semids import build_semids
+    from genrec.run.semids import ensure_semids
 
-    if not (Path(args.out) / SIDS_FILE).is_file():  # before the decoder and ranker stack loads: its modules
-        build_semids(Path(args.data), cfg, Path(args.out))  # (~0.16 GB resident) are not beside the catalog
+    ensure_semids(Path(args.data), cfg, Path(args.out))  # before the decoder and ranker modules load
     from genrec.rank.train import train_ranker
     from genrec.run.build import train_run
 

@@ -58,13 +58,7 @@ def collab_embeddings_from_dataset(data: str | Path, item_ids: np.ndarray, seq_c
         if name not in names:
             raise DataError(f"events.parquet: missing required column {name!r} (has: {names})")
     counts = copurchase_counts(path, item_ids, seq_cfg.split, window, memory_limit=seq_cfg.counts_memory_limit)
-    return vectors_from_counts(counts, dim, seed), {"engine": engine, "events": n_events}
-
-
-def vectors_from_counts(counts: sp.csr_matrix, dim: int, seed: int) -> np.ndarray:
-    """What ``semid.collab.collab_vectors`` makes of its co-occurrence counts (the same function, the same
-    result): degree-normalised, truncated randomized SVD, rows L2-normalised, zero rows where nothing co-occurs."""
-    return spectral_vectors(counts, dim, seed)
+    return spectral_vectors(counts, dim, seed), {"engine": engine, "events": n_events}
 
 
 def training_sequences(events: pa.Table, seq_cfg: SequenceConfig) -> Examples:

@@ -20,8 +20,8 @@ from genrec.model.tokens import ItemTokens
 from genrec.model.train import TrainResult, train_decoder
 from genrec.run.config import RunConfig
 from genrec.model.validation import sample_examples
-from genrec.run.layout import DECODER_DIR, HEAD_FILE, INDEX_DIR, MEMORY_FILE, SIDS_FILE, TOKENIZER_FILE, decoder_model
-from genrec.run.semids import build_semids, record_dataset
+from genrec.run.layout import DECODER_DIR, HEAD_FILE, INDEX_DIR, MEMORY_FILE, TOKENIZER_FILE, decoder_model
+from genrec.run.semids import ensure_semids, record_dataset
 from index.retailer_index import RetailerIndex
 from semid.common import torch_threads
 from semid.store import codebook_version, read_sids
@@ -115,8 +115,7 @@ def build_memory(run: Path, ds: Dataset, cfg: RunConfig, item_tokens: ItemTokens
 
 def train_run(data: Path, cfg: RunConfig, run: Path, resume: bool = True) -> TrainResult:
     """Build whatever the run folder lacks, then train (or resume training) the decoder."""
-    if not (run / SIDS_FILE).is_file():
-        build_semids(data, cfg, run)
+    ensure_semids(data, cfg, run)
     record_dataset(run, data)
     ds, tok, item_tokens = build_serving_parts(data, cfg, run)
     result = train_decoder(ds.events, item_tokens, tok, cfg.decoder, cfg.train, run / DECODER_DIR,
